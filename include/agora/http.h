@@ -1,0 +1,208 @@
+/*
+ * http.h — the HTTP/1.1 server, its router, requests and responses.
+ *
+ * A server listens on every loop of an ag_loopset (SO_REUSEPORT) and parses
+ * with llhttp. For each request it matches a route, runs the middleware and
+ * the handler, and writes the response. Handlers run on the worker pool and
+ * may block; a route flagged AG_ROUTE_INLINE runs on the I/O loop instead and
+ * must not block (health checks, metrics, the benchmark's hello).
+ * Requests on a connection are handled one at a time, so pipelined requests
+ * get their responses in order. docs/internals/http.md draws the connection
+ * state machine and explains the threading model.
+ *
+ * Ownership: the request, its arena and its response belong to the server;
+ * a handler borrows them until it returns (or, when streaming, until
+ * ag_res_stream_end). Strings returned by ag_req_* live as long as the request.
+ */
+#ifndef AGORA_HTTP_H
+#define AGORA_HTTP_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "agora/clock.h"
+#include "agora/loop.h"
+#include "agora/mem.h"
+#include "agora/metrics.h"
+#include "agora/pool.h"
+
+#define AG_REQUEST_ID_HEADER "X-Request-Id"
+
+typedef struct ag_http_req ag_http_req;
+typedef struct ag_http_res ag_http_res;
+typedef struct ag_router ag_router;
+typedef struct ag_http_server ag_http_server;
+
+/* ---- Requests ---------------------------------------------------------- */
+
+const char *ag_req_method(const ag_http_req *r); /* "GET" */
+/* The path without the query string, as sent (not percent-decoded). */
+const char *ag_req_path(const ag_http_req *r);
+/* The full request target ("/v1/x?y=1"). */
+const char *ag_req_target(const ag_http_req *r);
+/* The route pattern that matched ("/v1/users/:id"), or NULL. */
+const char *ag_req_route(const ag_http_req *r);
+/* A path parameter, percent-decoded, or NULL. */
+const char *ag_req_param(const ag_http_req *r, const char *name);
+/* The first query parameter named `name`, percent-decoded ('+' is a space),
+ * or NULL. */
+const char *ag_req_query(ag_http_req *r, const char *name);
+/* The first header named `name` (case-insensitive), or NULL. */
+const char *ag_req_header(const ag_http_req *r, const char *name);
+/* Header count and the i-th name and value, for iteration. */
+size_t ag_req_header_count(const ag_http_req *r);
+void ag_req_header_at(const ag_http_req *r, size_t i, const char **name, const char **value);
+/* The body (decoded from chunked if it was), NUL-terminated; len may be NULL. */
+const char *ag_req_body(const ag_http_req *r, size_t *len);
+/* The request id: X-Request-Id from the client when it is sane, or a new id. */
+const char *ag_req_id(const ag_http_req *r);
+/* When this request must be answered by: the server's own request timeout,
+ * shortened by an X-Agora-Deadline-Ms header from the caller. */
+ag_deadline ag_req_deadline(const ag_http_req *r);
+/* The peer's address ("127.0.0.1"). */
+const char *ag_req_remote_addr(const ag_http_req *r);
+/* The request's arena: allocations freed when the response is done. */
+ag_arena *ag_req_arena(ag_http_req *r);
+/* Per-request values for middleware (the authenticated caller, say). The key
+ * is compared by pointer; the value is borrowed. */
+void ag_req_set_local(ag_http_req *r, const void *key, void *value);
+void *ag_req_local(const ag_http_req *r, const void *key);
+/* True when the content type's media type is `type` ("application/json"),
+ * or a "+json"-style suffix of it. */
+bool ag_req_is_content_type(const ag_http_req *r, const char *type);
+
+/* ---- Responses --------------------------------------------------------- */
+
+void ag_res_status(ag_http_res *res, int status);
+int ag_res_get_status(const ag_http_res *res);
+/* Adds a header (both strings copied). Content-Length, Transfer-Encoding,
+ * Connection and Date are the server's. */
+void ag_res_header(ag_http_res *res, const char *name, const char *value);
+/* Sets the body (copied) and its content type. */
+void ag_res_body(ag_http_res *res, int status, const char *content_type, const void *data,
+                 size_t len);
+/* Sets the body, taking `data` (allocated with ag_malloc). */
+void ag_res_body_take(ag_http_res *res, int status, const char *content_type, char *data,
+                      size_t len);
+/* Sets a JSON body; steals the reference to `body`. */
+void ag_res_json(ag_http_res *res, int status, json_t *body);
+/* {"success":true,"data":data} with `status`; steals `data` (NULL: null). */
+void ag_res_ok(ag_http_res *res, int status, json_t *data);
+/* The error envelope of DESIGN.md §4:
+ * {"success":false,"error":{"code","message"[,"details"]},"requestId"}.
+ * Steals `details` (may be NULL). Adds Retry-After: 1 to 429 and 503. */
+void ag_res_error(ag_http_res *res, int status, const char *code, const char *message,
+                  json_t *details);
+
+/* Streaming (chunked) responses, from worker-pool handlers only. Begin sends
+ * the status and headers; each write sends one chunk and blocks while more
+ * than a bounded amount is waiting to be written to a slow client; end sends
+ * the last chunk. Writes return AG_ECLOSED once the client has gone and
+ * AG_ETIMEDOUT when the client reads nothing for the write timeout. An
+ * HTTP/1.0 client gets the body unchunked, delimited by closing. */
+int ag_res_stream_begin(ag_http_res *res, int status, const char *content_type);
+int ag_res_stream_write(ag_http_res *res, const void *data, size_t len);
+int ag_res_stream_end(ag_http_res *res);
+
+/* ---- Router ------------------------------------------------------------ */
+
+typedef void (*ag_http_handler)(ag_http_req *req, ag_http_res *res, void *ud);
+
+/* Middleware runs before the handler, in the order added, on the same thread
+ * as the handler. Return AG_NEXT to go on, AG_STOP when it has answered. */
+enum { AG_NEXT = 0, AG_STOP = 1 };
+typedef int (*ag_http_middleware)(ag_http_req *req, ag_http_res *res, void *ud);
+
+enum ag_route_flags {
+    AG_ROUTE_INLINE = 1 << 0, /* run on the I/O loop: must not block */
+    AG_ROUTE_JSON = 1 << 1,   /* a request body must be JSON, else 415 */
+};
+
+ag_router *ag_router_new(void);
+void ag_router_free(ag_router *r);
+/* Adds a route. `pattern` segments are literal, ":name" (one segment, bound
+ * to the parameter `name`) or a final "*" (the rest of the path, parameter
+ * "*"). Literal segments win over parameters. A GET route also answers HEAD.
+ * AG_EEXISTS for a duplicate, AG_EINVAL for a bad pattern or method.
+ * Routes are added before the server starts; the router is then read-only. */
+int ag_router_add(ag_router *r, const char *method, const char *pattern, ag_http_handler h,
+                  void *ud, unsigned flags);
+int ag_router_use(ag_router *r, ag_http_middleware mw, void *ud);
+
+typedef struct ag_route_match {
+    const char *pattern;
+    ag_http_handler handler;
+    void *ud;
+    unsigned flags;
+    void *stats; /* the server's per-route counters */
+    int nparams;
+    struct {
+        const char *name;
+        const char *value; /* points into the path; not decoded */
+        size_t len;
+    } params[16];
+    char allow[96]; /* on AG_ENOTFOUND with a path that exists: "GET, HEAD" */
+} ag_route_match;
+
+/* Matches `method` and `path`. 0 on a match; AG_ENOTFOUND otherwise, with
+ * m->allow non-empty when the path exists under other methods (405). */
+int ag_router_match(const ag_router *r, const char *method, const char *path,
+                    ag_route_match *m);
+
+/* ---- Server ------------------------------------------------------------ */
+
+typedef struct ag_http_limits {
+    size_t max_header_bytes;     /* request line + headers; 431 past it */
+    int max_headers;             /* header count; 431 past it */
+    size_t max_body_bytes;       /* 413 past it */
+    uint64_t header_timeout_ms;  /* whole head must arrive within; 408 + close */
+    uint64_t body_timeout_ms;    /* silence allowed while reading a body; 408 + close */
+    uint64_t idle_timeout_ms;    /* keep-alive idle time before close */
+    uint64_t write_timeout_ms;   /* a client that reads nothing this long is closed */
+    uint64_t request_timeout_ms; /* a handler's default deadline */
+    int max_connections;         /* per process; more are answered 503 and closed */
+} ag_http_limits;
+
+/* Fills the defaults: 16 KiB, 100 headers, 1 MiB, 10 s, 30 s, 60 s, 30 s,
+ * 30 s, 10000. */
+void ag_http_limits_default(ag_http_limits *l);
+/* Overrides from AGORA_HTTP_MAX_HEADER_BYTES, _MAX_HEADERS, _MAX_BODY_BYTES,
+ * _HEADER_TIMEOUT, _BODY_TIMEOUT, _IDLE_TIMEOUT, _WRITE_TIMEOUT,
+ * _REQUEST_TIMEOUT, _MAX_CONNECTIONS. AG_ECONFIG with a logged reason. */
+int ag_http_limits_from_env(ag_http_limits *l);
+
+typedef struct ag_http_server_opts {
+    const char *host;      /* "127.0.0.1" */
+    int port;              /* 0: any free port (see ag_http_server_port) */
+    ag_router *router;     /* borrowed; must outlive the server */
+    ag_loopset *loops;     /* borrowed */
+    ag_pool *pool;         /* borrowed; handlers without AG_ROUTE_INLINE run here */
+    ag_http_limits limits;
+    bool access_log;       /* one info line per response */
+    ag_metrics *metrics;   /* NULL: ag_metrics_default() */
+} ag_http_server_opts;
+
+int ag_http_server_new(const ag_http_server_opts *o, ag_http_server **out);
+/* Binds and starts accepting on every loop. The loops must be running. */
+int ag_http_server_start(ag_http_server *s);
+/* The bound port (useful with port 0). */
+int ag_http_server_port(const ag_http_server *s);
+/* Open connections right now. */
+size_t ag_http_server_connections(const ag_http_server *s);
+/* Graceful stop: stop accepting, close idle connections, let in-flight
+ * requests finish (their responses say Connection: close), then close the
+ * rest. Blocks the calling (non-loop) thread until every connection has
+ * closed or `timeout_ms` passed, when the rest are closed at once.
+ * Returns the number of connections closed by force. */
+int ag_http_server_drain(ag_http_server *s, uint64_t timeout_ms);
+/* True once drain has begun (readiness turns 503). */
+bool ag_http_server_draining(const ag_http_server *s);
+/* Frees a drained server. */
+void ag_http_server_free(ag_http_server *s);
+
+/* The reason phrase of `status` ("Not Found"), or "Unknown". */
+const char *ag_http_reason(int status);
+
+#endif

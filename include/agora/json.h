@@ -1,0 +1,62 @@
+/*
+ * json.h — JSON request bodies and validation, on jansson.
+ *
+ * ag_req_json parses a request body, answering 415 (not JSON) or 400
+ * (malformed, with line and column) itself. An ag_validator collects every
+ * problem with a body's fields; ag_res_validation answers 422 with the
+ * error envelope of DESIGN.md §4, the first problem as the message and all
+ * of them in details: [{"field": "email", "message": "email is required"}].
+ *
+ *   json_t *body;
+ *   if (ag_req_json(req, res, &body) < 0) return;        // answered
+ *   ag_validator v; ag_v_init(&v);
+ *   const char *email = ag_v_str(&v, body, "email", AG_V_REQUIRED, 3, 254);
+ *   long long qty = 1; ag_v_int(&v, body, "quantity", 0, 1, 100, &qty);
+ *   if (!ag_v_ok(&v)) { ag_res_validation(res, &v); json_decref(body); return; }
+ */
+#ifndef AGORA_JSON_H
+#define AGORA_JSON_H
+
+#include <jansson.h>
+#include <stdbool.h>
+
+#include "agora/http.h"
+
+/* Parses the body into a new reference (*out, the caller's). When the body is
+ * not JSON, answers 415 or 400 and returns AG_EINVAL. An empty body is 400. */
+int ag_req_json(ag_http_req *req, ag_http_res *res, json_t **out);
+
+enum { AG_V_REQUIRED = 1 << 0, AG_V_NULLABLE = 1 << 1 };
+
+typedef struct ag_validator {
+    json_t *details; /* array of {"field","message"}; owned */
+    char first[256]; /* the first message */
+} ag_validator;
+
+void ag_v_init(ag_validator *v);
+void ag_v_release(ag_validator *v);
+bool ag_v_ok(const ag_validator *v);
+/* Records a problem with `field` (printf-style message). */
+void ag_v_fail(ag_validator *v, const char *field, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Each getter checks obj[field] and returns the value (borrowed from `obj`),
+ * or NULL/false after recording a problem. An absent optional field returns
+ * NULL/false and records nothing. Lengths count UTF-8 code points. */
+const char *ag_v_str(ag_validator *v, json_t *obj, const char *field, unsigned flags,
+                     size_t min_len, size_t max_len);
+bool ag_v_int(ag_validator *v, json_t *obj, const char *field, unsigned flags, long long min,
+              long long max, long long *out);
+bool ag_v_bool(ag_validator *v, json_t *obj, const char *field, unsigned flags, bool *out);
+json_t *ag_v_object(ag_validator *v, json_t *obj, const char *field, unsigned flags);
+json_t *ag_v_array(ag_validator *v, json_t *obj, const char *field, unsigned flags,
+                   size_t min_items, size_t max_items);
+/* A string that looks like an e-mail address (one '@', a dot in the domain,
+ * no spaces, at most 254 characters). */
+const char *ag_v_email(ag_validator *v, json_t *obj, const char *field, unsigned flags);
+
+/* Answers 422 VALIDATION_FAILED with the collected problems, and releases
+ * the validator. */
+void ag_res_validation(ag_http_res *res, ag_validator *v);
+
+#endif

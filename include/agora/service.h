@@ -1,0 +1,56 @@
+/*
+ * service.h — what every Agora executable does at start and stop.
+ *
+ *   ag_service *svc;
+ *   if (ag_service_new("users", 7001, &svc) < 0) return 1;
+ *   ag_router_add(ag_service_router(svc), "GET", "/v1/users/:id", get_user, NULL, 0);
+ *   return ag_service_run(svc);  // until SIGTERM or SIGINT, then drains; 0
+ *
+ * ag_service_new reads the configuration (PORT, AGORA_HOST, AGORA_LOOPS,
+ * AGORA_WORKERS, AGORA_QUEUE, AGORA_LOG, AGORA_ACCESS_LOG, AGORA_DRAIN_TIMEOUT
+ * and the AGORA_HTTP_* limits), sets up logging, the loops, the worker pool
+ * and a router with the built-in endpoints /health, /ready and /metrics.
+ * ag_service_run starts the server, waits for a signal and shuts down in
+ * order: readiness turns 503, the server drains, the pool finishes, the loops
+ * stop. A second SIGINT or SIGTERM during the drain exits at once.
+ */
+#ifndef AGORA_SERVICE_H
+#define AGORA_SERVICE_H
+
+#include "agora/http.h"
+
+typedef struct ag_service ag_service;
+
+/* A readiness check: 0 when ready; otherwise a negative AG_E* code and a
+ * short reason in `why`. Runs on a worker thread and may block briefly. */
+typedef int (*ag_ready_check)(void *ud, char *why, size_t why_len);
+
+/* Reads configuration and prepares a service named `name` (lower-case, used
+ * in logs, metrics and AGORA_<NAME>_* overrides) on `default_port`.
+ * Configuration errors are logged with the variable's name and return
+ * AG_ECONFIG. */
+int ag_service_new(const char *name, int default_port, ag_service **out);
+ag_router *ag_service_router(ag_service *svc);
+ag_metrics *ag_service_metrics(ag_service *svc);
+ag_loopset *ag_service_loops(ag_service *svc);
+ag_pool *ag_service_pool(ag_service *svc);
+const char *ag_service_name(const ag_service *svc);
+/* Adds a check to /ready (the name appears in its answer). */
+void ag_service_add_ready_check(ag_service *svc, const char *name, ag_ready_check fn, void *ud);
+/* A function called on the main thread after the server has drained and
+ * before the pool stops (flush, close stores). */
+void ag_service_on_stop(ag_service *svc, void (*fn)(void *ud), void *ud);
+/* Runs until SIGTERM/SIGINT and drains. Returns 0 after a clean stop, or a
+ * negative AG_E* code when it could not start (the port in use, say). */
+int ag_service_run(ag_service *svc);
+/* Asks a running service to stop, as SIGTERM would. Thread-safe. */
+void ag_service_stop(ag_service *svc);
+/* The port the server is bound to, once running (0 before). */
+int ag_service_port(const ag_service *svc);
+void ag_service_free(ag_service *svc);
+
+/* Registers /health, /ready and /metrics on `router`. Used by ag_service_new;
+ * exposed for programs that assemble their own server. */
+void ag_obs_register_endpoints(ag_router *router, ag_service *svc);
+
+#endif

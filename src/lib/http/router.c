@@ -1,0 +1,271 @@
+/*
+ * router.c — a segment trie of routes (see agora/http.h).
+ *
+ * Each node is one path segment. A node has literal children, at most one
+ * parameter child (":name") and at most one wildcard child ("*"), plus the
+ * endpoints (method, handler) that end there. Matching walks the path once,
+ * trying literal, then parameter, then wildcard, backtracking when a branch
+ * dead-ends, so "/v1/users/me" beats "/v1/users/:id". A trailing slash is
+ * ignored. The router is built before the server starts and only read after.
+ */
+#include <string.h>
+#include <strings.h>
+
+#include "internal.h"
+
+typedef struct endpoint {
+    char method[16];
+    ag_http_handler handler;
+    void *ud;
+    unsigned flags;
+    char *pattern;
+    ag__route_stats *stats;
+} endpoint;
+
+typedef struct rnode {
+    char *seg;
+    struct rnode **kids;
+    int nkids;
+    struct rnode *param;
+    char *param_name;
+    struct rnode *wild;
+    endpoint *eps;
+    int neps;
+} rnode;
+
+typedef struct mw {
+    ag_http_middleware fn;
+    void *ud;
+} mw;
+
+struct ag_router {
+    rnode root;
+    mw *mws;
+    int nmws;
+    ag__route_stats *unmatched;
+};
+
+ag__route_stats *ag__route_stats_new(const char *route, const char *method)
+{
+    ag__route_stats *s = ag_calloc(1, sizeof *s);
+    s->route = route;
+    s->method = method;
+    return s;
+}
+
+void ag__router_free_stats(ag__route_stats *s)
+{
+    ag_free(s);
+}
+
+ag_router *ag_router_new(void)
+{
+    ag_router *r = ag_calloc(1, sizeof *r);
+    r->unmatched = ag__route_stats_new("(unmatched)", "");
+    return r;
+}
+
+static void node_free(rnode *n, bool self)
+{
+    for (int i = 0; i < n->nkids; i++) node_free(n->kids[i], true);
+    ag_free(n->kids);
+    if (n->param) node_free(n->param, true);
+    if (n->wild) node_free(n->wild, true);
+    for (int i = 0; i < n->neps; i++) {
+        ag_free(n->eps[i].pattern);
+        ag__router_free_stats(n->eps[i].stats);
+    }
+    ag_free(n->eps);
+    ag_free(n->seg);
+    ag_free(n->param_name);
+    if (self) ag_free(n);
+}
+
+void ag_router_free(ag_router *r)
+{
+    if (!r) return;
+    node_free(&r->root, false);
+    ag_free(r->mws);
+    ag__router_free_stats(r->unmatched);
+    ag_free(r);
+}
+
+ag__route_stats *ag__router_unmatched_stats(const ag_router *r)
+{
+    return r->unmatched;
+}
+
+int ag_router_use(ag_router *r, ag_http_middleware fn, void *ud)
+{
+    if (!fn) return AG_EINVAL;
+    r->mws = ag_realloc(r->mws, (size_t)(r->nmws + 1) * sizeof *r->mws);
+    r->mws[r->nmws++] = (mw){fn, ud};
+    return 0;
+}
+
+int ag__router_run_middleware(const ag_router *r, ag_http_req *req, ag_http_res *res)
+{
+    for (int i = 0; i < r->nmws; i++)
+        if (r->mws[i].fn(req, res, r->mws[i].ud) != AG_NEXT) return AG_STOP;
+    return AG_NEXT;
+}
+
+static bool valid_method(const char *m)
+{
+    size_t n = strlen(m);
+    if (n == 0 || n >= 16) return false;
+    for (size_t i = 0; i < n; i++)
+        if (m[i] < 'A' || m[i] > 'Z') return false;
+    return true;
+}
+
+/* Next segment of `p` (after leading '/'): sets *seg, *len; returns the rest. */
+static const char *next_seg(const char *p, const char **seg, size_t *len)
+{
+    while (*p == '/') p++;
+    const char *s = p;
+    while (*p && *p != '/') p++;
+    *seg = s;
+    *len = (size_t)(p - s);
+    return p;
+}
+
+int ag_router_add(ag_router *r, const char *method, const char *pattern, ag_http_handler h,
+                  void *ud, unsigned flags)
+{
+    if (!method || !pattern || pattern[0] != '/' || !h || !valid_method(method)) return AG_EINVAL;
+    rnode *n = &r->root;
+    const char *p = pattern;
+    for (;;) {
+        const char *seg;
+        size_t len;
+        p = next_seg(p, &seg, &len);
+        if (len == 0) break;
+        if (seg[0] == '*') {
+            if (len != 1 || *next_seg(p, &seg, &len) != '\0' || len != 0) return AG_EINVAL;
+            if (!n->wild) n->wild = ag_calloc(1, sizeof(rnode));
+            n = n->wild;
+            break;
+        }
+        if (seg[0] == ':') {
+            if (len == 1) return AG_EINVAL;
+            if (n->param && (strlen(n->param_name) != len - 1 ||
+                             strncmp(n->param_name, seg + 1, len - 1) != 0))
+                return AG_EINVAL; /* one parameter name per position */
+            if (!n->param) {
+                n->param = ag_calloc(1, sizeof(rnode));
+                n->param_name = ag_strndup(seg + 1, len - 1);
+            }
+            n = n->param;
+            continue;
+        }
+        rnode *kid = NULL;
+        for (int i = 0; i < n->nkids; i++)
+            if (strlen(n->kids[i]->seg) == len && memcmp(n->kids[i]->seg, seg, len) == 0)
+                kid = n->kids[i];
+        if (!kid) {
+            kid = ag_calloc(1, sizeof *kid);
+            kid->seg = ag_strndup(seg, len);
+            n->kids = ag_realloc(n->kids, (size_t)(n->nkids + 1) * sizeof *n->kids);
+            n->kids[n->nkids++] = kid;
+        }
+        n = kid;
+    }
+    for (int i = 0; i < n->neps; i++)
+        if (strcmp(n->eps[i].method, method) == 0) return AG_EEXISTS;
+    n->eps = ag_realloc(n->eps, (size_t)(n->neps + 1) * sizeof *n->eps);
+    endpoint *e = &n->eps[n->neps++];
+    memset(e, 0, sizeof *e);
+    memcpy(e->method, method, strlen(method) + 1);
+    e->handler = h;
+    e->ud = ud;
+    e->flags = flags;
+    e->pattern = ag_strdup(pattern);
+    e->stats = ag__route_stats_new(e->pattern, e->method);
+    return 0;
+}
+
+/* Walk: returns the node for `p` or NULL, filling params on the way. */
+static const rnode *walk(const rnode *n, const char *p, ag_route_match *m)
+{
+    const char *seg;
+    size_t len;
+    const char *rest = next_seg(p, &seg, &len);
+    if (len == 0) return n;
+    for (int i = 0; i < n->nkids; i++) {
+        const rnode *k = n->kids[i];
+        if (strlen(k->seg) == len && memcmp(k->seg, seg, len) == 0) {
+            const rnode *found = walk(k, rest, m);
+            if (found) return found;
+        }
+    }
+    if (n->param && m->nparams < (int)(sizeof m->params / sizeof m->params[0])) {
+        int saved = m->nparams;
+        m->params[m->nparams].name = n->param_name;
+        m->params[m->nparams].value = seg;
+        m->params[m->nparams].len = len;
+        m->nparams++;
+        const rnode *found = walk(n->param, rest, m);
+        if (found) return found;
+        m->nparams = saved;
+    }
+    if (n->wild && m->nparams < (int)(sizeof m->params / sizeof m->params[0])) {
+        m->params[m->nparams].name = "*";
+        m->params[m->nparams].value = seg;
+        m->params[m->nparams].len = strlen(seg);
+        /* Drop a trailing slash from the rest of the path. */
+        while (m->params[m->nparams].len > 0 && seg[m->params[m->nparams].len - 1] == '/')
+            m->params[m->nparams].len--;
+        m->nparams++;
+        return n->wild;
+    }
+    return NULL;
+}
+
+static void allow_append(char *allow, size_t n, const char *m)
+{
+    size_t used = strlen(allow);
+    snprintf(allow + used, n - used, "%s%s", used ? ", " : "", m);
+}
+
+int ag_router_match(const ag_router *r, const char *method, const char *path, ag_route_match *m)
+{
+    m->nparams = 0;
+    m->allow[0] = '\0';
+    m->pattern = NULL;
+    m->handler = NULL;
+    m->stats = NULL;
+    const rnode *n = walk(&r->root, path, m);
+    if (!n || n->neps == 0) return AG_ENOTFOUND;
+    const endpoint *get = NULL;
+    for (int i = 0; i < n->neps; i++) {
+        const endpoint *e = &n->eps[i];
+        if (strcmp(e->method, method) == 0) {
+            m->pattern = e->pattern;
+            m->handler = e->handler;
+            m->ud = e->ud;
+            m->flags = e->flags;
+            m->stats = e->stats;
+            return 0;
+        }
+        if (strcmp(e->method, "GET") == 0) get = e;
+    }
+    if (get && strcmp(method, "HEAD") == 0) {
+        m->pattern = get->pattern;
+        m->handler = get->handler;
+        m->ud = get->ud;
+        m->flags = get->flags;
+        m->stats = get->stats;
+        return 0;
+    }
+    bool has_head = false, has_options = false;
+    for (int i = 0; i < n->neps; i++) {
+        allow_append(m->allow, sizeof m->allow, n->eps[i].method);
+        has_head |= strcmp(n->eps[i].method, "HEAD") == 0;
+        has_options |= strcmp(n->eps[i].method, "OPTIONS") == 0;
+    }
+    if (get && !has_head) allow_append(m->allow, sizeof m->allow, "HEAD");
+    if (!has_options) allow_append(m->allow, sizeof m->allow, "OPTIONS");
+    m->nparams = 0;
+    return AG_ENOTFOUND;
+}

@@ -1,0 +1,1414 @@
+/*
+ * server.c — the HTTP/1.1 server: connections, parsing, dispatch, sending.
+ *
+ * Threading: every loop of the loopset runs a listener on the same port
+ * (SO_REUSEPORT) and owns the connections it accepted; nothing about a
+ * connection is touched by another thread except through ag_loop_post.
+ * Handlers run on the worker pool (or inline on the loop for AG_ROUTE_INLINE);
+ * a worker hands its finished response back with ag_loop_post.
+ *
+ * A connection handles one request at a time. While a request is in a worker
+ * the parser is paused and the socket is not read, so a pipelining client
+ * gets its responses in order and cannot make us buffer more than one read
+ * (64 KiB) of input ahead. A client that does not read its responses makes
+ * the write queue grow until WRITE_HIGH_WATER, where parsing pauses too.
+ *
+ * Connection state machine (phase; the timer's meaning in brackets):
+ *
+ *   accept ─► IDLE [header timeout on the first request, idle timeout after]
+ *               │ first byte                         timer: close silently
+ *               ▼
+ *             HEAD [header timeout]  ── too big: 431 ── timer: 408 ──┐
+ *               │ headers complete      bad bytes: 400               │
+ *               ▼                                                    │
+ *             BODY [body timeout]    ── too big: 413 ── timer: 408 ──┤
+ *               │ message complete                                   │
+ *               ▼                                                    ▼
+ *           HANDLING (inline: returns at once; worker: parser     LINGER: response
+ *               │      paused, socket not read) [write timeout      written, FIN sent,
+ *               │      only while a stream waits on the client]     input discarded
+ *               ▼                                                   for up to 2 s,
+ *           response queued ─► keep-alive? ─ yes ─► IDLE            then closed
+ *                                    └──── no (or draining) ─► LINGER
+ *
+ * Every error answer closes the connection through LINGER, so that the client
+ * reads the answer before the kernel would reset a socket with unread input.
+ */
+#include <arpa/inet.h>
+#include <llhttp.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "agora/config.h"
+#include "agora/id.h"
+#include "agora/log.h"
+#include "internal.h"
+
+#define READ_BUF_SIZE 65536
+#define WRITE_HIGH_WATER (1u << 20) /* pause parsing past this many queued bytes */
+#define STREAM_HIGH_WATER (256u << 10)
+#define LINGER_MS 2000
+
+typedef enum phase { P_IDLE, P_HEAD, P_BODY, P_HANDLING, P_LINGER } phase;
+typedef enum tmode { T_NONE, T_IDLE, T_HEAD, T_BODY, T_WRITE, T_LINGER } tmode;
+
+typedef struct loop_srv loop_srv;
+
+typedef struct ag_conn {
+    uv_tcp_t tcp;
+    uv_timer_t timer;
+    loop_srv *ls;
+    struct ag_conn *prev, *next;
+    llhttp_t parser;
+    phase phase;
+    tmode tmode;
+    int refs;             /* tcp handle, timer handle, a worker holding req */
+    bool closing;         /* close begun; no more I/O */
+    bool paused;          /* parser paused: a request in a worker, or closing */
+    bool reading;         /* uv_read_start active */
+    bool wait_drain;      /* paused until the write queue drains */
+    bool close_after;     /* linger-close once the write queue drains */
+    bool in_worker;       /* req is owned by a worker right now */
+    bool served_one;      /* at least one request answered (idle vs first) */
+    bool upgrade_paused;  /* parser paused with HPE_PAUSED_UPGRADE */
+    bool discard_body;    /* body bytes are dropped (early answer decided) */
+    int early_status;     /* answer decided at headers complete */
+    int fail_status;      /* why the parser was stopped (431, 413) */
+    ag_buf head;          /* request line and headers, NUL-separated */
+    size_t url_off, url_len;
+    struct { size_t name_off, value_off; } *hoffs;
+    int nh;
+    int hstate; /* 0: none, 1: in field, 2: in value */
+    ag_buf body;
+    ag_buf pending; /* input read but not parsed while paused */
+    ag_http_req req;
+    char remote[48];
+} ag_conn;
+
+struct loop_srv {
+    ag_http_server *srv;
+    ag_loop *loop;
+    uv_tcp_t listener;
+    int fd;
+    bool listening;
+    ag_conn *conns;
+    char rbuf[READ_BUF_SIZE];
+    ag_buf scratch; /* response heads are built here */
+};
+
+struct ag_http_server {
+    ag_http_server_opts o;
+    ag_metrics *metrics;
+    ag_metric *m_requests, *m_errors, *m_latency, *m_rejected;
+    ag_series *s_rejected_conns, *s_timeouts, *s_bad, *s_busy;
+    loop_srv *ls;
+    int nls;
+    int port;
+    atomic_size_t nconns;
+    atomic_bool draining;
+    pthread_mutex_t mu;
+    pthread_cond_t cond;
+    int open_listeners; /* guarded by mu */
+    int started_listeners;
+    int start_err;
+};
+
+static llhttp_settings_t g_settings;
+static pthread_once_t g_settings_once = PTHREAD_ONCE_INIT;
+
+static void conn_close(ag_conn *c);
+static void conn_resume(ag_conn *c);
+static void arm_timer(ag_conn *c, tmode mode);
+static void send_response(ag_conn *c);
+static void finish_request(ag_conn *c);
+
+/* ---- Limits ----------------------------------------------------------------- */
+
+void ag_http_limits_default(ag_http_limits *l)
+{
+    l->max_header_bytes = 16 * 1024;
+    l->max_headers = 100;
+    l->max_body_bytes = 1024 * 1024;
+    l->header_timeout_ms = 10000;
+    l->body_timeout_ms = 30000;
+    l->idle_timeout_ms = 60000;
+    l->write_timeout_ms = 30000;
+    l->request_timeout_ms = 30000;
+    l->max_connections = 10000;
+}
+
+int ag_http_limits_from_env(ag_http_limits *l)
+{
+    long long n;
+    int rc = 0;
+    rc |= ag_config_size("AGORA_HTTP_MAX_HEADER_BYTES", l->max_header_bytes, &l->max_header_bytes);
+    if (ag_config_int("AGORA_HTTP_MAX_HEADERS", l->max_headers, 1, 10000, &n) == 0)
+        l->max_headers = (int)n;
+    else
+        rc = -1;
+    rc |= ag_config_size("AGORA_HTTP_MAX_BODY_BYTES", l->max_body_bytes, &l->max_body_bytes);
+    rc |= ag_config_duration_ms("AGORA_HTTP_HEADER_TIMEOUT", l->header_timeout_ms,
+                                &l->header_timeout_ms);
+    rc |= ag_config_duration_ms("AGORA_HTTP_BODY_TIMEOUT", l->body_timeout_ms, &l->body_timeout_ms);
+    rc |= ag_config_duration_ms("AGORA_HTTP_IDLE_TIMEOUT", l->idle_timeout_ms, &l->idle_timeout_ms);
+    rc |= ag_config_duration_ms("AGORA_HTTP_WRITE_TIMEOUT", l->write_timeout_ms,
+                                &l->write_timeout_ms);
+    rc |= ag_config_duration_ms("AGORA_HTTP_REQUEST_TIMEOUT", l->request_timeout_ms,
+                                &l->request_timeout_ms);
+    if (ag_config_int("AGORA_HTTP_MAX_CONNECTIONS", l->max_connections, 1, 1000000, &n) == 0)
+        l->max_connections = (int)n;
+    else
+        rc = -1;
+    if (l->max_header_bytes < 256) {
+        ag_error("invalid configuration", AG_FS("variable", "AGORA_HTTP_MAX_HEADER_BYTES"),
+                 AG_FS("reason", "must be at least 256 bytes"));
+        rc = -1;
+    }
+    return rc ? AG_ECONFIG : 0;
+}
+
+/* ---- Small helpers ------------------------------------------------------------ */
+
+static const char *http_date(void)
+{
+    static _Thread_local time_t cached;
+    static _Thread_local char buf[40];
+    time_t now = time(NULL);
+    if (now != cached) {
+        struct tm tm;
+        gmtime_r(&now, &tm);
+        strftime(buf, sizeof buf, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+        cached = now;
+    }
+    return buf;
+}
+
+static bool sane_request_id(const char *s)
+{
+    size_t n = 0;
+    for (; s[n]; n++) {
+        char ch = s[n];
+        if (n >= 128) return false;
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+              ch == '-' || ch == '_' || ch == '.' || ch == ':'))
+            return false;
+    }
+    return n > 0;
+}
+
+static ag_http_server *srv_of(ag_conn *c)
+{
+    return c->ls->srv;
+}
+
+/* ---- Metrics ------------------------------------------------------------------ */
+
+static void record(ag_http_server *s, ag__route_stats *st, int status, double seconds)
+{
+    if (status < 100 || status > 599) status = 500;
+    ag_series *cnt = atomic_load_explicit(&st->count[status], memory_order_acquire);
+    ag_series *lat = atomic_load_explicit(&st->latency[status], memory_order_acquire);
+    if (!cnt || !lat) {
+        char code[8];
+        snprintf(code, sizeof code, "%d", status);
+        const char *labels[] = {st->route, st->method[0] ? st->method : "*", code};
+        cnt = ag_metric_series(s->m_requests, labels);
+        lat = ag_metric_series(s->m_latency, labels);
+        atomic_store_explicit(&st->count[status], cnt, memory_order_release);
+        atomic_store_explicit(&st->latency[status], lat, memory_order_release);
+    }
+    ag_series_inc(cnt, 1);
+    ag_series_observe(lat, seconds);
+    if (status >= 500) {
+        ag_series *err = atomic_load_explicit(&st->errors, memory_order_acquire);
+        if (!err) {
+            const char *labels[] = {st->route, st->method[0] ? st->method : "*"};
+            err = ag_metric_series(s->m_errors, labels);
+            atomic_store_explicit(&st->errors, err, memory_order_release);
+        }
+        ag_series_inc(err, 1);
+    }
+}
+
+static double open_conns_gauge(void *ud)
+{
+    ag_http_server *s = ud;
+    return (double)atomic_load(&s->nconns);
+}
+
+/* ---- Writing -------------------------------------------------------------------- */
+
+typedef struct wreq {
+    uv_write_t w;
+    ag_conn *c;
+    char *body; /* owned */
+    ag__stream *stream;
+    size_t stream_bytes;
+    size_t head_len;
+    char head[]; /* copy of what try_write left of the head */
+} wreq;
+
+static void stream_done_bytes(ag__stream *st, size_t n)
+{
+    if (!st || n == 0) return;
+    pthread_mutex_lock(&st->mu);
+    st->pending -= n;
+    pthread_cond_broadcast(&st->cond);
+    pthread_mutex_unlock(&st->mu);
+}
+
+static void begin_linger(ag_conn *c);
+
+/* After any write completes: continue what waited for the queue to drain. */
+static void after_write_progress(ag_conn *c)
+{
+    if (c->closing) return;
+    size_t queued = uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp);
+    if (c->tmode == T_WRITE) {
+        if (queued == 0)
+            arm_timer(c, T_NONE);
+        else
+            arm_timer(c, T_WRITE); /* progress: restart the write timeout */
+    }
+    if (queued == 0 && c->close_after && !c->in_worker) {
+        begin_linger(c);
+        return;
+    }
+    if (c->wait_drain && queued < WRITE_HIGH_WATER / 2) {
+        c->wait_drain = false;
+        conn_resume(c);
+    }
+}
+
+static void on_write(uv_write_t *w, int status)
+{
+    wreq *wr = (wreq *)w;
+    ag_conn *c = wr->c;
+    stream_done_bytes(wr->stream, wr->stream_bytes);
+    ag_free(wr->body);
+    ag_free(wr);
+    if (status < 0) {
+        conn_close(c);
+        return;
+    }
+    after_write_progress(c);
+}
+
+/* Sends head + body; takes ownership of `body`. Tries a direct write first and
+ * queues only what the kernel did not take. */
+static void conn_write(ag_conn *c, const char *head, size_t hlen, char *body, size_t blen,
+                       ag__stream *st)
+{
+    if (c->closing) {
+        stream_done_bytes(st, st ? hlen + blen : 0);
+        ag_free(body);
+        return;
+    }
+    uv_buf_t bufs[2] = {uv_buf_init((char *)head, (unsigned)hlen),
+                        uv_buf_init(body ? body : (char *)"", (unsigned)blen)};
+    size_t total = hlen + blen;
+    size_t done = 0;
+    if (uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) == 0) {
+        int n = uv_try_write((uv_stream_t *)&c->tcp, bufs, blen ? 2 : 1);
+        if (n > 0) done = (size_t)n;
+        else if (n < 0 && n != UV_EAGAIN) {
+            stream_done_bytes(st, st ? total : 0);
+            ag_free(body);
+            conn_close(c);
+            return;
+        }
+    }
+    if (done == total) {
+        stream_done_bytes(st, st ? total : 0);
+        ag_free(body);
+        after_write_progress(c);
+        return;
+    }
+    size_t head_left = done < hlen ? hlen - done : 0;
+    wreq *wr = ag_malloc(sizeof *wr + head_left);
+    wr->c = c;
+    wr->body = body;
+    wr->stream = st;
+    wr->stream_bytes = st ? total - done : 0;
+    stream_done_bytes(st, st ? done : 0);
+    wr->head_len = head_left;
+    memcpy(wr->head, head + (hlen - head_left), head_left);
+    uv_buf_t out[2];
+    int nout = 0;
+    if (head_left) out[nout++] = uv_buf_init(wr->head, (unsigned)head_left);
+    size_t body_done = done > hlen ? done - hlen : 0;
+    if (blen > body_done) out[nout++] = uv_buf_init(body + body_done, (unsigned)(blen - body_done));
+    int rc = uv_write(&wr->w, (uv_stream_t *)&c->tcp, out, (unsigned)nout, on_write);
+    if (rc < 0) {
+        stream_done_bytes(st, wr->stream_bytes);
+        ag_free(body);
+        ag_free(wr);
+        conn_close(c);
+        return;
+    }
+    if (c->tmode == T_NONE) arm_timer(c, T_WRITE);
+}
+
+/* ---- Closing -------------------------------------------------------------------- */
+
+static void conn_unref(ag_conn *c)
+{
+    if (--c->refs > 0) return;
+    ag_arena_release(&c->req.arena);
+    ag__res_release(&c->req.res);
+    ag_buf_release(&c->head);
+    ag_buf_release(&c->body);
+    ag_buf_release(&c->pending);
+    ag_free(c->hoffs);
+    ag_free(c);
+}
+
+static void on_handle_closed(uv_handle_t *h)
+{
+    conn_unref(h->data);
+}
+
+static void notify_drain(ag_http_server *s)
+{
+    pthread_mutex_lock(&s->mu);
+    pthread_cond_broadcast(&s->cond);
+    pthread_mutex_unlock(&s->mu);
+}
+
+static void conn_close(ag_conn *c)
+{
+    if (c->closing) return;
+    c->closing = true;
+    c->paused = true;
+    ag__stream *st = c->req.res.stream;
+    if (st) {
+        pthread_mutex_lock(&st->mu);
+        st->closed = true;
+        pthread_cond_broadcast(&st->cond);
+        pthread_mutex_unlock(&st->mu);
+    }
+    loop_srv *ls = c->ls;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        ls->conns = c->next;
+    if (c->next) c->next->prev = c->prev;
+    uv_close((uv_handle_t *)&c->timer, on_handle_closed);
+    uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
+    ag_http_server *s = srv_of(c);
+    atomic_fetch_sub(&s->nconns, 1);
+    if (atomic_load(&s->draining)) notify_drain(s);
+}
+
+static void on_linger_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
+{
+    if (n < 0) conn_close(st->data);
+}
+
+static void on_shutdown(uv_shutdown_t *req, int status)
+{
+    ag_conn *c = req->data;
+    ag_free(req);
+    if (status < 0 || c->closing) {
+        conn_close(c);
+        return;
+    }
+    arm_timer(c, T_LINGER);
+}
+
+static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+
+/* Half-close and drop whatever the client still sends, for a short while. */
+static void begin_linger(ag_conn *c)
+{
+    if (c->closing || c->phase == P_LINGER) return;
+    c->phase = P_LINGER;
+    c->paused = true;
+    uv_shutdown_t *req = ag_malloc(sizeof *req);
+    req->data = c;
+    if (uv_shutdown(req, (uv_stream_t *)&c->tcp, on_shutdown) < 0) {
+        ag_free(req);
+        conn_close(c);
+        return;
+    }
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, on_linger_read);
+    c->reading = true;
+}
+
+/* ---- Timers ---------------------------------------------------------------------- */
+
+static void send_simple_error(ag_conn *c, int status, const char *code, const char *msg);
+
+static void on_timer(uv_timer_t *t)
+{
+    ag_conn *c = t->data;
+    ag_http_server *s = srv_of(c);
+    switch (c->tmode) {
+    case T_HEAD:
+    case T_BODY:
+        if (c->phase == P_HEAD || c->phase == P_BODY) {
+            ag_series_inc(s->s_timeouts, 1);
+            send_simple_error(c, 408, "REQUEST_TIMEOUT", "request not received in time");
+        } else {
+            conn_close(c);
+        }
+        break;
+    case T_IDLE:
+    case T_WRITE:
+    case T_LINGER:
+        conn_close(c);
+        break;
+    case T_NONE:
+        break;
+    }
+}
+
+static void arm_timer(ag_conn *c, tmode mode)
+{
+    if (c->closing) return;
+    const ag_http_limits *l = &srv_of(c)->o.limits;
+    uint64_t ms = 0;
+    switch (mode) {
+    case T_NONE:
+        c->tmode = T_NONE;
+        uv_timer_stop(&c->timer);
+        return;
+    case T_IDLE:
+        ms = c->served_one ? l->idle_timeout_ms : l->header_timeout_ms;
+        break;
+    case T_HEAD:
+        ms = l->header_timeout_ms;
+        break;
+    case T_BODY:
+        ms = l->body_timeout_ms;
+        break;
+    case T_WRITE:
+        ms = l->write_timeout_ms;
+        break;
+    case T_LINGER:
+        ms = LINGER_MS;
+        break;
+    }
+    c->tmode = mode;
+    uv_timer_start(&c->timer, on_timer, ms, 0);
+}
+
+/* ---- Responses -------------------------------------------------------------------- */
+
+static bool must_close(ag_conn *c)
+{
+    return !c->req.keep_alive || atomic_load(&srv_of(c)->draining) || c->close_after;
+}
+
+/* Builds the status line and headers into ls->scratch. */
+static void build_head(ag_conn *c, bool close, bool chunked, bool length, size_t clen)
+{
+    ag_http_req *r = &c->req;
+    ag_http_res *res = &r->res;
+    ag_buf *b = &c->ls->scratch;
+    b->len = 0;
+    ag_buf_printf(b, "HTTP/1.1 %d %s\r\nDate: %s\r\n", res->status, ag_http_reason(res->status),
+                  http_date());
+    if (res->content_type) ag_buf_printf(b, "Content-Type: %s\r\n", res->content_type);
+    if (chunked) ag_buf_appends(b, "Transfer-Encoding: chunked\r\n");
+    if (length) ag_buf_printf(b, "Content-Length: %zu\r\n", clen);
+    ag_buf_printf(b, "X-Request-Id: %s\r\n", r->id);
+    for (size_t i = 0; i < res->nheaders; i++)
+        ag_buf_printf(b, "%s: %s\r\n", res->headers[i].name, res->headers[i].value);
+    if (close)
+        ag_buf_appends(b, "Connection: close\r\n");
+    else if (r->http_major == 1 && r->http_minor == 0)
+        ag_buf_appends(b, "Connection: keep-alive\r\n");
+    ag_buf_appends(b, "\r\n");
+}
+
+static void access_log(ag_conn *c, double secs, size_t bytes)
+{
+    ag_http_server *s = srv_of(c);
+    if (!s->o.access_log || !ag_log_enabled(AG_LOG_INFO)) return;
+    ag_http_req *r = &c->req;
+    ag_info("request", AG_FS("method", r->method), AG_FS("path", r->path),
+            AG_FS("route", r->match.pattern ? r->match.pattern : ""),
+            AG_FI("status", r->res.status), AG_FD("durationMs", secs * 1000.0),
+            AG_FI("bytes", (long long)bytes), AG_FS("requestId", r->id),
+            AG_FS("remote", c->remote));
+}
+
+static void finish_request(ag_conn *c)
+{
+    ag_http_req *r = &c->req;
+    ag_http_server *s = srv_of(c);
+    double secs = (double)(ag_now_ns() - r->start_ns) / 1e9;
+    ag__route_stats *st = r->match.stats ? r->match.stats : ag__router_unmatched_stats(s->o.router);
+    record(s, st, r->res.status, secs);
+    access_log(c, secs, r->res.body_len);
+    c->served_one = true;
+    /* Reset for the next request, keeping the arena's first chunk. */
+    ag__res_release(&r->res);
+    ag_arena_reset(&r->arena);
+    c->head.len = 0;
+    if (c->body.cap > 65536) ag_buf_release(&c->body);
+    c->body.len = 0;
+    c->nh = 0;
+    c->hstate = 0;
+    c->early_status = 0;
+    c->discard_body = false;
+    c->phase = P_IDLE;
+}
+
+/* Sends the (non-streamed) response of c->req and finishes the request. */
+static void send_response(ag_conn *c)
+{
+    ag_http_req *r = &c->req;
+    ag_http_res *res = &r->res;
+    bool close = must_close(c);
+    if (res->streaming) {
+        /* Already sent by the stream; an unchunked (HTTP/1.0) stream ends
+         * with the connection. */
+        if (!res->chunked) close = true;
+    } else {
+        bool no_body = res->status == 204 || res->status == 304 || res->status < 200;
+        build_head(c, close, false, !no_body, res->body_len);
+        char *body = res->body;
+        size_t blen = res->body_len;
+        res->body = NULL;
+        if (r->head_only || no_body) {
+            ag_free(body);
+            body = NULL;
+            blen = 0;
+        }
+        conn_write(c, c->ls->scratch.data, c->ls->scratch.len, body, blen, NULL);
+        res->body_len = blen;
+    }
+    finish_request(c);
+    if (close) {
+        c->close_after = true;
+        c->paused = true;
+        if (uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) == 0) begin_linger(c);
+    } else {
+        arm_timer(c, T_IDLE);
+    }
+}
+
+/* An answer decided by the server before (or instead of) any handler, with
+ * the connection closed after it: malformed input, limits, timeouts. */
+static void send_simple_error(ag_conn *c, int status, const char *code, const char *msg)
+{
+    if (c->closing || c->phase == P_LINGER) return;
+    ag_http_req *r = &c->req;
+    if (!r->id[0]) ag_id_new_str(r->id);
+    if (!r->method) r->method = "";
+    if (!r->path) r->path = "";
+    if (!r->start_ns) r->start_ns = ag_now_ns();
+    ag__res_release(&r->res);
+    ag__res_init(&r->res, r);
+    ag_res_error(&r->res, status, code, msg, NULL);
+    r->keep_alive = false;
+    c->close_after = true;
+    c->paused = true;
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    c->reading = false;
+    send_response(c);
+}
+
+/* ---- Dispatch ------------------------------------------------------------------- */
+
+static void run_handler(ag_http_req *r)
+{
+    ag_http_server *s = r->conn->ls->srv;
+    if (ag_deadline_expired(r->deadline)) {
+        ag_res_error(&r->res, 504, "DEADLINE_EXCEEDED", "the request's deadline passed", NULL);
+        return;
+    }
+    if (ag__router_run_middleware(s->o.router, r, &r->res) == AG_STOP) return;
+    r->match.handler(r, &r->res, r->match.ud);
+    if (r->res.streaming && !r->res.stream_ended) ag_res_stream_end(&r->res);
+}
+
+static void finish_from_worker(void *arg)
+{
+    ag_conn *c = arg;
+    c->in_worker = false;
+    if (c->closing) {
+        conn_unref(c);
+        return;
+    }
+    conn_unref(c); /* the worker's reference; the handles still hold theirs */
+    send_response(c);
+    if (!c->close_after) conn_resume(c);
+}
+
+static void worker_task(void *arg)
+{
+    ag_conn *c = arg;
+    run_handler(&c->req);
+    if (ag_loop_post(c->ls->loop, finish_from_worker, c) < 0) {
+        /* The loop is gone (forced stop): nothing can send; drop the ref. */
+        ag_error("response dropped: loop stopped", AG_FS("requestId", c->req.id));
+    }
+}
+
+/* Called from on_message_complete. Returns 0 to keep parsing or HPE_PAUSED. */
+static int dispatch(ag_conn *c)
+{
+    ag_http_server *s = srv_of(c);
+    ag_http_req *r = &c->req;
+    r->keep_alive = llhttp_should_keep_alive(&c->parser);
+    r->body = c->body.data ? c->body.data : "";
+    r->body_len = c->body.len;
+    c->phase = P_HANDLING;
+    arm_timer(c, T_NONE);
+
+    if (c->early_status) {
+        int st = c->early_status;
+        if (st == 404)
+            ag_res_error(&r->res, 404, "NOT_FOUND", "no route for this path", NULL);
+        else if (st == 405) {
+            if (strcmp(r->method, "OPTIONS") == 0) {
+                ag_res_header(&r->res, "Allow", r->match.allow);
+                ag_res_status(&r->res, 204);
+            } else {
+                ag_res_header(&r->res, "Allow", r->match.allow);
+                ag_res_error(&r->res, 405, "METHOD_NOT_ALLOWED", "method not allowed here", NULL);
+            }
+        } else if (st == 415)
+            ag_res_error(&r->res, 415, "UNSUPPORTED_MEDIA_TYPE",
+                         "the request body must be application/json", NULL);
+        else if (st == 504)
+            ag_res_error(&r->res, 504, "DEADLINE_EXCEEDED", "the request's deadline passed", NULL);
+        else
+            ag_res_error(&r->res, st, "BAD_REQUEST", "bad request", NULL);
+        send_response(c);
+    } else if (r->match.flags & AG_ROUTE_INLINE) {
+        run_handler(r);
+        send_response(c);
+    } else {
+        c->in_worker = true;
+        c->refs++;
+        int rc = ag_pool_submit(s->o.pool, worker_task, c);
+        if (rc < 0) {
+            c->in_worker = false;
+            c->refs--;
+            ag_series_inc(s->s_busy, 1);
+            ag_res_error(&r->res, 503, "OVERLOADED", "the service is busy; retry shortly", NULL);
+            send_response(c);
+        } else {
+            c->paused = true;
+            return HPE_PAUSED;
+        }
+    }
+    if (c->close_after || c->closing) {
+        c->paused = true;
+        return HPE_PAUSED;
+    }
+    if (uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) >= WRITE_HIGH_WATER) {
+        c->wait_drain = true;
+        c->paused = true;
+        return HPE_PAUSED;
+    }
+    return 0;
+}
+
+/* ---- Parser callbacks --------------------------------------------------------------- */
+
+static ag_conn *conn_of(llhttp_t *p)
+{
+    return p->data;
+}
+
+static int head_append(ag_conn *c, const char *at, size_t len)
+{
+    if (ag_buf_append(&c->head, at, len) < 0) {
+        c->fail_status = 431;
+        return HPE_USER;
+    }
+    return 0;
+}
+
+static int on_message_begin(llhttp_t *p)
+{
+    ag_conn *c = conn_of(p);
+    ag_http_req *r = &c->req;
+    r->method = NULL;
+    r->target = r->path = r->query = NULL;
+    r->headers = NULL;
+    r->nheaders = 0;
+    r->body = NULL;
+    r->body_len = 0;
+    r->id[0] = '\0';
+    r->param_values = NULL;
+    r->nlocals = 0;
+    r->head_only = false;
+    memset(&r->match, 0, sizeof r->match);
+    r->start_ns = ag_now_ns();
+    ag__res_init(&r->res, r);
+    c->url_off = c->url_len = 0;
+    if (c->phase == P_IDLE) {
+        c->phase = P_HEAD;
+        /* The header timeout runs from the first byte of a keep-alive request
+         * and from accept for the first one (already armed then). */
+        if (c->served_one || c->tmode != T_IDLE) arm_timer(c, T_HEAD);
+        else c->tmode = T_HEAD;
+    }
+    return 0;
+}
+
+static int on_url(llhttp_t *p, const char *at, size_t len)
+{
+    ag_conn *c = conn_of(p);
+    if (c->url_len == 0) c->url_off = c->head.len;
+    c->url_len += len;
+    return head_append(c, at, len);
+}
+
+static int on_url_complete(llhttp_t *p)
+{
+    return head_append(conn_of(p), "", 1);
+}
+
+static int on_header_field(llhttp_t *p, const char *at, size_t len)
+{
+    ag_conn *c = conn_of(p);
+    if (c->hstate != 1) {
+        if (c->nh >= srv_of(c)->o.limits.max_headers) {
+            c->fail_status = 431;
+            return HPE_USER;
+        }
+        if (!c->hoffs)
+            c->hoffs = ag_malloc((size_t)srv_of(c)->o.limits.max_headers * sizeof *c->hoffs);
+        c->hoffs[c->nh].name_off = c->head.len;
+        c->hoffs[c->nh].value_off = SIZE_MAX;
+        c->nh++;
+        c->hstate = 1;
+    }
+    return head_append(c, at, len);
+}
+
+static int on_header_field_complete(llhttp_t *p)
+{
+    return head_append(conn_of(p), "", 1);
+}
+
+static int on_header_value(llhttp_t *p, const char *at, size_t len)
+{
+    ag_conn *c = conn_of(p);
+    if (c->hstate != 2) {
+        c->hoffs[c->nh - 1].value_off = c->head.len;
+        c->hstate = 2;
+    }
+    return head_append(c, at, len);
+}
+
+static int on_header_value_complete(llhttp_t *p)
+{
+    ag_conn *c = conn_of(p);
+    if (c->hstate != 2) { /* empty value: no on_header_value call */
+        c->hoffs[c->nh - 1].value_off = c->head.len;
+    }
+    c->hstate = 0;
+    return head_append(c, "", 1);
+}
+
+static int on_headers_complete(llhttp_t *p)
+{
+    ag_conn *c = conn_of(p);
+    ag_http_server *s = srv_of(c);
+    ag_http_req *r = &c->req;
+    const ag_http_limits *l = &s->o.limits;
+
+    r->http_major = p->http_major;
+    r->http_minor = p->http_minor;
+    r->method = llhttp_method_name((llhttp_method_t)p->method);
+    r->head_only = p->method == HTTP_HEAD;
+    r->target = c->url_len ? c->head.data + c->url_off : (char *)"";
+    r->nheaders = (size_t)c->nh;
+    r->headers = ag_arena_alloc(&r->arena, (r->nheaders ? r->nheaders : 1) * sizeof(ag__hdr));
+    for (int i = 0; i < c->nh; i++) {
+        r->headers[i].name = c->head.data + c->hoffs[i].name_off;
+        r->headers[i].value = c->head.data + c->hoffs[i].value_off;
+    }
+
+    const char *rid = ag_req_header(r, AG_REQUEST_ID_HEADER);
+    if (rid && sane_request_id(rid))
+        snprintf(r->id, sizeof r->id, "%s", rid);
+    else
+        ag_id_new_str(r->id);
+
+    /* Path and query. An absolute-form target keeps only its path. */
+    const char *t = r->target;
+    if (strncasecmp(t, "http://", 7) == 0 || strncasecmp(t, "https://", 8) == 0) {
+        t = strchr(t + 8, '/');
+        if (!t) t = "/";
+    }
+    if (t[0] != '/') {
+        c->fail_status = 400;
+        return -1;
+    }
+    const char *q = strchr(t, '?');
+    r->path = ag_arena_strndup(&r->arena, t, q ? (size_t)(q - t) : strlen(t));
+    r->query = q ? ag_arena_strdup(&r->arena, q + 1) : NULL;
+
+    r->deadline = ag_deadline_in(l->request_timeout_ms);
+    const char *dl = ag_req_header(r, AG_DEADLINE_HEADER);
+    ag_deadline d;
+    if (dl && ag_deadline_parse_header(dl, &d) == 0) r->deadline = ag_deadline_min(r->deadline, d);
+
+    bool has_body = (p->flags & F_CHUNKED) || ((p->flags & F_CONTENT_LENGTH) && p->content_length > 0);
+    if ((p->flags & F_CONTENT_LENGTH) && p->content_length > l->max_body_bytes) {
+        c->fail_status = 413;
+        return -1;
+    }
+
+    if (ag_router_match(s->o.router, r->method, r->path, &r->match) < 0) {
+        c->early_status = r->match.allow[0] ? 405 : 404;
+    } else if (has_body && (r->match.flags & AG_ROUTE_JSON) &&
+               !ag_req_is_content_type(r, "application/json")) {
+        c->early_status = 415;
+    } else if (ag_deadline_expired(r->deadline)) {
+        c->early_status = 504;
+    }
+    c->discard_body = c->early_status != 0;
+
+    const char *expect = ag_req_header(r, "Expect");
+    if (expect && has_body) {
+        if (strcasecmp(expect, "100-continue") != 0) {
+            c->fail_status = 417;
+            return -1;
+        }
+        if (c->early_status) {
+            /* Answer now instead of inviting a body we would drop. */
+            c->fail_status = c->early_status;
+            return -1;
+        }
+        static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+        conn_write(c, cont, sizeof cont - 1, NULL, 0, NULL);
+    }
+
+    c->body.len = 0;
+    c->body.limit = l->max_body_bytes;
+    if (has_body) {
+        c->phase = P_BODY;
+        arm_timer(c, T_BODY);
+    }
+    return 0;
+}
+
+static int on_body(llhttp_t *p, const char *at, size_t len)
+{
+    ag_conn *c = conn_of(p);
+    if (c->discard_body) return 0;
+    if (ag_buf_append(&c->body, at, len) < 0) {
+        c->fail_status = 413;
+        return HPE_USER;
+    }
+    return 0;
+}
+
+static int on_message_complete(llhttp_t *p)
+{
+    return dispatch(conn_of(p));
+}
+
+static void settings_init(void)
+{
+    llhttp_settings_init(&g_settings);
+    g_settings.on_message_begin = on_message_begin;
+    g_settings.on_url = on_url;
+    g_settings.on_url_complete = on_url_complete;
+    g_settings.on_header_field = on_header_field;
+    g_settings.on_header_field_complete = on_header_field_complete;
+    g_settings.on_header_value = on_header_value;
+    g_settings.on_header_value_complete = on_header_value_complete;
+    g_settings.on_headers_complete = on_headers_complete;
+    g_settings.on_body = on_body;
+    g_settings.on_message_complete = on_message_complete;
+}
+
+/* ---- Reading ------------------------------------------------------------------------ */
+
+static void fail_parse(ag_conn *c, llhttp_errno_t err)
+{
+    ag_http_server *s = srv_of(c);
+    int st = c->fail_status ? c->fail_status : 400;
+    if (st == 431)
+        send_simple_error(c, 431, "HEADERS_TOO_LARGE", "request header fields too large");
+    else if (st == 413)
+        send_simple_error(c, 413, "BODY_TOO_LARGE", "request body too large");
+    else if (st == 417)
+        send_simple_error(c, 417, "EXPECTATION_FAILED", "unsupported Expect header");
+    else if (st == 404)
+        send_simple_error(c, 404, "NOT_FOUND", "no route for this path");
+    else if (st == 405)
+        send_simple_error(c, 405, "METHOD_NOT_ALLOWED", "method not allowed here");
+    else if (st == 415)
+        send_simple_error(c, 415, "UNSUPPORTED_MEDIA_TYPE",
+                          "the request body must be application/json");
+    else if (st == 504)
+        send_simple_error(c, 504, "DEADLINE_EXCEEDED", "the request's deadline passed");
+    else {
+        ag_series_inc(s->s_bad, 1);
+        ag_debug("malformed request", AG_FS("reason", llhttp_errno_name(err)),
+                 AG_FS("remote", c->remote));
+        send_simple_error(c, 400, "MALFORMED_REQUEST", "malformed HTTP request");
+    }
+}
+
+/* Feeds input to the parser. Input left when the parser pauses is kept in
+ * c->pending and the socket stops being read. */
+static void feed(ag_conn *c, const char *data, size_t len)
+{
+    if (len == 0) return;
+    llhttp_errno_t err = llhttp_execute(&c->parser, data, len);
+    if (err == HPE_OK) return;
+    if (err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE) {
+        c->upgrade_paused = err == HPE_PAUSED_UPGRADE;
+        c->paused = true;
+        const char *pos = llhttp_get_error_pos(&c->parser);
+        size_t used = pos ? (size_t)(pos - data) : len;
+        if (used < len && !c->closing && !c->close_after)
+            ag_buf_append(&c->pending, data + used, len - used);
+        if (c->reading && !c->closing && c->phase != P_LINGER) {
+            uv_read_stop((uv_stream_t *)&c->tcp);
+            c->reading = false;
+        }
+        return;
+    }
+    fail_parse(c, err);
+}
+
+static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    ag_conn *c = h->data;
+    buf->base = c->ls->rbuf;
+    buf->len = sizeof c->ls->rbuf;
+}
+
+static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
+{
+    ag_conn *c = st->data;
+    if (n == 0) return;
+    if (n < 0) {
+        /* The client half-closed after a request that is still being
+         * handled or queued: answer it, then close. Otherwise (or on a
+         * reset) close now; a request in a worker then finds it closed. */
+        bool busy = c->in_worker || c->pending.len > 0 || c->wait_drain;
+        if (n == UV_EOF && busy && !c->closing) {
+            c->close_after = true;
+            uv_read_stop(st);
+            c->reading = false;
+            return;
+        }
+        conn_close(c);
+        return;
+    }
+    if (c->phase == P_BODY) arm_timer(c, T_BODY);
+    feed(c, buf->base, (size_t)n);
+}
+
+static void conn_resume(ag_conn *c)
+{
+    if (c->closing || c->close_after || c->in_worker || c->wait_drain) return;
+    c->paused = false;
+    if (c->upgrade_paused) {
+        llhttp_resume_after_upgrade(&c->parser);
+        c->upgrade_paused = false;
+    } else if (llhttp_get_errno(&c->parser) == HPE_PAUSED) {
+        llhttp_resume(&c->parser);
+    }
+    while (!c->paused && c->pending.len > 0) {
+        ag_buf tmp = c->pending;
+        ag_buf_init(&c->pending, 0);
+        feed(c, tmp.data, tmp.len);
+        ag_buf_release(&tmp);
+    }
+    if (!c->paused && !c->closing && !c->reading) {
+        uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, on_read);
+        c->reading = true;
+    }
+}
+
+/* ---- Accepting ------------------------------------------------------------------------ */
+
+typedef struct rejected {
+    uv_tcp_t tcp;
+} rejected;
+
+static void on_rejected_closed(uv_handle_t *h)
+{
+    ag_free(h->data);
+}
+
+static void reject_connection(loop_srv *ls, uv_stream_t *server)
+{
+    static const char body[] = "{\"success\":false,\"error\":{\"code\":\"TOO_MANY_CONNECTIONS\","
+                               "\"message\":\"too many open connections\"}}";
+    char busy[512];
+    int blen = snprintf(busy, sizeof busy,
+                        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                        "Retry-After: 1\r\nConnection: close\r\nContent-Length: %zu\r\n\r\n%s",
+                        sizeof body - 1, body);
+    rejected *rj = ag_malloc(sizeof *rj);
+    uv_tcp_init(ag_loop_uv(ls->loop), &rj->tcp);
+    rj->tcp.data = rj;
+    if (uv_accept(server, (uv_stream_t *)&rj->tcp) == 0) {
+        uv_buf_t b = uv_buf_init(busy, (unsigned)blen);
+        uv_try_write((uv_stream_t *)&rj->tcp, &b, 1);
+        /* Half-close so the answer is read rather than reset. */
+        uv_os_fd_t fd;
+        if (uv_fileno((uv_handle_t *)&rj->tcp, &fd) == 0) shutdown(fd, SHUT_WR);
+    }
+    ag_series_inc(ls->srv->s_rejected_conns, 1);
+    uv_close((uv_handle_t *)&rj->tcp, on_rejected_closed);
+}
+
+static void on_connection(uv_stream_t *server, int status)
+{
+    loop_srv *ls = server->data;
+    ag_http_server *s = ls->srv;
+    if (status < 0) {
+        ag_warn("accept failed", AG_FS("error", uv_strerror(status)));
+        return;
+    }
+    if (atomic_load(&s->draining)) return;
+    if (atomic_load(&s->nconns) >= (size_t)s->o.limits.max_connections) {
+        reject_connection(ls, server);
+        return;
+    }
+    ag_conn *c = ag_calloc(1, sizeof *c);
+    c->ls = ls;
+    uv_tcp_init(ag_loop_uv(ls->loop), &c->tcp);
+    uv_timer_init(ag_loop_uv(ls->loop), &c->timer);
+    c->tcp.data = c;
+    c->timer.data = c;
+    c->refs = 2;
+    if (uv_accept(server, (uv_stream_t *)&c->tcp) < 0) {
+        uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
+        uv_close((uv_handle_t *)&c->timer, on_handle_closed);
+        return;
+    }
+    atomic_fetch_add(&s->nconns, 1);
+    c->next = ls->conns;
+    if (ls->conns) ls->conns->prev = c;
+    ls->conns = c;
+    uv_tcp_nodelay(&c->tcp, 1);
+    struct sockaddr_storage ss;
+    int len = sizeof ss;
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) == 0) {
+        if (ss.ss_family == AF_INET)
+            uv_ip4_name((struct sockaddr_in *)&ss, c->remote, sizeof c->remote);
+        else
+            uv_ip6_name((struct sockaddr_in6 *)&ss, c->remote, sizeof c->remote);
+    }
+    ag_buf_init(&c->head, s->o.limits.max_header_bytes);
+    ag_buf_init(&c->body, s->o.limits.max_body_bytes);
+    ag_buf_init(&c->pending, 0);
+    ag_arena_init(&c->req.arena, 4096);
+    c->req.conn = c;
+    c->req.remote = c->remote;
+    ag__res_init(&c->req.res, &c->req);
+    llhttp_init(&c->parser, HTTP_REQUEST, &g_settings);
+    c->parser.data = c;
+    c->phase = P_IDLE;
+    arm_timer(c, T_IDLE);
+    uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, on_read);
+    c->reading = true;
+}
+
+/* ---- Server lifecycle ------------------------------------------------------------- */
+
+int ag_http_server_new(const ag_http_server_opts *o, ag_http_server **out)
+{
+    if (!o->router || !o->loops || !o->pool) return AG_EINVAL;
+    pthread_once(&g_settings_once, settings_init);
+    ag_http_server *s = ag_calloc(1, sizeof *s);
+    s->o = *o;
+    if (!s->o.host) s->o.host = "127.0.0.1";
+    s->metrics = o->metrics ? o->metrics : ag_metrics_default();
+    const char *l3[] = {"route", "method", "status"};
+    const char *l2[] = {"route", "method"};
+    const char *l1[] = {"reason"};
+    s->m_requests = ag_metrics_family(s->metrics, AG_COUNTER, "agora_http_requests_total",
+                                      "HTTP requests answered, by route, method and status.", 3,
+                                      l3, NULL, 0);
+    s->m_errors = ag_metrics_family(s->metrics, AG_COUNTER, "agora_http_request_errors_total",
+                                    "HTTP requests answered with a 5xx status.", 2, l2, NULL, 0);
+    s->m_latency = ag_metrics_family(s->metrics, AG_HISTOGRAM,
+                                     "agora_http_request_duration_seconds",
+                                     "Time from the first byte of a request to its answer.", 3,
+                                     l3, NULL, 0);
+    s->m_rejected = ag_metrics_family(s->metrics, AG_COUNTER, "agora_http_rejected_total",
+                                      "Connections or requests refused by a limit.", 1, l1, NULL,
+                                      0);
+    s->s_rejected_conns = ag_metric_series(s->m_rejected, (const char *[]){"max_connections"});
+    s->s_timeouts = ag_metric_series(s->m_rejected, (const char *[]){"timeout"});
+    s->s_bad = ag_metric_series(s->m_rejected, (const char *[]){"malformed"});
+    s->s_busy = ag_metric_series(s->m_rejected, (const char *[]){"pool_full"});
+    ag_metrics_gauge_fn(s->metrics, "agora_http_open_connections", "Open HTTP connections.",
+                        open_conns_gauge, s);
+    s->nls = ag_loopset_size(o->loops);
+    s->ls = ag_calloc((size_t)s->nls, sizeof *s->ls);
+    for (int i = 0; i < s->nls; i++) {
+        s->ls[i].srv = s;
+        s->ls[i].loop = ag_loopset_get(o->loops, i);
+        s->ls[i].fd = -1;
+        ag_buf_init(&s->ls[i].scratch, 0);
+    }
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->cond, NULL);
+    atomic_init(&s->nconns, 0);
+    atomic_init(&s->draining, false);
+    *out = s;
+    return 0;
+}
+
+static void start_on_loop(void *arg)
+{
+    loop_srv *ls = arg;
+    ag_http_server *s = ls->srv;
+    int rc = uv_tcp_init(ag_loop_uv(ls->loop), &ls->listener);
+    if (rc == 0) {
+        ls->listener.data = ls;
+        rc = uv_tcp_open(&ls->listener, ls->fd);
+        if (rc == 0) rc = uv_listen((uv_stream_t *)&ls->listener, 1024, on_connection);
+        if (rc < 0) {
+            uv_close((uv_handle_t *)&ls->listener, NULL);
+        }
+    }
+    pthread_mutex_lock(&s->mu);
+    if (rc < 0)
+        s->start_err = ag_err_from_errno(rc);
+    else {
+        ls->listening = true;
+        s->open_listeners++;
+    }
+    s->started_listeners++;
+    pthread_cond_broadcast(&s->cond);
+    pthread_mutex_unlock(&s->mu);
+}
+
+int ag_http_server_start(ag_http_server *s)
+{
+    int port = s->o.port;
+    for (int i = 0; i < s->nls; i++) {
+        int fd = ag_listen_socket(s->o.host, port, 1024);
+        if (fd < 0) {
+            for (int j = 0; j < i; j++) close(s->ls[j].fd);
+            ag_error("cannot listen", AG_FS("host", s->o.host), AG_FI("port", port),
+                     AG_FERR(fd));
+            return fd;
+        }
+        if (port == 0) port = ag_socket_port(fd);
+        s->ls[i].fd = fd;
+    }
+    s->port = port;
+    for (int i = 0; i < s->nls; i++) ag_loop_post(s->ls[i].loop, start_on_loop, &s->ls[i]);
+    pthread_mutex_lock(&s->mu);
+    while (s->started_listeners < s->nls) pthread_cond_wait(&s->cond, &s->mu);
+    int err = s->start_err;
+    pthread_mutex_unlock(&s->mu);
+    if (err < 0) ag_error("cannot start listener", AG_FERR(err));
+    return err;
+}
+
+int ag_http_server_port(const ag_http_server *s)
+{
+    return s->port;
+}
+
+size_t ag_http_server_connections(const ag_http_server *s)
+{
+    return atomic_load(&((ag_http_server *)s)->nconns);
+}
+
+bool ag_http_server_draining(const ag_http_server *s)
+{
+    return atomic_load(&((ag_http_server *)s)->draining);
+}
+
+static void on_listener_closed(uv_handle_t *h)
+{
+    loop_srv *ls = h->data;
+    ag_http_server *s = ls->srv;
+    pthread_mutex_lock(&s->mu);
+    s->open_listeners--;
+    pthread_cond_broadcast(&s->cond);
+    pthread_mutex_unlock(&s->mu);
+}
+
+static void drain_on_loop(void *arg)
+{
+    loop_srv *ls = arg;
+    if (ls->listening) {
+        ls->listening = false;
+        uv_close((uv_handle_t *)&ls->listener, on_listener_closed);
+    }
+    ag_conn *c = ls->conns;
+    while (c) {
+        ag_conn *next = c->next;
+        bool idle = c->phase == P_IDLE && !c->in_worker &&
+                    uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) == 0;
+        if (idle) conn_close(c);
+        c = next;
+    }
+}
+
+static void force_on_loop(void *arg)
+{
+    loop_srv *ls = arg;
+    while (ls->conns) conn_close(ls->conns);
+}
+
+int ag_http_server_drain(ag_http_server *s, uint64_t timeout_ms)
+{
+    atomic_store(&s->draining, true);
+    for (int i = 0; i < s->nls; i++) ag_loop_post(s->ls[i].loop, drain_on_loop, &s->ls[i]);
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += (time_t)(timeout_ms / 1000);
+    until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    int forced = 0;
+    pthread_mutex_lock(&s->mu);
+    while (atomic_load(&s->nconns) > 0 || s->open_listeners > 0) {
+        if (pthread_cond_timedwait(&s->cond, &s->mu, &until) != 0) break;
+    }
+    if (atomic_load(&s->nconns) > 0) {
+        forced = (int)atomic_load(&s->nconns);
+        pthread_mutex_unlock(&s->mu);
+        ag_warn("drain timed out; closing connections", AG_FI("connections", forced));
+        for (int i = 0; i < s->nls; i++) ag_loop_post(s->ls[i].loop, force_on_loop, &s->ls[i]);
+        pthread_mutex_lock(&s->mu);
+        while (atomic_load(&s->nconns) > 0 || s->open_listeners > 0)
+            pthread_cond_wait(&s->cond, &s->mu);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return forced;
+}
+
+void ag_http_server_free(ag_http_server *s)
+{
+    if (!s) return;
+    for (int i = 0; i < s->nls; i++) ag_buf_release(&s->ls[i].scratch);
+    ag_free(s->ls);
+    pthread_mutex_destroy(&s->mu);
+    pthread_cond_destroy(&s->cond);
+    ag_free(s);
+}
+
+/* ---- Streaming ------------------------------------------------------------------------ */
+
+typedef struct stream_msg {
+    ag_conn *c;
+    char *data;
+    size_t len;
+} stream_msg;
+
+static void stream_on_loop(void *arg)
+{
+    stream_msg *m = arg;
+    ag_conn *c = m->c;
+    ag__stream *st = c->req.res.stream;
+    if (c->closing) {
+        stream_done_bytes(st, m->len);
+        ag_free(m->data);
+    } else {
+        conn_write(c, "", 0, m->data, m->len, st); /* takes m->data */
+    }
+    ag_free(m);
+}
+
+/* Posts bytes to the loop and waits while too much is queued. Takes `data`. */
+int ag__stream_send(ag_http_res *res, char *data, size_t len, bool last)
+{
+    ag__stream *st = res->stream;
+    ag_conn *c = res->req->conn;
+    const ag_http_limits *l = &c->ls->srv->o.limits;
+    pthread_mutex_lock(&st->mu);
+    if (st->closed || st->failed_timeout) {
+        int err = st->closed ? AG_ECLOSED : AG_ETIMEDOUT;
+        pthread_mutex_unlock(&st->mu);
+        ag_free(data);
+        return err;
+    }
+    st->pending += len;
+    pthread_mutex_unlock(&st->mu);
+    if (len > 0 || last) {
+        stream_msg *m = ag_malloc(sizeof *m);
+        m->c = c;
+        m->data = data;
+        m->len = len;
+        if (ag_loop_post(c->ls->loop, stream_on_loop, m) < 0) {
+            ag_free(data);
+            ag_free(m);
+            return AG_ECLOSED;
+        }
+    } else {
+        ag_free(data);
+    }
+    /* Backpressure: wait until the loop has written enough. */
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += (time_t)(l->write_timeout_ms / 1000);
+    until.tv_nsec += (long)(l->write_timeout_ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    int rc = 0;
+    pthread_mutex_lock(&st->mu);
+    while (st->pending > (last ? 0 : STREAM_HIGH_WATER) && !st->closed) {
+        if (pthread_cond_timedwait(&st->cond, &st->mu, &until) != 0) {
+            st->failed_timeout = true;
+            rc = AG_ETIMEDOUT;
+            break;
+        }
+    }
+    if (st->closed && rc == 0 && !last) rc = AG_ECLOSED;
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+int ag__stream_start(ag_http_res *res)
+{
+    ag_http_req *r = res->req;
+    ag_conn *c = r->conn;
+    if (ag_loop_current() != NULL || !c->in_worker) return AG_ESTATE;
+    ag__stream *st = ag_calloc(1, sizeof *st);
+    pthread_mutex_init(&st->mu, NULL);
+    pthread_cond_init(&st->cond, NULL);
+    res->stream = st;
+    res->streaming = true;
+    res->chunked = !(r->http_major == 1 && r->http_minor == 0);
+    /* Build the head here, on the worker, into a private buffer: the loop's
+     * scratch buffer belongs to the loop thread. */
+    ag_buf b;
+    ag_buf_init(&b, 0);
+    bool close = !res->chunked || !r->keep_alive || atomic_load(&c->ls->srv->draining);
+    ag_buf_printf(&b, "HTTP/1.1 %d %s\r\nDate: %s\r\n", res->status, ag_http_reason(res->status),
+                  http_date());
+    if (res->content_type) ag_buf_printf(&b, "Content-Type: %s\r\n", res->content_type);
+    if (res->chunked) ag_buf_appends(&b, "Transfer-Encoding: chunked\r\n");
+    ag_buf_printf(&b, "X-Request-Id: %s\r\n", r->id);
+    for (size_t i = 0; i < res->nheaders; i++)
+        ag_buf_printf(&b, "%s: %s\r\n", res->headers[i].name, res->headers[i].value);
+    ag_buf_appends(&b, close ? "Connection: close\r\n\r\n" : "\r\n");
+    if (close) r->keep_alive = false;
+    size_t len;
+    char *head = ag_buf_detach(&b, &len);
+    if (r->head_only) {
+        /* HEAD: the head only; the handler's writes are accepted and dropped. */
+        int rc = ag__stream_send(res, head, len, false);
+        res->chunked = false;
+        return rc;
+    }
+    return ag__stream_send(res, head, len, false);
+}

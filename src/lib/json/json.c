@@ -1,0 +1,188 @@
+/* json.c — JSON request bodies and field validation (see agora/json.h). */
+#include <stdarg.h>
+#include <string.h>
+
+#include "agora/json.h"
+
+int ag_req_json(ag_http_req *req, ag_http_res *res, json_t **out)
+{
+    size_t len;
+    const char *body = ag_req_body(req, &len);
+    if (!ag_req_is_content_type(req, "application/json")) {
+        ag_res_error(res, 415, "UNSUPPORTED_MEDIA_TYPE", "the request body must be application/json",
+                     NULL);
+        return AG_EINVAL;
+    }
+    if (len == 0) {
+        ag_res_error(res, 400, "MALFORMED_JSON", "the request body is empty", NULL);
+        return AG_EINVAL;
+    }
+    json_error_t jerr;
+    json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!root) {
+        char msg[256];
+        snprintf(msg, sizeof msg, "malformed JSON at line %d, column %d: %s", jerr.line,
+                 jerr.column, jerr.text);
+        ag_res_error(res, 400, "MALFORMED_JSON", msg, NULL);
+        return AG_EINVAL;
+    }
+    *out = root;
+    return 0;
+}
+
+void ag_v_init(ag_validator *v)
+{
+    v->details = json_array();
+    v->first[0] = '\0';
+}
+
+void ag_v_release(ag_validator *v)
+{
+    json_decref(v->details);
+    v->details = NULL;
+}
+
+bool ag_v_ok(const ag_validator *v)
+{
+    return json_array_size(v->details) == 0;
+}
+
+void ag_v_fail(ag_validator *v, const char *field, const char *fmt, ...)
+{
+    char msg[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (!v->first[0]) snprintf(v->first, sizeof v->first, "%s", msg);
+    json_array_append_new(v->details, json_pack("{s:s, s:s}", "field", field, "message", msg));
+}
+
+/* The field's value, or NULL after recording "is required" when needed. */
+static json_t *field_of(ag_validator *v, json_t *obj, const char *field, unsigned flags)
+{
+    json_t *x = json_is_object(obj) ? json_object_get(obj, field) : NULL;
+    if (!x || (json_is_null(x) && (flags & AG_V_NULLABLE))) {
+        if (flags & AG_V_REQUIRED && !(x && (flags & AG_V_NULLABLE)))
+            ag_v_fail(v, field, "%s is required", field);
+        return NULL;
+    }
+    return x;
+}
+
+static size_t utf8_len(const char *s)
+{
+    size_t n = 0;
+    for (; *s; s++)
+        if (((unsigned char)*s & 0xc0) != 0x80) n++;
+    return n;
+}
+
+const char *ag_v_str(ag_validator *v, json_t *obj, const char *field, unsigned flags,
+                     size_t min_len, size_t max_len)
+{
+    json_t *x = field_of(v, obj, field, flags);
+    if (!x) return NULL;
+    if (!json_is_string(x)) {
+        ag_v_fail(v, field, "%s must be a string", field);
+        return NULL;
+    }
+    const char *s = json_string_value(x);
+    if (strlen(s) != json_string_length(x)) {
+        ag_v_fail(v, field, "%s must not contain NUL characters", field);
+        return NULL;
+    }
+    size_t n = utf8_len(s);
+    if (n < min_len || (max_len && n > max_len)) {
+        if (min_len > 0 && max_len)
+            ag_v_fail(v, field, "%s must be %zu to %zu characters long", field, min_len, max_len);
+        else if (max_len)
+            ag_v_fail(v, field, "%s must be at most %zu characters long", field, max_len);
+        else
+            ag_v_fail(v, field, "%s must be at least %zu characters long", field, min_len);
+        return NULL;
+    }
+    return s;
+}
+
+bool ag_v_int(ag_validator *v, json_t *obj, const char *field, unsigned flags, long long min,
+              long long max, long long *out)
+{
+    json_t *x = field_of(v, obj, field, flags);
+    if (!x) return false;
+    if (!json_is_integer(x)) {
+        ag_v_fail(v, field, "%s must be an integer", field);
+        return false;
+    }
+    long long n = json_integer_value(x);
+    if (n < min || n > max) {
+        ag_v_fail(v, field, "%s must be between %lld and %lld", field, min, max);
+        return false;
+    }
+    *out = n;
+    return true;
+}
+
+bool ag_v_bool(ag_validator *v, json_t *obj, const char *field, unsigned flags, bool *out)
+{
+    json_t *x = field_of(v, obj, field, flags);
+    if (!x) return false;
+    if (!json_is_boolean(x)) {
+        ag_v_fail(v, field, "%s must be true or false", field);
+        return false;
+    }
+    *out = json_is_true(x);
+    return true;
+}
+
+json_t *ag_v_object(ag_validator *v, json_t *obj, const char *field, unsigned flags)
+{
+    json_t *x = field_of(v, obj, field, flags);
+    if (!x) return NULL;
+    if (!json_is_object(x)) {
+        ag_v_fail(v, field, "%s must be an object", field);
+        return NULL;
+    }
+    return x;
+}
+
+json_t *ag_v_array(ag_validator *v, json_t *obj, const char *field, unsigned flags,
+                   size_t min_items, size_t max_items)
+{
+    json_t *x = field_of(v, obj, field, flags);
+    if (!x) return NULL;
+    if (!json_is_array(x)) {
+        ag_v_fail(v, field, "%s must be an array", field);
+        return NULL;
+    }
+    size_t n = json_array_size(x);
+    if (n < min_items || (max_items && n > max_items)) {
+        ag_v_fail(v, field, "%s must have %zu to %zu items", field, min_items, max_items);
+        return NULL;
+    }
+    return x;
+}
+
+const char *ag_v_email(ag_validator *v, json_t *obj, const char *field, unsigned flags)
+{
+    size_t before = json_array_size(v->details);
+    const char *s = ag_v_str(v, obj, field, flags, 3, 254);
+    if (!s) return NULL;
+    const char *at = strchr(s, '@');
+    bool ok = at && at != s && !strchr(at + 1, '@') && strchr(at + 1, '.') &&
+              at[1] != '.' && s[strlen(s) - 1] != '.' && !strpbrk(s, " \t\r\n\"<>(),;:\\[]");
+    if (!ok) {
+        if (json_array_size(v->details) == before)
+            ag_v_fail(v, field, "%s must be a valid e-mail address", field);
+        return NULL;
+    }
+    return s;
+}
+
+void ag_res_validation(ag_http_res *res, ag_validator *v)
+{
+    json_t *details = v->details;
+    v->details = NULL;
+    ag_res_error(res, 422, "VALIDATION_FAILED", v->first[0] ? v->first : "validation failed",
+                 details);
+}

@@ -1,0 +1,279 @@
+/*
+ * service.c — the start and stop of every Agora executable (agora/service.h).
+ *
+ * The main thread owns a small libuv loop of its own that only watches
+ * signals; the I/O loops and the worker pool are separate threads. Shutdown
+ * order matters and is written once here:
+ *   signal → readiness 503 → server drains (in-flight requests finish)
+ *   → on_stop hooks → pool finishes → loops stop → exit 0.
+ */
+#include <signal.h>
+#include <stdatomic.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "agora/config.h"
+#include "agora/log.h"
+#include "agora/service.h"
+
+typedef struct ready_check {
+    char *name;
+    ag_ready_check fn;
+    void *ud;
+} ready_check;
+
+typedef struct stop_hook {
+    void (*fn)(void *);
+    void *ud;
+} stop_hook;
+
+struct ag_service {
+    char *name;
+    const char *host;
+    int port;
+    int bound_port;
+    int nloops, nworkers, queue;
+    bool access_log;
+    uint64_t drain_ms;
+    ag_http_limits limits;
+    ag_router *router;
+    ag_loopset *loops;
+    ag_pool *pool;
+    ag_http_server *server;
+    ag_metrics *metrics;
+    ready_check *checks;
+    int nchecks;
+    stop_hook *hooks;
+    int nhooks;
+    uv_loop_t main_loop;
+    uv_async_t stop_async;
+    uv_signal_t sigterm, sigint, sighup;
+    atomic_bool stopping;
+    int signals_seen;
+};
+
+static int read_config(ag_service *s, int default_port)
+{
+    long long n;
+    int rc = 0;
+    const char *level_s;
+    ag_log_level level = AG_LOG_INFO;
+    ag_config_str("AGORA_LOG", "info", &level_s);
+    if (ag_log_level_parse(level_s, &level) < 0) {
+        ag_error("invalid configuration", AG_FS("variable", "AGORA_LOG"),
+                 AG_FS("reason", "expected debug, info, warn, error or off"),
+                 AG_FS("value", level_s));
+        rc = AG_ECONFIG;
+    }
+    ag_log_setup(s->name, level);
+    if (ag_config_int("PORT", default_port, 0, 65535, &n) < 0) rc = AG_ECONFIG;
+    s->port = (int)n;
+    ag_config_str("AGORA_HOST", "127.0.0.1", &s->host);
+    if (ag_config_int("AGORA_LOOPS", 0, 0, 256, &n) < 0) rc = AG_ECONFIG;
+    s->nloops = (int)n;
+    if (ag_config_int("AGORA_WORKERS", 16, 1, 4096, &n) < 0) rc = AG_ECONFIG;
+    s->nworkers = (int)n;
+    if (ag_config_int("AGORA_QUEUE", 1024, 0, 1000000, &n) < 0) rc = AG_ECONFIG;
+    s->queue = (int)n;
+    if (ag_config_bool("AGORA_ACCESS_LOG", true, &s->access_log) < 0) rc = AG_ECONFIG;
+    if (ag_config_duration_ms("AGORA_DRAIN_TIMEOUT", 10000, &s->drain_ms) < 0) rc = AG_ECONFIG;
+    ag_http_limits_default(&s->limits);
+    if (ag_http_limits_from_env(&s->limits) < 0) rc = AG_ECONFIG;
+    return rc;
+}
+
+int ag_service_new(const char *name, int default_port, ag_service **out)
+{
+    ag_service *s = ag_calloc(1, sizeof *s);
+    s->name = ag_strdup(name);
+    ag_config_set_service(name);
+    ag_log_setup(name, AG_LOG_INFO);
+    int rc = read_config(s, default_port);
+    if (rc < 0) {
+        ag_free(s->name);
+        ag_free(s);
+        return rc;
+    }
+    s->metrics = ag_metrics_default();
+    ag_metrics_process(s->metrics);
+    s->router = ag_router_new();
+    ag_obs_register_endpoints(s->router, s);
+    atomic_init(&s->stopping, false);
+    *out = s;
+    return 0;
+}
+
+ag_router *ag_service_router(ag_service *s)
+{
+    return s->router;
+}
+
+ag_metrics *ag_service_metrics(ag_service *s)
+{
+    return s->metrics;
+}
+
+ag_loopset *ag_service_loops(ag_service *s)
+{
+    return s->loops;
+}
+
+ag_pool *ag_service_pool(ag_service *s)
+{
+    return s->pool;
+}
+
+const char *ag_service_name(const ag_service *s)
+{
+    return s->name;
+}
+
+int ag_service_port(const ag_service *s)
+{
+    return s->bound_port;
+}
+
+void ag_service_add_ready_check(ag_service *s, const char *name, ag_ready_check fn, void *ud)
+{
+    s->checks = ag_realloc(s->checks, (size_t)(s->nchecks + 1) * sizeof *s->checks);
+    s->checks[s->nchecks++] = (ready_check){ag_strdup(name), fn, ud};
+}
+
+void ag_service_on_stop(ag_service *s, void (*fn)(void *), void *ud)
+{
+    s->hooks = ag_realloc(s->hooks, (size_t)(s->nhooks + 1) * sizeof *s->hooks);
+    s->hooks[s->nhooks++] = (stop_hook){fn, ud};
+}
+
+/* Runs the readiness checks; fills `checks` with name → "ok" or the reason. */
+int ag__service_ready(ag_service *s, json_t *checks);
+int ag__service_ready(ag_service *s, json_t *checks)
+{
+    int rc = 0;
+    if (s->server && ag_http_server_draining(s->server)) {
+        json_object_set_new(checks, "server", json_string("draining"));
+        rc = AG_EUNAVAIL;
+    }
+    for (int i = 0; i < s->nchecks; i++) {
+        char why[256] = "";
+        int r = s->checks[i].fn(s->checks[i].ud, why, sizeof why);
+        json_object_set_new(checks, s->checks[i].name,
+                            json_string(r == 0 ? "ok" : why[0] ? why : ag_strerror(r)));
+        if (r < 0) rc = r;
+    }
+    return rc;
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    ag_service *s = h->data;
+    if (signum == SIGHUP) {
+        ag_info("SIGHUP received; nothing to reload yet");
+        return;
+    }
+    s->signals_seen++;
+    if (s->signals_seen > 1) {
+        ag_warn("second signal during shutdown; exiting now", AG_FI("signal", signum));
+        _exit(1);
+    }
+    ag_info("shutting down", AG_FS("signal", signum == SIGTERM ? "SIGTERM" : "SIGINT"));
+    uv_stop(&s->main_loop);
+}
+
+static void on_stop_async(uv_async_t *h)
+{
+    ag_service *s = h->data;
+    if (s->signals_seen++ == 0) ag_info("shutting down", AG_FS("reason", "requested"));
+    uv_stop(&s->main_loop);
+}
+
+void ag_service_stop(ag_service *s)
+{
+    if (!atomic_exchange(&s->stopping, true)) uv_async_send(&s->stop_async);
+}
+
+static void close_cb_walk(uv_handle_t *h, void *arg)
+{
+    if (!uv_is_closing(h)) uv_close(h, NULL);
+}
+
+int ag_service_run(ag_service *s)
+{
+    int rc = ag_loopset_new(s->nloops, &s->loops);
+    if (rc < 0) return rc;
+    rc = ag_pool_new(s->nworkers, s->queue, &s->pool);
+    if (rc < 0) goto err_loops;
+    rc = ag_loopset_start(s->loops);
+    if (rc < 0) goto err_pool;
+    ag_http_server_opts o = {
+        .host = s->host,
+        .port = s->port,
+        .router = s->router,
+        .loops = s->loops,
+        .pool = s->pool,
+        .limits = s->limits,
+        .access_log = s->access_log,
+        .metrics = s->metrics,
+    };
+    rc = ag_http_server_new(&o, &s->server);
+    if (rc < 0) goto err_pool;
+    rc = ag_http_server_start(s->server);
+    if (rc < 0) goto err_server;
+    s->bound_port = ag_http_server_port(s->server);
+
+    /* Signals are watched on the main thread's own loop. SIGPIPE is ignored:
+     * a peer that goes away is an error return, not a death. */
+    signal(SIGPIPE, SIG_IGN);
+    uv_loop_init(&s->main_loop);
+    uv_async_init(&s->main_loop, &s->stop_async, on_stop_async);
+    s->stop_async.data = s;
+    uv_signal_init(&s->main_loop, &s->sigterm);
+    uv_signal_init(&s->main_loop, &s->sigint);
+    uv_signal_init(&s->main_loop, &s->sighup);
+    s->sigterm.data = s->sigint.data = s->sighup.data = s;
+    uv_signal_start(&s->sigterm, on_signal, SIGTERM);
+    uv_signal_start(&s->sigint, on_signal, SIGINT);
+    uv_signal_start(&s->sighup, on_signal, SIGHUP);
+
+    ag_info("listening", AG_FS("host", s->host), AG_FI("port", s->bound_port),
+            AG_FI("loops", ag_loopset_size(s->loops)), AG_FI("workers", s->nworkers),
+            AG_FI("pid", getpid()));
+    uv_run(&s->main_loop, UV_RUN_DEFAULT);
+
+    /* Keep watching signals while draining: a second one exits at once. */
+    uv_signal_stop(&s->sighup);
+    int forced = ag_http_server_drain(s->server, s->drain_ms);
+    for (int i = 0; i < s->nhooks; i++) s->hooks[i].fn(s->hooks[i].ud);
+    ag_pool_shutdown(s->pool);
+    ag_loopset_stop(s->loops);
+    uv_walk(&s->main_loop, close_cb_walk, NULL);
+    uv_run(&s->main_loop, UV_RUN_DEFAULT);
+    uv_loop_close(&s->main_loop);
+    ag_info("stopped", AG_FI("forcedConnections", forced));
+    return 0;
+
+err_server:
+    ag_http_server_free(s->server);
+    s->server = NULL;
+err_pool:
+    ag_pool_free(s->pool);
+    s->pool = NULL;
+err_loops:
+    ag_loopset_free(s->loops);
+    s->loops = NULL;
+    return rc;
+}
+
+void ag_service_free(ag_service *s)
+{
+    if (!s) return;
+    ag_http_server_free(s->server);
+    ag_pool_free(s->pool);
+    ag_loopset_free(s->loops);
+    ag_router_free(s->router);
+    for (int i = 0; i < s->nchecks; i++) ag_free(s->checks[i].name);
+    ag_free(s->checks);
+    ag_free(s->hooks);
+    ag_free(s->name);
+    ag_free(s);
+}
