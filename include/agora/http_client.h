@@ -12,6 +12,8 @@
  * Deadlines (DESIGN.md §3): a call carries a deadline; the time left is sent
  * upstream in X-Agora-Deadline-Ms and bounds the call's total time. A call
  * whose deadline has already passed fails with AG_EDEADLINE without any I/O.
+ * A header, request id, method or content type containing CR or LF is refused
+ * with AG_EINVAL (no header injection).
  */
 #ifndef AGORA_HTTP_CLIENT_H
 #define AGORA_HTTP_CLIENT_H
@@ -30,7 +32,6 @@ typedef struct ag_http_client_opts {
     uint64_t connect_timeout_ms; /* default 2000 */
     uint64_t timeout_ms;         /* a call's default total time; default 10000 */
     size_t max_response_bytes;   /* blocking calls; default 16 MiB */
-    long max_conns_per_host;     /* 0: unlimited */
     const char *user_agent;      /* default "agora/0.1" */
 } ag_http_client_opts;
 

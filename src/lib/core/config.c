@@ -67,6 +67,7 @@ int ag_config_int(const char *name, long long def, long long min, long long max,
     char *end;
     errno = 0;
     long long x = strtoll(v, &end, 10);
+    if (!isdigit((unsigned char)v[0]) && v[0] != '-' && v[0] != '+') end = (char *)v;
     if (errno || end == v || *end != '\0' || x < min || x > max) {
         char expected[96];
         snprintf(expected, sizeof expected, "an integer between %lld and %lld", min, max);

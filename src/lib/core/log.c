@@ -5,6 +5,7 @@
  * a thread-local buffer with no allocation per call, which matters for the
  * access log on the request path. Strings are escaped per RFC 8259.
  */
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -51,8 +52,12 @@ int ag_log_level_parse(const char *s, ag_log_level *out)
     return AG_EINVAL;
 }
 
-/* A fixed line buffer: a line longer than this is cut and marked. */
+/* A fixed line buffer. A line that would be longer keeps what fits: a string
+ * value is cut on a character boundary and closed, a field that does not fit
+ * whole is dropped with the fields after it, and "truncated":true is added,
+ * so every line stays one valid JSON object. */
 #define LINE_MAX_BYTES 8192
+#define LINE_ROOM (LINE_MAX_BYTES - 32) /* keeps room for the tail */
 
 typedef struct line {
     char buf[LINE_MAX_BYTES];
@@ -60,64 +65,81 @@ typedef struct line {
     bool cut;
 } line;
 
-static void put(line *l, const char *s, size_t n)
+/* Appends all of `s` or nothing. */
+static bool put(line *l, const char *s, size_t n)
 {
-    if (l->len + n > sizeof l->buf - 32) {
-        n = l->len < sizeof l->buf - 32 ? sizeof l->buf - 32 - l->len : 0;
+    if (l->cut || l->len + n > LINE_ROOM) {
         l->cut = true;
+        return false;
     }
     memcpy(l->buf + l->len, s, n);
     l->len += n;
+    return true;
 }
 
-static void puts_(line *l, const char *s)
+static bool puts_(line *l, const char *s)
 {
-    put(l, s, strlen(s));
+    return put(l, s, strlen(s));
 }
 
-static void put_escaped(line *l, const char *s)
+/* Length of the UTF-8 sequence starting with byte `c` (1 for stray bytes). */
+static size_t utf8_seq_len(unsigned char c)
+{
+    if (c >= 0xf0 && c < 0xf8) return 4;
+    if (c >= 0xe0) return c < 0xf0 ? 3 : 1;
+    if (c >= 0xc0) return 2;
+    return 1;
+}
+
+/* Writes `s` as a JSON string. When it does not fit, writes the longest
+ * prefix that ends on a character boundary, closes the string and marks the
+ * line cut; returns false only if not even the quotes fit. */
+static bool put_escaped(line *l, const char *s)
 {
     static const char hex[] = "0123456789abcdef";
-    if (!s) {
-        puts_(l, "null");
-        return;
+    if (!s) return puts_(l, "null");
+    if (l->cut || l->len + 2 > LINE_ROOM) {
+        l->cut = true;
+        return false;
     }
-    put(l, "\"", 1);
-    const char *run = s;
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        const char *esc = NULL;
-        char u[7];
+    l->buf[l->len++] = '"';
+    const unsigned char *p = (const unsigned char *)s;
+    while (*p) {
+        char piece[8];
+        size_t n = 0;
         switch (*p) {
-        case '"':
-            esc = "\\\"";
-            break;
-        case '\\':
-            esc = "\\\\";
-            break;
-        case '\n':
-            esc = "\\n";
-            break;
-        case '\r':
-            esc = "\\r";
-            break;
-        case '\t':
-            esc = "\\t";
-            break;
+        case '"': memcpy(piece, "\\\"", n = 2); break;
+        case '\\': memcpy(piece, "\\\\", n = 2); break;
+        case '\n': memcpy(piece, "\\n", n = 2); break;
+        case '\r': memcpy(piece, "\\r", n = 2); break;
+        case '\t': memcpy(piece, "\\t", n = 2); break;
         default:
             if (*p < 0x20) {
-                u[0] = '\\', u[1] = 'u', u[2] = '0', u[3] = '0';
-                u[4] = hex[*p >> 4], u[5] = hex[*p & 15], u[6] = '\0';
-                esc = u;
+                piece[0] = '\\', piece[1] = 'u', piece[2] = '0', piece[3] = '0';
+                piece[4] = hex[*p >> 4], piece[5] = hex[*p & 15];
+                n = 6;
             }
         }
-        if (esc) {
-            put(l, run, (size_t)((const char *)p - run));
-            puts_(l, esc);
-            run = (const char *)p + 1;
+        const char *src = piece;
+        size_t adv = 1;
+        if (n == 0) {
+            /* A plain byte, or a whole UTF-8 sequence kept together. */
+            n = utf8_seq_len(*p);
+            for (size_t k = 1; k < n; k++)
+                if ((p[k] & 0xc0) != 0x80) n = 1; /* malformed: one byte */
+            src = (const char *)p;
+            adv = n;
         }
+        if (l->len + n + 1 > LINE_ROOM) {
+            l->cut = true;
+            break;
+        }
+        memcpy(l->buf + l->len, src, n);
+        l->len += n;
+        p += adv;
     }
-    put(l, run, strlen(run));
-    put(l, "\"", 1);
+    l->buf[l->len++] = '"';
+    return true;
 }
 
 void ag_log_(ag_log_level level, const char *msg, ...)
@@ -142,35 +164,37 @@ void ag_log_(ag_log_level level, const char *msg, ...)
     for (;;) {
         ag_field f = va_arg(ap, ag_field);
         if (f.type == AG_F_END) break;
+        if (l.cut) continue; /* drain the arguments */
+        size_t field_start = l.len;
         char num[64];
-        put(&l, ",", 1);
-        put_escaped(&l, f.key);
-        put(&l, ":", 1);
-        switch (f.type) {
-        case AG_F_STR:
-            put_escaped(&l, f.v.s);
-            break;
-        case AG_F_INT:
-            snprintf(num, sizeof num, "%lld", f.v.i);
-            puts_(&l, num);
-            break;
-        case AG_F_DBL:
-            snprintf(num, sizeof num, "%.6g", f.v.d);
-            puts_(&l, num);
-            break;
-        case AG_F_BOOL:
-            puts_(&l, f.v.b ? "true" : "false");
-            break;
-        case AG_F_END:
-            break;
+        bool ok = put(&l, ",", 1) && put_escaped(&l, f.key) && put(&l, ":", 1);
+        if (ok) {
+            switch (f.type) {
+            case AG_F_STR:
+                ok = put_escaped(&l, f.v.s);
+                break;
+            case AG_F_INT:
+                snprintf(num, sizeof num, "%lld", f.v.i);
+                ok = puts_(&l, num);
+                break;
+            case AG_F_DBL:
+                snprintf(num, sizeof num, "%.6g", f.v.d);
+                ok = isfinite(f.v.d) ? puts_(&l, num) : puts_(&l, "null");
+                break;
+            case AG_F_BOOL:
+                ok = puts_(&l, f.v.b ? "true" : "false");
+                break;
+            case AG_F_END:
+                break;
+            }
         }
+        if (!ok || (l.cut && f.type != AG_F_STR)) l.len = field_start; /* drop it whole */
     }
     va_end(ap);
     if (l.cut) {
-        /* Close whatever string was open and say so. */
-        l.buf[l.len++] = '"';
-        memcpy(l.buf + l.len, ",\"truncated\":true", 17);
-        l.len += 17;
+        static const char mark[] = ",\"truncated\":true";
+        memcpy(l.buf + l.len, mark, sizeof mark - 1);
+        l.len += sizeof mark - 1;
     }
     l.buf[l.len++] = '}';
     l.buf[l.len++] = '\n';

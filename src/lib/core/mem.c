@@ -117,6 +117,7 @@ static ag_arena_chunk *chunk_new(size_t size)
 
 void *ag_arena_alloc(ag_arena *a, size_t n)
 {
+    if (n > SIZE_MAX - ARENA_ALIGN - sizeof(ag_arena_chunk)) oom(n);
     size_t need = (n + ARENA_ALIGN - 1) & ~(ARENA_ALIGN - 1);
     if (need == 0) need = ARENA_ALIGN;
     a->total += need;
@@ -194,6 +195,7 @@ void ag_buf_release(ag_buf *b)
 int ag_buf_reserve(ag_buf *b, size_t n)
 {
     if (b->limit && (n > b->limit || b->len > b->limit - n)) return AG_ETOOBIG;
+    if (n > SIZE_MAX - b->len - 1) return AG_ETOOBIG;
     size_t want = b->len + n + 1; /* + NUL */
     if (want <= b->cap) return 0;
     size_t cap = b->cap ? b->cap : 64;

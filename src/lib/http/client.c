@@ -100,8 +100,18 @@ typedef struct setup {
 } setup;
 
 /* Applies `call` to `e`. Returns AG_EDEADLINE when no time is left. */
+static bool has_crlf(const char *s)
+{
+    return s && strpbrk(s, "\r\n") != NULL;
+}
+
 static int apply_call(ag_http_client *c, CURL *e, const ag_http_call *call, setup *su)
 {
+    /* A CR or LF in a header would let a value start a header of its own. */
+    if (has_crlf(call->request_id) || has_crlf(call->content_type) || has_crlf(call->method))
+        return AG_EINVAL;
+    for (const char *const *p = call->headers; p && *p; p++)
+        if (has_crlf(*p)) return AG_EINVAL;
     uint64_t timeout = call->timeout_ms ? call->timeout_ms : c->o.timeout_ms;
     su->deadline_bound = false;
     if (call->deadline && call->deadline != AG_DEADLINE_NONE) {
@@ -122,8 +132,6 @@ static int apply_call(ag_http_client *c, CURL *e, const ag_http_call *call, setu
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS,
                      (long)(c->o.connect_timeout_ms < timeout ? c->o.connect_timeout_ms : timeout));
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-    if (c->o.max_conns_per_host > 0)
-        curl_easy_setopt(e, CURLOPT_MAXCONNECTS, c->o.max_conns_per_host);
     if (strcmp(method, "HEAD") == 0) {
         curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
     } else if (strcmp(method, "GET") != 0) {

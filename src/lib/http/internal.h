@@ -13,8 +13,8 @@
  * filled in lazily by the server: one series pointer per status code so that
  * the hot path is an atomic load after the first request. */
 typedef struct ag__route_stats {
-    const char *route;  /* pattern, owned by the router */
-    const char *method; /* owned by the router */
+    const char *route; /* pattern, owned by the router's endpoint */
+    char method[16];
     _Atomic(ag_series *) count[600];
     _Atomic(ag_series *) latency[600];
     _Atomic(ag_series *) errors;

@@ -49,7 +49,7 @@ ag__route_stats *ag__route_stats_new(const char *route, const char *method)
 {
     ag__route_stats *s = ag_calloc(1, sizeof *s);
     s->route = route;
-    s->method = method;
+    snprintf(s->method, sizeof s->method, "%s", method);
     return s;
 }
 
@@ -185,39 +185,65 @@ int ag_router_add(ag_router *r, const char *method, const char *pattern, ag_http
     return 0;
 }
 
-/* Walk: returns the node for `p` or NULL, filling params on the way. */
-static const rnode *walk(const rnode *n, const char *p, ag_route_match *m)
+/* The endpoint of `n` that answers `method` (GET answers HEAD), or NULL. */
+static const endpoint *endpoint_for(const rnode *n, const char *method)
+{
+    const endpoint *get = NULL;
+    for (int i = 0; i < n->neps; i++) {
+        if (strcmp(n->eps[i].method, method) == 0) return &n->eps[i];
+        if (strcmp(n->eps[i].method, "GET") == 0) get = &n->eps[i];
+    }
+    return strcmp(method, "HEAD") == 0 ? get : NULL;
+}
+
+/* Walks the trie for `p`, trying literal, parameter, then wildcard children
+ * and backtracking until a node answers `method`. Returns that node with the
+ * parameters in `m`, or NULL; `*other` gets the first node met that ends the
+ * path with endpoints for other methods (for 405 and Allow). */
+static const rnode *walk(const rnode *n, const char *p, const char *method, ag_route_match *m,
+                         const rnode **other)
 {
     const char *seg;
     size_t len;
     const char *rest = next_seg(p, &seg, &len);
-    if (len == 0) return n;
-    for (int i = 0; i < n->nkids; i++) {
-        const rnode *k = n->kids[i];
-        if (strlen(k->seg) == len && memcmp(k->seg, seg, len) == 0) {
-            const rnode *found = walk(k, rest, m);
+    if (len == 0) {
+        if (endpoint_for(n, method)) return n;
+        if (n->neps > 0 && !*other) *other = n;
+        /* The path ends here, but a wildcard child may still take an
+         * empty rest. */
+        if (!n->wild) return NULL;
+    }
+    const int max = (int)(sizeof m->params / sizeof m->params[0]);
+    if (len > 0) {
+        for (int i = 0; i < n->nkids; i++) {
+            const rnode *k = n->kids[i];
+            if (strlen(k->seg) == len && memcmp(k->seg, seg, len) == 0) {
+                const rnode *found = walk(k, rest, method, m, other);
+                if (found) return found;
+            }
+        }
+        if (n->param && m->nparams < max) {
+            int saved = m->nparams;
+            m->params[m->nparams].name = n->param_name;
+            m->params[m->nparams].value = seg;
+            m->params[m->nparams].len = len;
+            m->nparams++;
+            const rnode *found = walk(n->param, rest, method, m, other);
             if (found) return found;
+            m->nparams = saved;
         }
     }
-    if (n->param && m->nparams < (int)(sizeof m->params / sizeof m->params[0])) {
-        int saved = m->nparams;
-        m->params[m->nparams].name = n->param_name;
-        m->params[m->nparams].value = seg;
-        m->params[m->nparams].len = len;
-        m->nparams++;
-        const rnode *found = walk(n->param, rest, m);
-        if (found) return found;
-        m->nparams = saved;
-    }
-    if (n->wild && m->nparams < (int)(sizeof m->params / sizeof m->params[0])) {
-        m->params[m->nparams].name = "*";
-        m->params[m->nparams].value = seg;
-        m->params[m->nparams].len = strlen(seg);
-        /* Drop a trailing slash from the rest of the path. */
-        while (m->params[m->nparams].len > 0 && seg[m->params[m->nparams].len - 1] == '/')
-            m->params[m->nparams].len--;
-        m->nparams++;
-        return n->wild;
+    if (n->wild && m->nparams < max) {
+        size_t wl = strlen(seg);
+        while (wl > 0 && seg[wl - 1] == '/') wl--; /* drop a trailing slash */
+        if (endpoint_for(n->wild, method)) {
+            m->params[m->nparams].name = "*";
+            m->params[m->nparams].value = seg;
+            m->params[m->nparams].len = wl;
+            m->nparams++;
+            return n->wild;
+        }
+        if (n->wild->neps > 0 && !*other) *other = n->wild;
     }
     return NULL;
 }
@@ -235,37 +261,27 @@ int ag_router_match(const ag_router *r, const char *method, const char *path, ag
     m->pattern = NULL;
     m->handler = NULL;
     m->stats = NULL;
-    const rnode *n = walk(&r->root, path, m);
-    if (!n || n->neps == 0) return AG_ENOTFOUND;
-    const endpoint *get = NULL;
-    for (int i = 0; i < n->neps; i++) {
-        const endpoint *e = &n->eps[i];
-        if (strcmp(e->method, method) == 0) {
-            m->pattern = e->pattern;
-            m->handler = e->handler;
-            m->ud = e->ud;
-            m->flags = e->flags;
-            m->stats = e->stats;
-            return 0;
-        }
-        if (strcmp(e->method, "GET") == 0) get = e;
-    }
-    if (get && strcmp(method, "HEAD") == 0) {
-        m->pattern = get->pattern;
-        m->handler = get->handler;
-        m->ud = get->ud;
-        m->flags = get->flags;
-        m->stats = get->stats;
+    const rnode *other = NULL;
+    const rnode *n = walk(&r->root, path, method, m, &other);
+    if (n) {
+        const endpoint *e = endpoint_for(n, method);
+        m->pattern = e->pattern;
+        m->handler = e->handler;
+        m->ud = e->ud;
+        m->flags = e->flags;
+        m->stats = e->stats;
         return 0;
     }
-    bool has_head = false, has_options = false;
-    for (int i = 0; i < n->neps; i++) {
-        allow_append(m->allow, sizeof m->allow, n->eps[i].method);
-        has_head |= strcmp(n->eps[i].method, "HEAD") == 0;
-        has_options |= strcmp(n->eps[i].method, "OPTIONS") == 0;
-    }
-    if (get && !has_head) allow_append(m->allow, sizeof m->allow, "HEAD");
-    if (!has_options) allow_append(m->allow, sizeof m->allow, "OPTIONS");
     m->nparams = 0;
+    if (!other) return AG_ENOTFOUND;
+    bool has_get = false, has_head = false, has_options = false;
+    for (int i = 0; i < other->neps; i++) {
+        allow_append(m->allow, sizeof m->allow, other->eps[i].method);
+        has_get |= strcmp(other->eps[i].method, "GET") == 0;
+        has_head |= strcmp(other->eps[i].method, "HEAD") == 0;
+        has_options |= strcmp(other->eps[i].method, "OPTIONS") == 0;
+    }
+    if (has_get && !has_head) allow_append(m->allow, sizeof m->allow, "HEAD");
+    if (!has_options) allow_append(m->allow, sizeof m->allow, "OPTIONS");
     return AG_ENOTFOUND;
 }

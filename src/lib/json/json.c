@@ -157,7 +157,12 @@ json_t *ag_v_array(ag_validator *v, json_t *obj, const char *field, unsigned fla
     }
     size_t n = json_array_size(x);
     if (n < min_items || (max_items && n > max_items)) {
-        ag_v_fail(v, field, "%s must have %zu to %zu items", field, min_items, max_items);
+        if (max_items && min_items)
+            ag_v_fail(v, field, "%s must have %zu to %zu items", field, min_items, max_items);
+        else if (max_items)
+            ag_v_fail(v, field, "%s must have at most %zu items", field, max_items);
+        else
+            ag_v_fail(v, field, "%s must have at least %zu items", field, min_items);
         return NULL;
     }
     return x;

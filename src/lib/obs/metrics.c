@@ -176,9 +176,11 @@ ag_series *ag_metric_series(ag_metric *f, const char *const *values)
 {
     ag_buf key;
     ag_buf_init(&key, 0);
+    /* Length-prefixed values: no choice of label values can collide. */
     for (int i = 0; i < f->nlabels; i++) {
-        ag_buf_appends(&key, values[i] ? values[i] : "");
-        ag_buf_append(&key, "\x1f", 1);
+        const char *v = values[i] ? values[i] : "";
+        ag_buf_printf(&key, "%zu:", strlen(v));
+        ag_buf_appends(&key, v);
     }
     if (!key.data) ag_buf_appends(&key, "");
     pthread_mutex_lock(&f->mu);
@@ -310,6 +312,19 @@ static void put_escaped(ag_buf *out, const char *s, bool quote)
     }
 }
 
+/* The shortest decimal that reads back as exactly `v`. */
+static void format_shortest(char *out, size_t n, double v)
+{
+    if (v == floor(v) && fabs(v) < 1e15) {
+        snprintf(out, n, "%.0f", v); /* 10, not 1e+01 */
+        return;
+    }
+    for (int prec = 1; prec <= 17; prec++) {
+        snprintf(out, n, "%.*g", prec, v);
+        if (strtod(out, NULL) == v) return;
+    }
+}
+
 static void put_number(ag_buf *out, double v)
 {
     if (isnan(v))
@@ -318,8 +333,11 @@ static void put_number(ag_buf *out, double v)
         ag_buf_appends(out, v > 0 ? "+Inf" : "-Inf");
     else if (v == floor(v) && fabs(v) < 1e15)
         ag_buf_printf(out, "%.0f", v);
-    else
-        ag_buf_printf(out, "%.17g", v);
+    else {
+        char num[40];
+        format_shortest(num, sizeof num, v);
+        ag_buf_appends(out, num);
+    }
 }
 
 static void put_labels(ag_buf *out, const ag_metric *f, const ag_series *s, const char *le)
@@ -381,8 +399,8 @@ static void render_family(ag_metric *f, ag_buf *out)
             uint64_t cum = 0;
             for (int b = 0; b < f->nbounds; b++) {
                 cum += atomic_load(&s->buckets[b]);
-                char le[32];
-                snprintf(le, sizeof le, "%g", f->bounds[b]);
+                char le[40];
+                format_shortest(le, sizeof le, f->bounds[b]);
                 ag_buf_printf(out, "%s_bucket", f->name);
                 put_labels(out, f, s, le);
                 ag_buf_printf(out, " %llu\n", (unsigned long long)cum);
