@@ -38,7 +38,12 @@ typedef struct ag__stream {
     size_t pending;
     bool closed;
     bool failed_timeout;
+    /* Loop thread only: queued writes that point here, plus one for the
+     * response while it lives; freed at zero (ag__stream_unref). */
+    int loop_refs;
 } ag__stream;
+
+void ag__stream_unref(ag__stream *st);
 
 struct ag_http_res {
     ag_http_req *req;

@@ -190,11 +190,17 @@ void ag__res_release(ag_http_res *res)
     ag_free(res->body);
     res->body = NULL;
     if (res->stream) {
-        pthread_mutex_destroy(&res->stream->mu);
-        pthread_cond_destroy(&res->stream->cond);
-        ag_free(res->stream);
+        ag__stream_unref(res->stream);
         res->stream = NULL;
     }
+}
+
+void ag__stream_unref(ag__stream *st)
+{
+    if (--st->loop_refs > 0) return;
+    pthread_mutex_destroy(&st->mu);
+    pthread_cond_destroy(&st->cond);
+    ag_free(st);
 }
 
 void ag_res_status(ag_http_res *res, int status)

@@ -55,19 +55,20 @@
 #define LINGER_MS 2000
 
 typedef enum phase { P_IDLE, P_HEAD, P_BODY, P_HANDLING, P_LINGER } phase;
-typedef enum tmode { T_NONE, T_IDLE, T_HEAD, T_BODY, T_WRITE, T_LINGER } tmode;
+typedef enum tmode { T_NONE, T_IDLE, T_HEAD, T_BODY, T_LINGER } tmode;
 
 typedef struct loop_srv loop_srv;
 
 typedef struct ag_conn {
     uv_tcp_t tcp;
-    uv_timer_t timer;
+    uv_timer_t timer;  /* the read side: idle, head, body, linger */
+    uv_timer_t wtimer; /* write progress: runs while output is queued */
     loop_srv *ls;
     struct ag_conn *prev, *next;
     llhttp_t parser;
     phase phase;
     tmode tmode;
-    int refs;             /* tcp handle, timer handle, a worker holding req */
+    int refs;             /* tcp and two timer handles, a worker holding req */
     bool closing;         /* close begun; no more I/O */
     bool paused;          /* parser paused: a request in a worker, or closing */
     bool reading;         /* uv_read_start active */
@@ -264,17 +265,21 @@ static void stream_done_bytes(ag__stream *st, size_t n)
 
 static void begin_linger(ag_conn *c);
 
+/* Output has waited the write timeout without the client reading any. */
+static void on_wtimer(uv_timer_t *t)
+{
+    conn_close(t->data);
+}
+
 /* After any write completes: continue what waited for the queue to drain. */
 static void after_write_progress(ag_conn *c)
 {
     if (c->closing) return;
     size_t queued = uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp);
-    if (c->tmode == T_WRITE) {
-        if (queued == 0)
-            arm_timer(c, T_NONE);
-        else
-            arm_timer(c, T_WRITE); /* progress: restart the write timeout */
-    }
+    if (queued == 0)
+        uv_timer_stop(&c->wtimer);
+    else /* progress: the client reads; restart the write timeout */
+        uv_timer_start(&c->wtimer, on_wtimer, srv_of(c)->o.limits.write_timeout_ms, 0);
     if (queued == 0 && c->close_after && !c->in_worker) {
         begin_linger(c);
         return;
@@ -290,6 +295,7 @@ static void on_write(uv_write_t *w, int status)
     wreq *wr = (wreq *)w;
     ag_conn *c = wr->c;
     stream_done_bytes(wr->stream, wr->stream_bytes);
+    if (wr->stream) ag__stream_unref(wr->stream);
     ag_free(wr->body);
     ag_free(wr);
     if (status < 0) {
@@ -334,6 +340,7 @@ static void conn_write(ag_conn *c, const char *head, size_t hlen, char *body, si
     wr->c = c;
     wr->body = body;
     wr->stream = st;
+    if (st) st->loop_refs++;
     wr->stream_bytes = st ? total - done : 0;
     stream_done_bytes(st, st ? done : 0);
     wr->head_len = head_left;
@@ -346,12 +353,14 @@ static void conn_write(ag_conn *c, const char *head, size_t hlen, char *body, si
     int rc = uv_write(&wr->w, (uv_stream_t *)&c->tcp, out, (unsigned)nout, on_write);
     if (rc < 0) {
         stream_done_bytes(st, wr->stream_bytes);
+        if (st) ag__stream_unref(st);
         ag_free(body);
         ag_free(wr);
         conn_close(c);
         return;
     }
-    if (c->tmode == T_NONE) arm_timer(c, T_WRITE);
+    if (!uv_is_active((uv_handle_t *)&c->wtimer))
+        uv_timer_start(&c->wtimer, on_wtimer, srv_of(c)->o.limits.write_timeout_ms, 0);
 }
 
 /* ---- Closing -------------------------------------------------------------------- */
@@ -399,6 +408,7 @@ static void conn_close(ag_conn *c)
         ls->conns = c->next;
     if (c->next) c->next->prev = c->prev;
     uv_close((uv_handle_t *)&c->timer, on_handle_closed);
+    uv_close((uv_handle_t *)&c->wtimer, on_handle_closed);
     uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
     ag_http_server *s = srv_of(c);
     atomic_fetch_sub(&s->nconns, 1);
@@ -460,7 +470,6 @@ static void on_timer(uv_timer_t *t)
         }
         break;
     case T_IDLE:
-    case T_WRITE:
     case T_LINGER:
         conn_close(c);
         break;
@@ -487,9 +496,6 @@ static void arm_timer(ag_conn *c, tmode mode)
         break;
     case T_BODY:
         ms = l->body_timeout_ms;
-        break;
-    case T_WRITE:
-        ms = l->write_timeout_ms;
         break;
     case T_LINGER:
         ms = LINGER_MS;
@@ -569,9 +575,16 @@ static void send_response(ag_conn *c)
     ag_http_res *res = &r->res;
     bool close = must_close(c);
     if (res->streaming) {
-        /* Already sent by the stream; an unchunked (HTTP/1.0) stream ends
-         * with the connection. */
-        if (!res->chunked) close = true;
+        /* Already sent by the stream. A stream cut short (the client stopped
+         * reading, or left) leaves the body incomplete: close at once. An
+         * unchunked (HTTP/1.0) stream ends with the connection. */
+        ag__stream *st = res->stream;
+        if (st && (st->failed_timeout || st->closed)) {
+            finish_request(c);
+            conn_close(c);
+            return;
+        }
+        if (!res->chunked && !r->head_only) close = true;
     } else {
         bool no_body = res->status == 204 || res->status == 304 || res->status < 200;
         build_head(c, close, false, !no_body, res->body_len);
@@ -1046,13 +1059,19 @@ static void on_rejected_closed(uv_handle_t *h)
 
 static void reject_connection(loop_srv *ls, uv_stream_t *server)
 {
+    /* The envelope without its closing brace; the request id completes it. */
     static const char body[] = "{\"success\":false,\"error\":{\"code\":\"TOO_MANY_CONNECTIONS\","
-                               "\"message\":\"too many open connections\"}}";
-    char busy[512];
+                               "\"message\":\"too many open connections\"}";
+    char rid[AG_ID_LEN + 1];
+    ag_id_new_str(rid);
+    char envelope[256];
+    int elen = snprintf(envelope, sizeof envelope, "%s,\"requestId\":\"%s\"}", body, rid);
+    char busy[640];
     int blen = snprintf(busy, sizeof busy,
                         "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-                        "Retry-After: 1\r\nConnection: close\r\nContent-Length: %zu\r\n\r\n%s",
-                        sizeof body - 1, body);
+                        "Retry-After: 1\r\nX-Request-Id: %s\r\nConnection: close\r\n"
+                        "Content-Length: %d\r\n\r\n%s",
+                        rid, elen, envelope);
     rejected *rj = ag_malloc(sizeof *rj);
     uv_tcp_init(ag_loop_uv(ls->loop), &rj->tcp);
     rj->tcp.data = rj;
@@ -1084,12 +1103,15 @@ static void on_connection(uv_stream_t *server, int status)
     c->ls = ls;
     uv_tcp_init(ag_loop_uv(ls->loop), &c->tcp);
     uv_timer_init(ag_loop_uv(ls->loop), &c->timer);
+    uv_timer_init(ag_loop_uv(ls->loop), &c->wtimer);
     c->tcp.data = c;
     c->timer.data = c;
-    c->refs = 2;
+    c->wtimer.data = c;
+    c->refs = 3;
     if (uv_accept(server, (uv_stream_t *)&c->tcp) < 0) {
         uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
         uv_close((uv_handle_t *)&c->timer, on_handle_closed);
+        uv_close((uv_handle_t *)&c->wtimer, on_handle_closed);
         return;
     }
     atomic_fetch_add(&s->nconns, 1);
@@ -1383,6 +1405,7 @@ int ag__stream_start(ag_http_res *res)
     ag_conn *c = r->conn;
     if (ag_loop_current() != NULL || !c->in_worker) return AG_ESTATE;
     ag__stream *st = ag_calloc(1, sizeof *st);
+    st->loop_refs = 1; /* the response's */
     pthread_mutex_init(&st->mu, NULL);
     pthread_cond_init(&st->cond, NULL);
     res->stream = st;
@@ -1392,7 +1415,8 @@ int ag__stream_start(ag_http_res *res)
      * scratch buffer belongs to the loop thread. */
     ag_buf b;
     ag_buf_init(&b, 0);
-    bool close = !res->chunked || !r->keep_alive || atomic_load(&c->ls->srv->draining);
+    bool close = (!res->chunked && !r->head_only) || !r->keep_alive ||
+                 atomic_load(&c->ls->srv->draining);
     ag_buf_printf(&b, "HTTP/1.1 %d %s\r\nDate: %s\r\n", res->status, ag_http_reason(res->status),
                   http_date());
     if (res->content_type) ag_buf_printf(&b, "Content-Type: %s\r\n", res->content_type);
@@ -1404,11 +1428,7 @@ int ag__stream_start(ag_http_res *res)
     if (close) r->keep_alive = false;
     size_t len;
     char *head = ag_buf_detach(&b, &len);
-    if (r->head_only) {
-        /* HEAD: the head only; the handler's writes are accepted and dropped. */
-        int rc = ag__stream_send(res, head, len, false);
-        res->chunked = false;
-        return rc;
-    }
+    /* HEAD: the head only; the handler's writes are accepted and dropped
+     * (ag_res_stream_write checks head_only). */
     return ag__stream_send(res, head, len, false);
 }

@@ -91,7 +91,7 @@ class Server:
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         self._reader = threading.Thread(target=self._drain, daemon=True)
         self._reader.start()
-        deadline = time.monotonic() + scaled(timeout)
+        deadline = time.monotonic() + timeout
         with self._cond:
             while self.port is None:
                 if self._eof:
@@ -104,7 +104,7 @@ class Server:
             self.kill()
             raise ServerError("agora-testd did not log {\"msg\":\"listening\",\"port\":N} "
                               "within %.0f s (exit status %r); its output:\n%s"
-                              % (scaled(timeout), self.proc.returncode, self.output()))
+                              % (timeout, self.proc.returncode, self.output()))
         return self
 
     def _drain(self):
@@ -123,6 +123,7 @@ class Server:
                             and isinstance(rec.get("port"), int) and rec["port"] > 0):
                         self.port = rec["port"]
                 self._cond.notify_all()
+        self.proc.stdout.close()
         with self._cond:
             self._eof = True
             self._cond.notify_all()

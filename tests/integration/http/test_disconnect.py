@@ -112,6 +112,19 @@ class Disconnect(harness.ServerTestCase):
         c = self.connect(srv)
         self.assertEqual(c.get("/v1/items/1").status, 200)
 
+    def test_big_body_to_client_that_stops_reading_is_closed(self):
+        """The same for a plain (not streamed) 50 MiB body: the write timeout,
+        not the 60 s idle timeout, bounds a client that reads nothing."""
+        srv = self.start_server(AGORA_HTTP_WRITE_TIMEOUT="1s")
+        stuck = self.connect(srv)
+        stuck.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        stuck.send(harness.build_request("GET", "/v1/big"))
+        n = self.wait_open_connections(srv, 1, 8)
+        self.assertEqual(n, 1, "a client that reads nothing of a 50 MiB body is still "
+                               "connected (%s open) 8 s into a 1 s write timeout" % n)
+        data = stuck.read_until_close(10)
+        self.assertLess(len(data), 50 * 1024 * 1024, "the whole body was delivered anyway")
+
     def test_disconnect_while_handler_runs(self):
         """The client leaves while its request sits in a worker: nothing
         breaks, the connection is released when the handler finishes."""

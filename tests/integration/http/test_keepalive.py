@@ -2,6 +2,7 @@
 HTTP/1.0 without keep-alive and for Connection: close; HEAD keeps framing."""
 
 import os
+import socket
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -95,6 +96,57 @@ class KeepAlive(harness.ServerTestCase):
         self.assertEqual(self.assertOk(r), {"a": [1, 2, 3], "b": "\u00e9"})
         r = c.get("/hello")
         self.assertEqual(r.body, b"hello\n")
+
+    def test_http10_keepalive_honoured(self):
+        c = self.connect(self.srv)
+        for i in range(3):
+            c.send(b"GET /v1/items/%d HTTP/1.0\r\nConnection: keep-alive\r\n\r\n" % i)
+            r = c.read_response()
+            self.assertEqual(self.assertOk(r), {"id": str(i), "q": None})
+            self.assertTrue(r.has_token("Connection", "keep-alive"),
+                            "HTTP/1.0 keep-alive answer without Connection: keep-alive: %r" % r)
+            self.assertIsNotNone(r.header("Content-Length"), r)
+        c.send(b"GET /hello HTTP/1.0\r\n\r\n")
+        self.assertEqual(c.read_response().body, b"hello\n")
+        self.assertTrue(c.closed_within(2))
+
+    def test_half_closed_client_is_answered(self):
+        """A client that sends its requests and then shuts down its sending
+        side (nc -N, some proxies) still gets every answer."""
+        for path in ("/hello", "/v1/items/hc"):
+            with self.subTest(path=path):
+                c = self.connect(self.srv)
+                c.send(harness.build_request("GET", path))
+                c.sock.shutdown(socket.SHUT_WR)
+                r = c.read_response()
+                self.assertEqual(r.status, 200, r)
+                self.assertTrue(c.closed_within(2), "half-closed connection left open")
+        c = self.connect(self.srv)
+        c.send(b"".join(harness.build_request("GET", "/v1/items/%d" % i if i % 2 else "/hello")
+                        for i in range(6)))
+        c.sock.shutdown(socket.SHUT_WR)
+        for i in range(6):
+            try:
+                r = c.read_response()
+            except harness.ConnectionClosed as e:
+                self.fail("pipelined request %d of 6 unanswered after the client half-closed: %s"
+                          % (i, e))
+            self.assertEqual(r.status, 200, r)
+            if i % 2:
+                self.assertEqual(self.assertOk(r)["id"], str(i))
+
+    def test_absolute_form_target(self):
+        c = self.connect(self.srv)
+        r = c.get("http://127.0.0.1/v1/items/abs?q=1")
+        self.assertEqual(self.assertOk(r), {"id": "abs", "q": "1"})
+
+    def test_options_lists_methods(self):
+        c = self.connect(self.srv)
+        r = c.request("OPTIONS", "/v1/items/1")
+        self.assertIn(r.status, (200, 204), r)
+        methods = {m.strip() for m in r.header("Allow", "").split(",")}
+        self.assertLessEqual({"GET", "HEAD", "PUT"}, methods, r)
+        self.assertEqual(c.get("/hello").body, b"hello\n")
 
     def test_whoami_reports_peer(self):
         c = self.connect(self.srv)

@@ -38,27 +38,76 @@ class Limits(harness.ServerTestCase):
         self.assertClosed(c, "431")
 
     def test_header_block_too_large_never_ending(self):
-        """A head that never ends is cut at the limit, not buffered forever."""
+        """A head that never ends is cut at the limit, not buffered forever:
+        the 431 arrives while the client is still sending."""
         c = self.connect(self.srv)
         c.send(b"GET /hello HTTP/1.1\r\nHost: x\r\n")
         sent = 0
         try:
-            while sent < 200000:
-                c.send(b"X-Filler-%06d: %s\r\n" % (sent, b"f" * 100))
-                sent += 120
-                r, _, _ = select.select([c.sock], [], [], 0)
+            while sent < 4 * 1024 * 1024:
+                c.send(b"".join(b"X-Filler-%08d: %s\r\n" % (sent + i, b"f" * 100)
+                                for i in range(8)))
+                sent += 8 * 123
+                # Paced, so that what was sent is roughly what was read.
+                r, _, _ = select.select([c.sock], [], [], 0.002)
                 if r:
                     break
         except (BrokenPipeError, ConnectionResetError):
             pass
         r = c.read_response()
         self.assertEqual(r.status, 431, r)
-        self.assertLess(sent, 100000, "server read %d bytes of head before answering" % sent)
+        self.assertLess(sent, 1024 * 1024,
+                        "the 431 came only after %d bytes of head (limit 16 KiB)" % sent)
+        self.assertClosed(c, "431")
 
     def test_header_just_under_limit_is_accepted(self):
         c = self.connect(self.srv)
         r = c.get("/hello", {"X-Big": "a" * 12000})
         self.assertEqual(r.status, 200, r)
+
+    def test_request_line_too_long(self):
+        c = self.connect(self.srv)
+        c.send(harness.build_request("GET", "/v1/items/" + "a" * 20000))
+        r = c.read_response()
+        self.assertIn(r.status, (414, 431), r)
+        self.assertRequestId(r)
+        self.assertClosed(c, "%d" % r.status)
+
+    def read_head_raw(self, c, timeout=3):
+        """The next response head, as bytes, without consuming a body."""
+        deadline = time.monotonic() + harness.scaled(timeout)
+        while b"\r\n\r\n" not in c.buf:
+            if not c._fill(deadline):
+                self.fail("connection closed before a response head: %r" % bytes(c.buf))
+        i = c.buf.index(b"\r\n\r\n")
+        head = bytes(c.buf[:i])
+        del c.buf[:i + 4]
+        return head
+
+    def test_expect_100_continue(self):
+        c = self.connect(self.srv)
+        c.send(harness.build_request("POST", "/v1/raw", {"Content-Length": "5",
+                                                         "Expect": "100-continue"}))
+        head = self.read_head_raw(c)
+        self.assertTrue(head.startswith(b"HTTP/1.1 100"), "want 100 Continue, got %r" % head)
+        c.send(b"abcde")
+        r = c.read_response(method="POST")
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.body, b"abcde")
+        self.assertEqual(c.get("/hello").body, b"hello\n")
+
+    def test_expect_100_continue_refused_early(self):
+        """With Expect: 100-continue, a body that would be refused is not
+        invited: the final answer comes first, without a 100."""
+        for headers, status in (({"Content-Length": str(2 * 1024 * 1024)}, 413),
+                                ({"Content-Length": "7", "Content-Type": "text/plain"}, 415)):
+            with self.subTest(status=status):
+                c = self.connect(self.srv)
+                headers = dict(headers, Expect="100-continue")
+                c.send(harness.build_request("POST", "/v1/echo", headers))
+                head = self.read_head_raw(c)
+                self.assertTrue(head.startswith(b"HTTP/1.1 %d" % status),
+                                "want %d before any body, got %r" % (status, head))
 
     def test_too_many_headers(self):
         c = self.connect(self.srv)

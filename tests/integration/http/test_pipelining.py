@@ -3,6 +3,7 @@
 import json
 import os
 import sys
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -80,6 +81,20 @@ class Pipelining(harness.ServerTestCase):
             data, want = batch(20, start=rnd * 20)
             c.send(data)
             self.check(c, want)
+
+    def test_large_pipeline(self):
+        """More pipelined input than one read (64 KiB): the rest waits while
+        handlers run, and nothing is lost or reordered."""
+        c = self.connect(self.srv, timeout=30)
+        data, want = batch(3000)
+        self.assertGreater(len(data), 128 * 1024)
+        sender = threading.Thread(target=c.send, args=(data,))
+        sender.start()
+        try:
+            self.check(c, want)
+        finally:
+            sender.join()
+        self.assertEqual(c.get("/hello").body, b"hello\n")
 
     def test_pipelined_close_ends_after_its_response(self):
         """Requests after a Connection: close one are not answered."""

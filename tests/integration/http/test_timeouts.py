@@ -30,6 +30,7 @@ class HeaderTimeout(harness.ServerTestCase):
         r = c.read_response(timeout=5)
         elapsed = time.monotonic() - t0
         self.assertEqual(r.status, 408, r)
+        self.assertEnvelopeError(r, 408)
         self.assertGreater(elapsed, 0.8, "408 after %.2f s with a 1 s timeout" % elapsed)
         self.assertLess(elapsed, harness.scaled(3.0), "408 only after %.2f s" % elapsed)
         self.assertTrue(c.closed_within(2), "connection left open after 408")
