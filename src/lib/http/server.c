@@ -175,6 +175,20 @@ int ag_http_limits_from_env(ag_http_limits *l)
 
 /* ---- Small helpers ------------------------------------------------------------ */
 
+/* The CLOCK_REALTIME instant `ms` from now, for pthread_cond_timedwait. */
+static struct timespec realtime_after(uint64_t ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += (time_t)(ms / 1000);
+    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    return ts;
+}
+
 static const char *http_date(void)
 {
     static _Thread_local time_t cached;
@@ -1290,14 +1304,7 @@ int ag_http_server_drain(ag_http_server *s, uint64_t timeout_ms)
 {
     atomic_store(&s->draining, true);
     for (int i = 0; i < s->nls; i++) ag_loop_post(s->ls[i].loop, drain_on_loop, &s->ls[i]);
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += (time_t)(timeout_ms / 1000);
-    until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
+    struct timespec until = realtime_after(timeout_ms);
     int forced = 0;
     pthread_mutex_lock(&s->mu);
     while (atomic_load(&s->nconns) > 0 || s->open_listeners > 0) {
@@ -1377,14 +1384,7 @@ int ag__stream_send(ag_http_res *res, char *data, size_t len, bool last)
         ag_free(data);
     }
     /* Backpressure: wait until the loop has written enough. */
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += (time_t)(l->write_timeout_ms / 1000);
-    until.tv_nsec += (long)(l->write_timeout_ms % 1000) * 1000000L;
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
+    struct timespec until = realtime_after(l->write_timeout_ms);
     int rc = 0;
     pthread_mutex_lock(&st->mu);
     while (st->pending > (last ? 0 : STREAM_HIGH_WATER) && !st->closed) {

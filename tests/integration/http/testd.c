@@ -161,12 +161,29 @@ static void deadline(ag_http_req *req, ag_http_res *res, void *ud)
     ag_res_ok(res, 200, data);
 }
 
-/* GET /v1/whoami → {"requestId", "remote"}. */
+/* The middleware's key for ag_req_set_local: compared by address. */
+static const char mw_key = 'm';
+
+/* Middleware: X-Test-Block answers 403 before any handler; every other
+ * request gets a local value that /v1/whoami reports. */
+static int test_middleware(ag_http_req *req, ag_http_res *res, void *ud)
+{
+    if (ag_req_header(req, "X-Test-Block")) {
+        ag_res_error(res, 403, "FORBIDDEN", "blocked by middleware", NULL);
+        return AG_STOP;
+    }
+    ag_req_set_local(req, &mw_key, ag_arena_printf(ag_req_arena(req), "saw %s", ag_req_path(req)));
+    return AG_NEXT;
+}
+
+/* GET /v1/whoami → {"requestId", "remote", "middleware"}. */
 static void whoami(ag_http_req *req, ag_http_res *res, void *ud)
 {
     const char *id = ag_req_id(req);
     const char *remote = ag_req_remote_addr(req);
+    const char *mw = ag_req_local(req, &mw_key);
     json_t *data = json_object();
+    json_object_set_new(data, "middleware", mw ? json_string(mw) : json_null());
     json_object_set_new(data, "requestId", id ? json_string(id) : json_null());
     json_object_set_new(data, "remote", remote ? json_string(remote) : json_null());
     ag_res_ok(res, 200, data);
@@ -197,6 +214,7 @@ int main(void)
     if (ag_service_new("testd", 0, &svc) < 0)
         return 1;
     ag_router *router = ag_service_router(svc);
+    ag_router_use(router, test_middleware, NULL);
     for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
         int rc = ag_router_add(router, routes[i].method, routes[i].pattern, routes[i].handler,
                                NULL, routes[i].flags);
