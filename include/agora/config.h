@@ -7,7 +7,8 @@
  * first, then AGORA_DB. A value that does not parse is an error that names
  * the variable, the expected form and the value given, e.g.
  *   PORT: expected an integer between 1 and 65535, got "80a"
- * and the getter returns AG_ECONFIG leaving *out unchanged.
+ * and the getter returns AG_ECONFIG leaving *out unchanged. When the
+ * service-specific variable held the bad value, the message names it.
  */
 #ifndef AGORA_CONFIG_H
 #define AGORA_CONFIG_H

@@ -11,6 +11,9 @@
 
 static char g_service_upper[64];
 static _Thread_local char g_last_error[256];
+/* The variable the last lookup of this thread read, so that an error names
+ * AGORA_ORDERS_DB rather than AGORA_DB when the override was the bad one. */
+static _Thread_local char g_last_name[192];
 
 void ag_config_set_service(const char *service)
 {
@@ -35,15 +38,20 @@ const char *ag_config_raw(const char *name)
         int n = snprintf(specific, sizeof specific, "AGORA_%s_%s", g_service_upper, name + 6);
         if (n > 0 && (size_t)n < sizeof specific) {
             const char *v = getenv(specific);
-            if (v && *v) return v;
+            if (v && *v) {
+                snprintf(g_last_name, sizeof g_last_name, "%s", specific);
+                return v;
+            }
         }
     }
+    snprintf(g_last_name, sizeof g_last_name, "%s", name);
     const char *v = getenv(name);
     return v && *v ? v : NULL;
 }
 
 static int fail(const char *name, const char *expected, const char *got)
 {
+    if (g_last_name[0]) name = g_last_name;
     snprintf(g_last_error, sizeof g_last_error, "%s: expected %s, got \"%s\"", name, expected,
              got);
     ag_error("invalid configuration", AG_FS("variable", name), AG_FS("reason", g_last_error));
