@@ -189,6 +189,20 @@ static void whoami(ag_http_req *req, ag_http_res *res, void *ud)
     ag_res_ok(res, 200, data);
 }
 
+/* Readiness checks: "always" passes; "store" fails while TESTD_READY_FAIL is
+ * set, the way a real service's store check fails when its database is down. */
+static int check_always(void *ud, char *why, size_t n)
+{
+    return 0;
+}
+
+static int check_store(void *ud, char *why, size_t n)
+{
+    if (!getenv("TESTD_READY_FAIL")) return 0;
+    snprintf(why, n, "store unreachable (test)");
+    return AG_EUNAVAIL;
+}
+
 static const struct {
     const char *method;
     const char *pattern;
@@ -215,6 +229,8 @@ int main(void)
         return 1;
     ag_router *router = ag_service_router(svc);
     ag_router_use(router, test_middleware, NULL);
+    ag_service_add_ready_check(svc, "always", check_always, NULL);
+    ag_service_add_ready_check(svc, "store", check_store, NULL);
     for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
         int rc = ag_router_add(router, routes[i].method, routes[i].pattern, routes[i].handler,
                                NULL, routes[i].flags);
