@@ -226,6 +226,17 @@ static bool header_safe(const char *s)
     return true;
 }
 
+/* Sets the content type unless it would break the header block. */
+static void set_content_type(ag_http_res *res, const char *content_type)
+{
+    if (!content_type) return;
+    if (!header_safe(content_type)) {
+        ag_error("content type with CR/LF dropped", AG_FS("requestId", res->req->id));
+        return;
+    }
+    res->content_type = ag_arena_strdup(&res->req->arena, content_type);
+}
+
 void ag_res_header(ag_http_res *res, const char *name, const char *value)
 {
     if (reserved_header(name)) return;
@@ -235,7 +246,7 @@ void ag_res_header(ag_http_res *res, const char *name, const char *value)
         return;
     }
     if (strcasecmp(name, "Content-Type") == 0) {
-        res->content_type = ag_arena_strdup(&res->req->arena, value);
+        set_content_type(res, value);
         return;
     }
     if (res->nheaders == res->cap_headers) {
@@ -263,7 +274,7 @@ void ag_res_body_take(ag_http_res *res, int status, const char *content_type, ch
     res->status = status;
     res->body = data;
     res->body_len = len;
-    if (content_type) res->content_type = ag_arena_strdup(&res->req->arena, content_type);
+    set_content_type(res, content_type);
 }
 
 void ag_res_body(ag_http_res *res, int status, const char *content_type, const void *data,
@@ -319,7 +330,7 @@ int ag_res_stream_begin(ag_http_res *res, int status, const char *content_type)
 {
     if (res->streaming) return AG_ESTATE;
     res->status = status;
-    if (content_type) res->content_type = ag_arena_strdup(&res->req->arena, content_type);
+    set_content_type(res, content_type);
     return ag__stream_start(res);
 }
 

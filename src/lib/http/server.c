@@ -76,7 +76,12 @@ typedef struct ag_conn {
     bool close_after;     /* linger-close once the write queue drains */
     bool in_worker;       /* req is owned by a worker right now */
     bool served_one;      /* at least one request answered (idle vs first) */
-    bool upgrade_paused;  /* parser paused with HPE_PAUSED_UPGRADE */
+    bool in_trailers;     /* past the head: header callbacks are trailers */
+    bool gone;            /* guarded by smu: closed, seen by stream starters */
+    pthread_mutex_t smu;  /* hands req.res.stream between worker and loop */
+    size_t body_raw;      /* bytes read in the BODY phase, framing included */
+    size_t trailer_bytes; /* trailer bytes seen (not stored) */
+    size_t wq_mark;       /* write queue size when the write timer was armed */
     bool discard_body;    /* body bytes are dropped (early answer decided) */
     int early_status;     /* answer decided at headers complete */
     int fail_status;      /* why the parser was stopped (431, 413) */
@@ -279,10 +284,18 @@ static void stream_done_bytes(ag__stream *st, size_t n)
 
 static void begin_linger(ag_conn *c);
 
-/* Output has waited the write timeout without the client reading any. */
+/* The write timeout: close only if the client read nothing since the timer
+ * was armed (libuv shrinks the queue size as a large write goes out). */
 static void on_wtimer(uv_timer_t *t)
 {
-    conn_close(t->data);
+    ag_conn *c = t->data;
+    size_t queued = uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp);
+    if (queued > 0 && queued < c->wq_mark) {
+        c->wq_mark = queued;
+        uv_timer_start(&c->wtimer, on_wtimer, srv_of(c)->o.limits.write_timeout_ms, 0);
+        return;
+    }
+    conn_close(c);
 }
 
 /* After any write completes: continue what waited for the queue to drain. */
@@ -290,13 +303,24 @@ static void after_write_progress(ag_conn *c)
 {
     if (c->closing) return;
     size_t queued = uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp);
-    if (queued == 0)
+    if (queued == 0) {
         uv_timer_stop(&c->wtimer);
-    else /* progress: the client reads; restart the write timeout */
+    } else { /* progress: the client reads; restart the write timeout */
+        c->wq_mark = queued;
         uv_timer_start(&c->wtimer, on_wtimer, srv_of(c)->o.limits.write_timeout_ms, 0);
+    }
     if (queued == 0 && c->close_after && !c->in_worker) {
         begin_linger(c);
         return;
+    }
+    if (queued == 0 && c->phase == P_IDLE && !c->in_worker) {
+        /* The answer is out: a draining server closes now, otherwise the
+         * keep-alive idle time starts (not while the answer was queued). */
+        if (atomic_load(&srv_of(c)->draining)) {
+            conn_close(c);
+            return;
+        }
+        if (c->tmode == T_NONE) arm_timer(c, T_IDLE);
     }
     if (c->wait_drain && queued < WRITE_HIGH_WATER / 2) {
         c->wait_drain = false;
@@ -373,8 +397,10 @@ static void conn_write(ag_conn *c, const char *head, size_t hlen, char *body, si
         conn_close(c);
         return;
     }
-    if (!uv_is_active((uv_handle_t *)&c->wtimer))
+    if (!uv_is_active((uv_handle_t *)&c->wtimer)) {
+        c->wq_mark = uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp);
         uv_timer_start(&c->wtimer, on_wtimer, srv_of(c)->o.limits.write_timeout_ms, 0);
+    }
 }
 
 /* ---- Closing -------------------------------------------------------------------- */
@@ -388,6 +414,7 @@ static void conn_unref(ag_conn *c)
     ag_buf_release(&c->body);
     ag_buf_release(&c->pending);
     ag_free(c->hoffs);
+    pthread_mutex_destroy(&c->smu);
     ag_free(c);
 }
 
@@ -408,7 +435,10 @@ static void conn_close(ag_conn *c)
     if (c->closing) return;
     c->closing = true;
     c->paused = true;
+    pthread_mutex_lock(&c->smu);
+    c->gone = true;
     ag__stream *st = c->req.res.stream;
+    pthread_mutex_unlock(&c->smu);
     if (st) {
         pthread_mutex_lock(&st->mu);
         st->closed = true;
@@ -579,7 +609,8 @@ static void finish_request(ag_conn *c)
     c->hstate = 0;
     c->early_status = 0;
     c->discard_body = false;
-    c->phase = P_IDLE;
+    c->in_trailers = false;
+    if (c->phase != P_LINGER) c->phase = P_IDLE;
 }
 
 /* Sends the (non-streamed) response of c->req and finishes the request. */
@@ -618,6 +649,8 @@ static void send_response(ag_conn *c)
         c->close_after = true;
         c->paused = true;
         if (uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) == 0) begin_linger(c);
+    } else if (uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) > 0) {
+        arm_timer(c, T_NONE); /* the write timer runs; idle starts once it is out */
     } else {
         arm_timer(c, T_IDLE);
     }
@@ -639,6 +672,7 @@ static void send_simple_error(ag_conn *c, int status, const char *code, const ch
     r->keep_alive = false;
     c->close_after = true;
     c->paused = true;
+    arm_timer(c, T_NONE); /* no stale head/body timer cuts the answer */
     uv_read_stop((uv_stream_t *)&c->tcp);
     c->reading = false;
     send_response(c);
@@ -751,6 +785,16 @@ static ag_conn *conn_of(llhttp_t *p)
 
 static int head_append(ag_conn *c, const char *at, size_t len)
 {
+    if (c->in_trailers) {
+        /* Trailers are counted, not kept: the request's strings point into
+         * c->head, which must not move once the head is complete. */
+        c->trailer_bytes += len;
+        if (c->trailer_bytes > srv_of(c)->o.limits.max_header_bytes) {
+            c->fail_status = 431;
+            return HPE_USER;
+        }
+        return 0;
+    }
     if (ag_buf_append(&c->head, at, len) < 0) {
         c->fail_status = 431;
         return HPE_USER;
@@ -776,6 +820,9 @@ static int on_message_begin(llhttp_t *p)
     r->start_ns = ag_now_ns();
     ag__res_init(&r->res, r);
     c->url_off = c->url_len = 0;
+    c->in_trailers = false;
+    c->trailer_bytes = 0;
+    c->body_raw = 0;
     if (c->phase == P_IDLE) {
         c->phase = P_HEAD;
         /* The header timeout runs from the first byte of a keep-alive request
@@ -802,6 +849,7 @@ static int on_url_complete(llhttp_t *p)
 static int on_header_field(llhttp_t *p, const char *at, size_t len)
 {
     ag_conn *c = conn_of(p);
+    if (c->in_trailers) return head_append(c, at, len);
     if (c->hstate != 1) {
         if (c->nh >= srv_of(c)->o.limits.max_headers) {
             c->fail_status = 431;
@@ -825,6 +873,7 @@ static int on_header_field_complete(llhttp_t *p)
 static int on_header_value(llhttp_t *p, const char *at, size_t len)
 {
     ag_conn *c = conn_of(p);
+    if (c->in_trailers) return head_append(c, at, len);
     if (c->hstate != 2) {
         c->hoffs[c->nh - 1].value_off = c->head.len;
         c->hstate = 2;
@@ -835,6 +884,7 @@ static int on_header_value(llhttp_t *p, const char *at, size_t len)
 static int on_header_value_complete(llhttp_t *p)
 {
     ag_conn *c = conn_of(p);
+    if (c->in_trailers) return 0;
     if (c->hstate != 2) { /* empty value: no on_header_value call */
         c->hoffs[c->nh - 1].value_off = c->head.len;
     }
@@ -851,6 +901,13 @@ static int on_headers_complete(llhttp_t *p)
 
     r->http_major = p->http_major;
     r->http_minor = p->http_minor;
+    if (p->method == HTTP_CONNECT) {
+        c->fail_status = 405; /* no tunnels here */
+        return -1;
+    }
+    /* Upgrades (WebSocket, h2c) are not offered yet: serve the request as a
+     * plain one, so llhttp does not hand the rest of the stream over. */
+    p->upgrade = 0;
     r->method = llhttp_method_name((llhttp_method_t)p->method);
     r->head_only = p->method == HTTP_HEAD;
     r->target = c->url_len ? c->head.data + c->url_off : (char *)"";
@@ -914,11 +971,14 @@ static int on_headers_complete(llhttp_t *p)
             return -1;
         }
         static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
-        conn_write(c, cont, sizeof cont - 1, NULL, 0, NULL);
+        if (r->http_major == 1 && r->http_minor >= 1) /* never to HTTP/1.0 */
+            conn_write(c, cont, sizeof cont - 1, NULL, 0, NULL);
     }
 
     c->body.len = 0;
     c->body.limit = l->max_body_bytes;
+    c->in_trailers = true;
+    c->body_raw = 0;
     if (has_body) {
         c->phase = P_BODY;
         arm_timer(c, T_BODY);
@@ -994,7 +1054,6 @@ static void feed(ag_conn *c, const char *data, size_t len)
     llhttp_errno_t err = llhttp_execute(&c->parser, data, len);
     if (err == HPE_OK) return;
     if (err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE) {
-        c->upgrade_paused = err == HPE_PAUSED_UPGRADE;
         c->paused = true;
         const char *pos = llhttp_get_error_pos(&c->parser);
         size_t used = pos ? (size_t)(pos - data) : len;
@@ -1024,7 +1083,8 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
         /* The client half-closed after a request that is still being
          * handled or queued: answer it, then close. Otherwise (or on a
          * reset) close now; a request in a worker then finds it closed. */
-        bool busy = c->in_worker || c->pending.len > 0 || c->wait_drain;
+        bool busy = c->in_worker || c->pending.len > 0 || c->wait_drain ||
+                    uv_stream_get_write_queue_size(st) > 0;
         if (n == UV_EOF && busy && !c->closing) {
             c->close_after = true;
             uv_read_stop(st);
@@ -1034,20 +1094,36 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
         conn_close(c);
         return;
     }
-    if (c->phase == P_BODY) arm_timer(c, T_BODY);
+    if (c->phase == P_BODY) {
+        /* Count what arrives in the body phase, framing and discarded bodies
+         * included: chunk extensions or padding cannot make a body endless. */
+        c->body_raw += (size_t)n;
+        const ag_http_limits *l = &srv_of(c)->o.limits;
+        if (c->body_raw > l->max_body_bytes + l->max_header_bytes + READ_BUF_SIZE) {
+            send_simple_error(c, 413, "BODY_TOO_LARGE", "request body too large");
+            return;
+        }
+        arm_timer(c, T_BODY);
+    }
     feed(c, buf->base, (size_t)n);
 }
 
 static void conn_resume(ag_conn *c)
 {
     if (c->closing || c->close_after || c->in_worker || c->wait_drain) return;
-    c->paused = false;
-    if (c->upgrade_paused) {
-        llhttp_resume_after_upgrade(&c->parser);
-        c->upgrade_paused = false;
-    } else if (llhttp_get_errno(&c->parser) == HPE_PAUSED) {
-        llhttp_resume(&c->parser);
+    if (uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) >= WRITE_HIGH_WATER) {
+        /* The client is behind on its answers: read no more until it catches
+         * up (after_write_progress resumes). Holds for worker routes too. */
+        c->wait_drain = true;
+        c->paused = true;
+        if (c->reading) {
+            uv_read_stop((uv_stream_t *)&c->tcp);
+            c->reading = false;
+        }
+        return;
     }
+    c->paused = false;
+    if (llhttp_get_errno(&c->parser) == HPE_PAUSED) llhttp_resume(&c->parser);
     while (!c->paused && c->pending.len > 0) {
         ag_buf tmp = c->pending;
         ag_buf_init(&c->pending, 0);
@@ -1122,6 +1198,7 @@ static void on_connection(uv_stream_t *server, int status)
     c->timer.data = c;
     c->wtimer.data = c;
     c->refs = 3;
+    pthread_mutex_init(&c->smu, NULL);
     if (uv_accept(server, (uv_stream_t *)&c->tcp) < 0) {
         uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
         uv_close((uv_handle_t *)&c->timer, on_handle_closed);
@@ -1387,8 +1464,15 @@ int ag__stream_send(ag_http_res *res, char *data, size_t len, bool last)
     struct timespec until = realtime_after(l->write_timeout_ms);
     int rc = 0;
     pthread_mutex_lock(&st->mu);
+    size_t mark = st->pending;
     while (st->pending > (last ? 0 : STREAM_HIGH_WATER) && !st->closed) {
         if (pthread_cond_timedwait(&st->cond, &st->mu, &until) != 0) {
+            if (st->pending < mark) {
+                /* The client read something: the timeout counts silence. */
+                mark = st->pending;
+                until = realtime_after(l->write_timeout_ms);
+                continue;
+            }
             st->failed_timeout = true;
             rc = AG_ETIMEDOUT;
             break;
@@ -1408,7 +1492,10 @@ int ag__stream_start(ag_http_res *res)
     st->loop_refs = 1; /* the response's */
     pthread_mutex_init(&st->mu, NULL);
     pthread_cond_init(&st->cond, NULL);
+    pthread_mutex_lock(&c->smu);
     res->stream = st;
+    if (c->gone) st->closed = true; /* closed before the stream existed */
+    pthread_mutex_unlock(&c->smu);
     res->streaming = true;
     res->chunked = !(r->http_major == 1 && r->http_minor == 0);
     /* Build the head here, on the worker, into a private buffer: the loop's
