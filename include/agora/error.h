@@ -27,6 +27,8 @@
     X(CONFIG, "invalid configuration")                                         \
     X(UNAVAIL, "service unavailable")                                          \
     X(STATE, "operation not valid in this state")                              \
+    X(RETRY, "conflict with a concurrent transaction; retry")                  \
+    X(CONSTRAINT, "constraint violated")                                       \
     X(SYS, "system call failed")
 
 typedef enum ag_err {
