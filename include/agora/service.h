@@ -17,7 +17,9 @@
 #ifndef AGORA_SERVICE_H
 #define AGORA_SERVICE_H
 
+#include "agora/bus.h"
 #include "agora/http.h"
+#include "agora/store.h"
 
 typedef struct ag_service ag_service;
 
@@ -40,6 +42,17 @@ void ag_service_add_ready_check(ag_service *svc, const char *name, ag_ready_chec
 /* A function called on the main thread after the server has drained and
  * before the pool stops (flush, close stores). */
 void ag_service_on_stop(ag_service *svc, void (*fn)(void *ud), void *ud);
+/* Opens the service's store from AGORA_DB (default "sqlite:var/<name>.db";
+ * "{service}" in the URL becomes the service's name), applies the
+ * migrations in `schema_dir` (NULL: none), adds it to /ready and closes it
+ * at stop. The service owns the store; *out is borrowed. */
+int ag_service_use_store(ag_service *svc, const char *schema_dir, ag_store **out);
+/* Opens the event bus from AGORA_BUS (default "nats://127.0.0.1:4222") over
+ * the service's store (ag_service_use_store first). Subscribe before
+ * ag_service_run, which starts it with the server; at stop it stops
+ * consuming and flushes the outbox (within AGORA_DRAIN_TIMEOUT) after the
+ * server drained. Added to /ready. The service owns the bus. */
+int ag_service_use_bus(ag_service *svc, ag_bus **out);
 /* Runs until SIGTERM/SIGINT and drains. Returns 0 after a clean stop, or a
  * negative AG_E* code when it could not start (the port in use, say). */
 int ag_service_run(ag_service *svc);

@@ -50,6 +50,8 @@ struct ag_service {
     uv_signal_t sigterm, sigint, sighup;
     atomic_bool stopping;
     int signals_seen;
+    ag_store *store;
+    ag_bus *bus;
 };
 
 static int read_config(ag_service *s, int default_port)
@@ -139,6 +141,71 @@ void ag_service_add_ready_check(ag_service *s, const char *name, ag_ready_check 
     s->checks[s->nchecks++] = (ready_check){ag_strdup(name), fn, ud};
 }
 
+/* Replaces "{service}" in `url` with the service's name. */
+static char *expand_service(const ag_service *s, const char *url)
+{
+    ag_buf b;
+    ag_buf_init(&b, 0);
+    const char *p = url;
+    const char *hit;
+    while ((hit = strstr(p, "{service}"))) {
+        ag_buf_append(&b, p, (size_t)(hit - p));
+        ag_buf_appends(&b, s->name);
+        p = hit + 9;
+    }
+    ag_buf_appends(&b, p);
+    return ag_buf_detach(&b, NULL);
+}
+
+int ag_service_use_store(ag_service *s, const char *schema_dir, ag_store **out)
+{
+    if (s->store) {
+        *out = s->store;
+        return 0;
+    }
+    char def[300];
+    snprintf(def, sizeof def, "sqlite:var/%s.db", s->name);
+    const char *raw;
+    ag_config_str("AGORA_DB", def, &raw);
+    char *url = expand_service(s, raw);
+    int rc = ag_store_open(url, &s->store);
+    ag_free(url);
+    if (rc < 0) return rc;
+    if (schema_dir) {
+        rc = ag_store_migrate(s->store, schema_dir, NULL);
+        if (rc < 0) {
+            ag_store_close(s->store);
+            s->store = NULL;
+            return rc;
+        }
+    }
+    ag_service_add_ready_check(s, "store", ag_store_ping, s->store);
+    *out = s->store;
+    return 0;
+}
+
+int ag_service_use_bus(ag_service *s, ag_bus **out)
+{
+    if (s->bus) {
+        *out = s->bus;
+        return 0;
+    }
+    if (!s->store) {
+        ag_error("ag_service_use_bus needs the service's store first (ag_service_use_store)");
+        return AG_ESTATE;
+    }
+    const char *raw;
+    ag_config_str("AGORA_BUS", "nats://127.0.0.1:4222", &raw);
+    char *url = expand_service(s, raw);
+    ag_bus_opts o = {.url = url, .service = s->name, .store = s->store, .metrics = s->metrics};
+    int rc = ag_bus_open(&o, &s->bus);
+    ag_free(url);
+    if (rc < 0) return rc;
+    ag_service_add_ready_check(s, "bus", ag_bus_ping, s->bus);
+    *out = s->bus;
+    return 0;
+}
+
 void ag_service_on_stop(ag_service *s, void (*fn)(void *), void *ud)
 {
     s->hooks = ag_realloc(s->hooks, (size_t)(s->nhooks + 1) * sizeof *s->hooks);
@@ -217,6 +284,10 @@ int ag_service_run(ag_service *s)
     };
     rc = ag_http_server_new(&o, &s->server);
     if (rc < 0) goto err_pool;
+    if (s->bus) {
+        rc = ag_bus_start(s->bus);
+        if (rc < 0) goto err_server;
+    }
     rc = ag_http_server_start(s->server);
     if (rc < 0) goto err_server;
     s->bound_port = ag_http_server_port(s->server);
@@ -243,6 +314,9 @@ int ag_service_run(ag_service *s)
     /* Keep watching signals while draining: a second one exits at once. */
     uv_signal_stop(&s->sighup);
     int forced = ag_http_server_drain(s->server, s->drain_ms);
+    /* Requests are done: stop consuming events and flush what they
+     * published. */
+    if (s->bus) ag_bus_stop(s->bus, s->drain_ms);
     for (int i = 0; i < s->nhooks; i++) s->hooks[i].fn(s->hooks[i].ud);
     ag_pool_shutdown(s->pool);
     ag_loopset_stop(s->loops);
@@ -270,6 +344,8 @@ void ag_service_free(ag_service *s)
     ag_http_server_free(s->server);
     ag_pool_free(s->pool);
     ag_loopset_free(s->loops);
+    ag_bus_free(s->bus);
+    ag_store_close(s->store);
     ag_router_free(s->router);
     for (int i = 0; i < s->nchecks; i++) ag_free(s->checks[i].name);
     ag_free(s->checks);

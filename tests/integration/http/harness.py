@@ -67,8 +67,9 @@ class ServerError(AssertionError):
 class Server:
     """One agora-testd process."""
 
-    def __init__(self, env=None, name="testd"):
+    def __init__(self, env=None, name="testd", binary=None):
         self.name = name
+        self.binary = binary  # default: $AGORA_TESTD
         self.extra_env = dict(env or {})
         self.proc = None
         self.port = None
@@ -87,7 +88,7 @@ class Server:
         env["PORT"] = "0"
         env["AGORA_LOG"] = "info"  # the listening line is an info line
         env.update({k: str(v) for k, v in self.extra_env.items()})
-        self.proc = subprocess.Popen([testd_path()], env=env, stdin=subprocess.DEVNULL,
+        self.proc = subprocess.Popen([self.binary or testd_path()], env=env, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         self._reader = threading.Thread(target=self._drain, daemon=True)
         self._reader.start()
