@@ -168,6 +168,13 @@ static int n_publish(void *state, const char *type, const char *id, const char *
                      char *err, size_t errlen)
 {
     nstate *st = state;
+    /* While disconnected a synchronous publish would block for its whole
+     * timeout (and might still land after the reconnect): fail at once; the
+     * relay retries with the same Nats-Msg-Id, so either way nothing doubles. */
+    if (natsConnection_Status(st->nc) != NATS_CONN_STATUS_CONNECTED) {
+        snprintf(err, errlen, "NATS: not connected");
+        return AG_ECONNREFUSED;
+    }
     char subject[300];
     subject_of(type, subject, sizeof subject);
     natsMsg *m = NULL;

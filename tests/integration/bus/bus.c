@@ -511,6 +511,54 @@ static void test_publisher_killed_between_commit_and_publish_loses_nothing(void 
     ag_store_close(cs);
 }
 
+static void test_consumer_offline_gets_events_after_restart(void **state)
+{
+    (void)state;
+    char pub_svc[64], con_svc[64];
+    service_name("opub", pub_svc, sizeof pub_svc);
+    service_name("ocon", con_svc, sizeof con_svc);
+    ag_store *ps = open_store(pub_svc), *cs = open_store(con_svc);
+    create_effects(cs);
+    ag_bus *pb = open_bus(ps, pub_svc);
+    char type[80], pattern[80];
+    snprintf(type, sizeof type, "%s.x", pub_svc);
+    snprintf(pattern, sizeof pattern, "%s.*", pub_svc);
+    recorder r;
+    recorder_init(&r);
+    /* The consumer runs once (its durable or queue now exists), then stops. */
+    ag_bus *cb = open_bus(cs, con_svc);
+    assert_int_equal(ag_bus_subscribe(cb, pattern, record_handler, &r), 0);
+    assert_int_equal(ag_bus_start(cb), 0);
+    assert_int_equal(ag_bus_start(pb), 0);
+    publish(ps, pb, type, 0, 5, 1);
+    assert_int_equal(wait_count(cs, "SELECT COUNT(*) FROM effects", 5, 10000), 5);
+    ag_bus_stop(cb, 0);
+    ag_bus_free(cb);
+    /* Events published while it is down wait for it. */
+    publish(ps, pb, type, 5, 20, 1);
+    int64_t rows = -1, age;
+    for (int i = 0; i < 100 && rows != 0; i++) {
+        sleep_ms(50);
+        assert_int_equal(ag_bus_outbox_depth(pb, &rows, &age), 0);
+    }
+    assert_int_equal(rows, 0); /* all confirmed by the broker */
+    assert_int_equal(count_sql(cs, "SELECT COUNT(*) FROM effects"), 5);
+    cb = open_bus(cs, con_svc);
+    assert_int_equal(ag_bus_subscribe(cb, pattern, record_handler, &r), 0);
+    assert_int_equal(ag_bus_start(cb), 0);
+    assert_int_equal(wait_count(cs, "SELECT COUNT(*) FROM effects", 25, 15000), 25);
+    sleep_ms(300);
+    assert_int_equal(count_sql(cs, "SELECT COUNT(DISTINCT n) FROM effects"), 25);
+    assert_int_equal(count_sql(cs, "SELECT COUNT(*) FROM effects"), 25);
+    assert_int_equal(r.order_violations, 0);
+    ag_bus_stop(cb, 0);
+    ag_bus_stop(pb, 2000);
+    ag_bus_free(cb);
+    ag_bus_free(pb);
+    ag_store_close(cs);
+    ag_store_close(ps);
+}
+
 static void test_broker_restart_mid_stream_loses_nothing(void **state)
 {
     (void)state;
@@ -582,6 +630,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_always_failing_handler_dead_letters_with_reason),
         cmocka_unit_test(test_unparseable_event_dead_letters_at_once),
         cmocka_unit_test(test_publisher_killed_between_commit_and_publish_loses_nothing),
+        cmocka_unit_test(test_consumer_offline_gets_events_after_restart),
         cmocka_unit_test(test_broker_restart_mid_stream_loses_nothing),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
