@@ -33,6 +33,8 @@
 #include "internal.h"
 
 #define RELAY_BATCH 256
+#define MARKS_MAX 512    /* confirmed rows waiting to be marked sent */
+#define MARKS_DELAY_MS 20 /* longest a confirmed row waits for its mark */
 #define RETENTION_MS (60ull * 60 * 1000) /* sent rows kept an hour for inspection */
 
 typedef struct sub {
@@ -62,6 +64,12 @@ struct ag_bus {
     uint64_t flush_deadline; /* guarded by mu; monotonic ms */
     atomic_bool consumer_stop;
     void *pub;         /* relay thread's adapter state */
+    /* Relay thread only: rows the broker confirmed that are not yet marked
+     * sent in the outbox. Marks are committed in groups (one fsync for many
+     * events); until then these rows are skipped, not published again. */
+    int64_t marks[MARKS_MAX];
+    int nmarks;
+    uint64_t marks_since;
     atomic_int broker_ok; /* last known publisher health */
 
     ag_series *m_published, *m_confirmed, *m_publish_failed, *m_consumed, *m_duplicates,
@@ -300,22 +308,67 @@ static void update_depth(ag_bus *b, ag_db *db)
     ag_series_set(b->m_depth, (double)rows);
 }
 
+typedef struct mark_ctx {
+    const int64_t *seqs;
+    int n;
+} mark_ctx;
+
+static int mark_sent(ag_db *db, void *ud)
+{
+    mark_ctx *mc = ud;
+    int64_t now = (int64_t)ag_wall_ms();
+    for (int i = 0; i < mc->n; i++) {
+        ag_val p[] = {AG_VINT(now), AG_VINT(mc->seqs[i])};
+        int rc = ag_db_exec(db, "UPDATE agora_outbox SET sent_ms = $1 WHERE seq = $2", p, 2, NULL);
+        if (rc < 0) return rc;
+    }
+    return 0;
+}
+
+/* Commits the marks of confirmed rows in one transaction. A crash before it
+ * publishes those rows again after restart: duplicates that the broker's
+ * window and the consumers' inboxes drop. */
+static int flush_marks(ag_bus *b)
+{
+    if (b->nmarks == 0) return 0;
+    mark_ctx mc = {b->marks, b->nmarks};
+    int rc = ag_store_tx(b->store, mark_sent, &mc);
+    if (rc < 0) {
+        ag_warn("cannot mark events sent; will try again", AG_FI("events", b->nmarks),
+                AG_FERR(rc));
+        return rc;
+    }
+    b->nmarks = 0;
+    return 0;
+}
+
 /* Publishes up to one batch. Returns the number confirmed, or a negative
  * code when a publish failed (the relay then backs off). */
 static int relay_batch(ag_bus *b, ag_db *db, bool *more)
 {
     *more = false;
     ag_rows *r;
-    ag_val lim = AG_VINT(RELAY_BATCH);
+    /* On SQLite (one writer at a time) seq grows in commit order, so rows
+     * at or below the last confirmed one are never new: start after it. On
+     * PostgreSQL a smaller seq may commit later, so confirmed rows are
+     * skipped one by one instead. */
+    int64_t after = 0;
+    if (ag_store_engine_of(b->store) == AG_STORE_SQLITE && b->nmarks > 0)
+        after = b->marks[b->nmarks - 1];
+    ag_val q[] = {AG_VINT(after), AG_VINT(RELAY_BATCH + (after ? 0 : b->nmarks))};
     int rc = ag_db_query(db,
                          "SELECT seq, id, type, payload FROM agora_outbox WHERE sent_ms IS NULL "
-                         "ORDER BY seq LIMIT $1",
-                         &lim, 1, &r);
+                         "AND seq > $1 ORDER BY seq LIMIT $2",
+                         q, 2, &r);
     if (rc < 0) return rc;
     pending_row rows[RELAY_BATCH];
     int n = 0;
     while (n < RELAY_BATCH && (rc = ag_rows_next(r)) == 1) {
-        rows[n].seq = ag_rows_int(r, 0);
+        int64_t seq = ag_rows_int(r, 0);
+        bool marked = false;
+        for (int k = b->nmarks - 1; k >= 0 && !marked; k--) marked = b->marks[k] == seq;
+        if (marked) continue; /* confirmed already; its mark is on the way */
+        rows[n].seq = seq;
         rows[n].id = ag_strdup(ag_rows_text(r, 1));
         rows[n].type = ag_strdup(ag_rows_text(r, 2));
         rows[n].payload = ag_strdup(ag_rows_text(r, 3));
@@ -326,6 +379,10 @@ static int relay_batch(ag_bus *b, ag_db *db, bool *more)
     int done = 0;
     for (int i = 0; i < n; i++) {
         if (rc < 0) break;
+        if (b->nmarks == MARKS_MAX) {
+            rc = flush_marks(b);
+            if (rc < 0) break;
+        }
         char err[256] = "";
         int prc = b->ad->publish(b->pub, rows[i].type, rows[i].id, rows[i].payload,
                                  strlen(rows[i].payload), err, sizeof err);
@@ -344,15 +401,8 @@ static int relay_batch(ag_bus *b, ag_db *db, bool *more)
             break;
         }
         atomic_store(&b->broker_ok, 1);
-        ag_val p[] = {AG_VINT((int64_t)ag_wall_ms()), AG_VINT(rows[i].seq)};
-        int urc = ag_db_exec(db, "UPDATE agora_outbox SET sent_ms = $1 WHERE seq = $2", p, 2, NULL);
-        if (urc < 0) {
-            /* Confirmed but not marked: it will be published again, and
-             * dropped as a duplicate downstream. */
-            ag_warn("cannot mark an event sent", AG_FS("id", rows[i].id), AG_FERR(urc));
-            rc = urc;
-            break;
-        }
+        if (b->nmarks == 0) b->marks_since = ag_now_ms();
+        b->marks[b->nmarks++] = rows[i].seq;
         ag_series_inc(b->m_confirmed, 1);
         done++;
     }
@@ -393,6 +443,11 @@ static void *relay_main(void *arg)
                 if (rc < 0) b->pub = NULL;
             }
             if (b->pub) rc = relay_batch(b, db, &more);
+            if (b->nmarks >= MARKS_MAX / 2 ||
+                (b->nmarks > 0 && ag_now_ms() - b->marks_since >= MARKS_DELAY_MS)) {
+                int frc = flush_marks(b);
+                if (rc >= 0 && frc < 0) rc = frc;
+            }
             update_depth(b, db);
             if (rc >= 0) atomic_store(&b->broker_ok, b->pub && b->ad->healthy(b->pub) == 0);
             uint64_t now = ag_now_ms();
@@ -408,6 +463,7 @@ static void *relay_main(void *arg)
         uint64_t deadline = b->flush_deadline;
         pthread_mutex_unlock(&b->mu);
         if (stopping) {
+            flush_marks(b);
             int64_t left = 0;
             ag_db_query_int(db, "SELECT COUNT(*) FROM agora_outbox WHERE sent_ms IS NULL", NULL, 0,
                             &left);
@@ -430,6 +486,7 @@ static void *relay_main(void *arg)
             struct timespec until;
             clock_gettime(CLOCK_REALTIME, &until);
             uint64_t ms = b->sweep_ms;
+            if (b->nmarks > 0 && ms > MARKS_DELAY_MS) ms = MARKS_DELAY_MS;
             until.tv_sec += (time_t)(ms / 1000);
             until.tv_nsec += (long)(ms % 1000) * 1000000L;
             if (until.tv_nsec >= 1000000000L) {

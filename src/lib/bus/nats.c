@@ -27,6 +27,8 @@ typedef struct nstate {
     jsCtx *js;
     natsSubscription *sub;
     natsSubscription *dlq_sub; /* created by dlq_fetch */
+    natsMsgList batch;         /* fetched, not yet handed to the core */
+    int next;                  /* index of the next message in batch */
     char service[128];
     char dlq_subject[160];
     bool streams_ok;
@@ -58,6 +60,7 @@ static void destroy(nstate *st)
 {
     if (st->sub) natsSubscription_Destroy(st->sub);
     if (st->dlq_sub) natsSubscription_Destroy(st->dlq_sub);
+    natsMsgList_Destroy(&st->batch); /* destroys the messages not handed out */
     if (st->js) jsCtx_Destroy(st->js);
     if (st->nc) natsConnection_Destroy(st->nc);
     ag_free(st);
@@ -114,6 +117,10 @@ static int n_open(const char *url, const char *service, ag__bus_role role,
     if (s == NATS_OK) s = natsOptions_SetMaxReconnect(opts, -1); /* forever */
     if (s == NATS_OK) s = natsOptions_SetReconnectWait(opts, 250);
     if (s == NATS_OK) s = natsOptions_SetTimeout(opts, 2000);
+    /* Send each request at once instead of waiting for the flusher (about
+     * 1 ms): with one request per event, that wait capped a consumer at
+     * about a thousand events a second. */
+    if (s == NATS_OK) s = natsOptions_SetSendAsap(opts, true);
     if (s == NATS_OK) s = natsConnection_Connect(&st->nc, opts);
     natsOptions_Destroy(opts);
     if (s != NATS_OK) {
@@ -195,26 +202,32 @@ static int n_publish(void *state, const char *type, const char *id, const char *
     return map_status(s);
 }
 
+/* Messages are fetched in batches (one pull request for up to FETCH_BATCH)
+ * and handed to the core one at a time, in stream order. */
+#define FETCH_BATCH 64
+
 static int n_fetch(void *state, uint64_t timeout_ms, ag__bus_msg **out)
 {
     nstate *st = state;
-    natsMsgList list = {0};
-    jsErrCode jerr = 0;
-    natsStatus s = natsSubscription_Fetch(&list, st->sub, 1, (int64_t)timeout_ms, &jerr);
-    if (s == NATS_TIMEOUT) return 0;
-    if (s != NATS_OK) {
-        natsMsgList_Destroy(&list);
-        if (natsConnection_Status(st->nc) == NATS_CONN_STATUS_CONNECTED) return 0;
-        return map_status(s);
+    if (st->next >= st->batch.Count) {
+        natsMsgList_Destroy(&st->batch);
+        memset(&st->batch, 0, sizeof st->batch);
+        st->next = 0;
+        jsErrCode jerr = 0;
+        natsStatus s =
+            natsSubscription_Fetch(&st->batch, st->sub, FETCH_BATCH, (int64_t)timeout_ms, &jerr);
+        if (s == NATS_TIMEOUT) return 0;
+        if (s != NATS_OK) {
+            natsMsgList_Destroy(&st->batch);
+            memset(&st->batch, 0, sizeof st->batch);
+            if (natsConnection_Status(st->nc) == NATS_CONN_STATUS_CONNECTED) return 0;
+            return map_status(s);
+        }
+        if (st->batch.Count == 0) return 0;
     }
-    if (list.Count == 0) {
-        natsMsgList_Destroy(&list);
-        return 0;
-    }
-    natsMsg *m = list.Msgs[0];
-    list.Msgs[0] = NULL; /* ours now */
-    for (int i = 1; i < list.Count; i++) natsMsg_Nak(list.Msgs[i], NULL);
-    natsMsgList_Destroy(&list);
+    natsMsg *m = st->batch.Msgs[st->next];
+    st->batch.Msgs[st->next] = NULL; /* ours now */
+    st->next++;
     jsMsgMetaData *md = NULL;
     int delivery = 1;
     if (natsMsg_GetMetaData(&md, m) == NATS_OK && md) {
