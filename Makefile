@@ -2,12 +2,13 @@
 #   make up      install what is missing, build, start what exists
 #   make check   install what is missing, build with warnings as errors,
 #                run every test, then the same tests under ASan + UBSan
-# Others: make build, make test, make asan, make bench, make down, make format.
+# Others: make build, make test, make asan, make bench (bench-http, bench-bus),
+# make down, make format.
 JOBS ?= $(shell nproc)
 BUILD ?= build
 ASAN_BUILD ?= build-asan
 
-.PHONY: all deps build test asan check up down bench format clean
+.PHONY: all deps build test asan check up down bench bench-http bench-bus format clean
 
 all: build
 
@@ -37,9 +38,14 @@ up: build
 down:
 	@scripts/down
 
-bench: build
+bench: bench-http bench-bus
+
+bench-http: build
 	@scripts/install-deps bench
 	@bench/http/run
+
+bench-bus: build
+	@bench/bus/run
 
 format:
 	@clang-format -i $$(git ls-files '*.c' '*.h')
