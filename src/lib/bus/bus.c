@@ -63,6 +63,7 @@ struct ag_bus {
     bool stopping;     /* guarded by mu */
     uint64_t flush_deadline; /* guarded by mu; monotonic ms */
     atomic_bool consumer_stop;
+    void *first_consumer; /* opened by ag_bus_start, handed to the consumer thread */
     void *pub;         /* relay thread's adapter state */
     /* Relay thread only: rows the broker confirmed that are not yet marked
      * sent in the outbox. Marks are committed in groups (one fsync for many
@@ -637,7 +638,8 @@ static void *consumer_main(void *arg)
     ag_bus *b = arg;
     const char **patterns = ag_calloc((size_t)b->nsubs, sizeof *patterns);
     for (int i = 0; i < b->nsubs; i++) patterns[i] = b->subs[i].pattern;
-    void *st = NULL;
+    void *st = b->first_consumer;
+    b->first_consumer = NULL;
     uint64_t pause = 100;
     while (!atomic_load(&b->consumer_stop)) {
         if (!st) {
@@ -676,7 +678,21 @@ int ag_bus_start(ag_bus *b)
     if (pthread_create(&b->relay_thread, NULL, relay_main, b) != 0) return AG_ESYS;
     b->relay_started = true;
     if (b->nsubs > 0) {
-        if (pthread_create(&b->consumer_thread, NULL, consumer_main, b) != 0) return AG_ESYS;
+        /* Declare the service's consumer (durable, queue and bindings) before
+         * returning, so that events published from now on, by this service
+         * too, already have somewhere to go. If the broker is down the
+         * consumer thread keeps trying. */
+        const char **patterns = ag_calloc((size_t)b->nsubs, sizeof *patterns);
+        for (int i = 0; i < b->nsubs; i++) patterns[i] = b->subs[i].pattern;
+        if (b->ad->open(b->url, b->service, AG_BUS_CONSUMER, patterns, b->nsubs,
+                        (uint64_t)b->max_deliveries, &b->first_consumer) < 0)
+            b->first_consumer = NULL;
+        ag_free(patterns);
+        if (pthread_create(&b->consumer_thread, NULL, consumer_main, b) != 0) {
+            if (b->first_consumer) b->ad->close(b->first_consumer);
+            b->first_consumer = NULL;
+            return AG_ESYS;
+        }
         b->consumer_started = true;
     }
     return 0;
