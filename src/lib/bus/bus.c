@@ -675,13 +675,11 @@ static void *consumer_main(void *arg)
 int ag_bus_start(ag_bus *b)
 {
     if (b->relay_started) return AG_ESTATE;
-    if (pthread_create(&b->relay_thread, NULL, relay_main, b) != 0) return AG_ESYS;
-    b->relay_started = true;
     if (b->nsubs > 0) {
-        /* Declare the service's consumer (durable, queue and bindings) before
-         * returning, so that events published from now on, by this service
-         * too, already have somewhere to go. If the broker is down the
-         * consumer thread keeps trying. */
+        /* Declare the service's consumer (durable, queue and bindings)
+         * before anything is published — by the relay below, too — so that
+         * events meant for this service already have somewhere to go. If
+         * the broker is down the consumer thread keeps trying. */
         const char **patterns = ag_calloc((size_t)b->nsubs, sizeof *patterns);
         for (int i = 0; i < b->nsubs; i++) patterns[i] = b->subs[i].pattern;
         if (b->ad->open(b->url, b->service, AG_BUS_CONSUMER, patterns, b->nsubs,
@@ -695,6 +693,8 @@ int ag_bus_start(ag_bus *b)
         }
         b->consumer_started = true;
     }
+    if (pthread_create(&b->relay_thread, NULL, relay_main, b) != 0) return AG_ESYS;
+    b->relay_started = true;
     return 0;
 }
 
