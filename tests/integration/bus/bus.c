@@ -511,6 +511,49 @@ static void test_publisher_killed_between_commit_and_publish_loses_nothing(void 
     ag_store_close(cs);
 }
 
+static void test_instances_of_a_service_compete(void **state)
+{
+    (void)state;
+    /* Two instances of one service: one durable consumer or queue, one
+     * database; each event is handled by one of them, once. */
+    char pub_svc[64], con_svc[64];
+    service_name("cpub", pub_svc, sizeof pub_svc);
+    service_name("ccon", con_svc, sizeof con_svc);
+    ag_store *ps = open_store(pub_svc);
+    ag_store *cs1 = open_store(con_svc), *cs2 = open_store(con_svc);
+    create_effects(cs1);
+    ag_bus *pb = open_bus(ps, pub_svc);
+    ag_bus *c1 = open_bus(cs1, con_svc), *c2 = open_bus(cs2, con_svc);
+    char type[80], pattern[80];
+    snprintf(type, sizeof type, "%s.x", pub_svc);
+    snprintf(pattern, sizeof pattern, "%s.*", pub_svc);
+    recorder r1, r2;
+    recorder_init(&r1);
+    recorder_init(&r2);
+    assert_int_equal(ag_bus_subscribe(c1, pattern, record_handler, &r1), 0);
+    assert_int_equal(ag_bus_subscribe(c2, pattern, record_handler, &r2), 0);
+    assert_int_equal(ag_bus_start(c1), 0);
+    assert_int_equal(ag_bus_start(c2), 0);
+    assert_int_equal(ag_bus_start(pb), 0);
+    for (int i = 0; i < 10; i++) publish(ps, pb, type, i * 30, 30, 0);
+    assert_int_equal(wait_count(cs1, "SELECT COUNT(*) FROM effects", 300, 30000), 300);
+    sleep_ms(500);
+    assert_int_equal(count_sql(cs1, "SELECT COUNT(*) FROM effects"), 300);
+    assert_int_equal(count_sql(cs1, "SELECT COUNT(DISTINCT n) FROM effects"), 300);
+    assert_int_equal(r1.committed_hint + r2.committed_hint, 300);
+    assert_true(r1.committed_hint > 0);
+    assert_true(r2.committed_hint > 0);
+    ag_bus_stop(c1, 0);
+    ag_bus_stop(c2, 0);
+    ag_bus_stop(pb, 2000);
+    ag_bus_free(c1);
+    ag_bus_free(c2);
+    ag_bus_free(pb);
+    ag_store_close(cs1);
+    ag_store_close(cs2);
+    ag_store_close(ps);
+}
+
 static void test_consumer_offline_gets_events_after_restart(void **state)
 {
     (void)state;
@@ -630,6 +673,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_always_failing_handler_dead_letters_with_reason),
         cmocka_unit_test(test_unparseable_event_dead_letters_at_once),
         cmocka_unit_test(test_publisher_killed_between_commit_and_publish_loses_nothing),
+        cmocka_unit_test(test_instances_of_a_service_compete),
         cmocka_unit_test(test_consumer_offline_gets_events_after_restart),
         cmocka_unit_test(test_broker_restart_mid_stream_loses_nothing),
     };
