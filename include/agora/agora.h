@@ -15,5 +15,8 @@
 #include "agora/http_client.h"
 #include "agora/json.h"
 #include "agora/service.h"
+#include "agora/auth.h"
+#include "agora/store.h"
+#include "agora/bus.h"
 
 #endif

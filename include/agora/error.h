@@ -29,6 +29,7 @@
     X(STATE, "operation not valid in this state")                              \
     X(RETRY, "conflict with a concurrent transaction; retry")                  \
     X(CONSTRAINT, "constraint violated")                                       \
+    X(AUTH, "authentication failed")                                           \
     X(SYS, "system call failed")
 
 typedef enum ag_err {
