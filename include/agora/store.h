@@ -116,7 +116,7 @@ void ag_rows_free(ag_rows *r);
 
 /* Transactions. fn returns >= 0 to commit, < 0 to roll back (its value is
  * returned). AG_ERETRY from fn, or a conflict at commit, runs fn again after
- * a jittered backoff, at most AGORA_DB_TX_RETRIES (default 8) times. Inside a
+ * a jittered backoff, at most AGORA_DB_TX_RETRIES (default 32) times. Inside a
  * transaction, ag_store_tx on the same thread simply calls fn (no nesting). */
 typedef int (*ag_tx_fn)(ag_db *db, void *ud);
 int ag_store_tx(ag_store *s, ag_tx_fn fn, void *ud);

@@ -159,7 +159,7 @@ static int run(ag_db *db, const char *sql, const ag_val *v, int n, PGresult **ou
         values[i] = ag__val_text(&v[i], nums[i], sizeof nums[i], &len);
         lengths[i] = (int)len;
         formats[i] = v[i].type == AG_VT_BLOB ? 1 : 0;
-        if (v[i].type == AG_VT_TEXT && memchr(values[i], '\0', len)) {
+        if (v[i].type == AG_VT_TEXT && values[i] && memchr(values[i], '\0', len)) {
             ag__db_set_error(db, "text parameter $%d contains a NUL byte", i + 1);
             return AG_EINVAL;
         }

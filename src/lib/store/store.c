@@ -104,7 +104,9 @@ int ag_store_open(const char *url, ag_store **out)
     int rc = 0;
     rc |= ag_config_int("AGORA_DB_BUSY_TIMEOUT_MS", 5000, 0, 600000, &n);
     s->busy_timeout_ms = (int)n;
-    rc |= ag_config_int("AGORA_DB_TX_RETRIES", 8, 0, 1000, &n);
+    /* Generous: a hot row under SERIALIZABLE can lose several rounds in a
+     * row; each retry waits a jittered backoff (at most 200 ms). */
+    rc |= ag_config_int("AGORA_DB_TX_RETRIES", 32, 0, 1000, &n);
     s->tx_retries = (int)n;
     rc |= ag_config_bool("AGORA_SQLITE_SYNC_FULL", true, &full);
     s->sync_full = full;
