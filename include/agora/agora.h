@@ -18,5 +18,6 @@
 #include "agora/auth.h"
 #include "agora/store.h"
 #include "agora/bus.h"
+#include "agora/resilience.h"
 
 #endif
