@@ -146,6 +146,11 @@ typedef struct ag_route_match {
     char allow[96]; /* on AG_ENOTFOUND with a path that exists: "GET, HEAD" */
 } ag_route_match;
 
+/* An OpenAPI 3.0 document listing every route (path parameters as
+ * {name}, methods, the error envelope); a new reference. Services whose
+ * routes need richer descriptions serve their own /openapi.json. */
+json_t *ag_router_openapi(const ag_router *r, const char *title, const char *version);
+
 /* Matches `method` and `path`. 0 on a match; AG_ENOTFOUND otherwise, with
  * m->allow non-empty when the path exists under other methods (405). */
 int ag_router_match(const ag_router *r, const char *method, const char *path,

@@ -285,3 +285,72 @@ int ag_router_match(const ag_router *r, const char *method, const char *path, ag
     if (!has_options) allow_append(m->allow, sizeof m->allow, "OPTIONS");
     return AG_ENOTFOUND;
 }
+
+/* ---- OpenAPI ---------------------------------------------------------------- */
+
+static void lower_copy(char *dst, size_t n, const char *src)
+{
+    size_t i = 0;
+    for (; src[i] && i < n - 1; i++) dst[i] = (char)(src[i] >= 'A' && src[i] <= 'Z' ? src[i] + 32 : src[i]);
+    dst[i] = '\0';
+}
+
+static void openapi_walk(const rnode *n, ag_buf *path, json_t *params, json_t *paths)
+{
+    if (n->neps > 0) {
+        json_t *item = json_object();
+        for (int i = 0; i < n->neps; i++) {
+            char m[16];
+            lower_copy(m, sizeof m, n->eps[i].method);
+            json_t *responses = json_pack(
+                "{s:{s:s}, s:{s:s}}", "200", "description", "success: {\"success\": true, \"data\": ...}",
+                "default", "description", "error envelope: {\"success\": false, \"error\": {\"code\", \"message\"}, \"requestId\"}");
+            json_t *op = json_pack("{s:o}", "responses", responses);
+            if (json_array_size(params)) json_object_set(op, "parameters", params);
+            json_object_set_new(item, m, op);
+        }
+        json_object_set_new(paths, path->len ? path->data : "/", item);
+    }
+    size_t mark = path->len;
+    for (int i = 0; i < n->nkids; i++) {
+        ag_buf_printf(path, "/%s", n->kids[i]->seg);
+        openapi_walk(n->kids[i], path, params, paths);
+        path->len = mark;
+        path->data[mark] = '\0';
+    }
+    if (n->param) {
+        ag_buf_printf(path, "/{%s}", n->param_name);
+        json_t *p2 = json_copy(params);
+        json_array_append_new(p2, json_pack("{s:s, s:s, s:b, s:{s:s}}", "name", n->param_name,
+                                            "in", "path", "required", 1, "schema", "type",
+                                            "string"));
+        openapi_walk(n->param, path, p2, paths);
+        json_decref(p2);
+        path->len = mark;
+        path->data[mark] = '\0';
+    }
+    if (n->wild) {
+        ag_buf_appends(path, "/{path}");
+        json_t *p2 = json_copy(params);
+        json_array_append_new(p2, json_pack("{s:s, s:s, s:b, s:{s:s}}", "name", "path", "in",
+                                            "path", "required", 1, "schema", "type", "string"));
+        openapi_walk(n->wild, path, p2, paths);
+        json_decref(p2);
+        path->len = mark;
+        path->data[mark] = '\0';
+    }
+}
+
+json_t *ag_router_openapi(const ag_router *r, const char *title, const char *version)
+{
+    json_t *paths = json_object();
+    json_t *params = json_array();
+    ag_buf path;
+    ag_buf_init(&path, 0);
+    ag_buf_appends(&path, "");
+    openapi_walk(&r->root, &path, params, paths);
+    ag_buf_release(&path);
+    json_decref(params);
+    return json_pack("{s:s, s:{s:s, s:s}, s:o}", "openapi", "3.0.3", "info", "title", title,
+                     "version", version, "paths", paths);
+}

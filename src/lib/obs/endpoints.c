@@ -39,6 +39,23 @@ static void metrics(ag_http_req *req, ag_http_res *res, void *ud)
     ag_res_body_take(res, 200, "text/plain; version=0.0.4; charset=utf-8", text, len);
 }
 
+static void openapi(ag_http_req *req, ag_http_res *res, void *ud)
+{
+    ag_service *s = ud;
+    char title[96];
+    snprintf(title, sizeof title, "agora-%s", ag_service_name(s));
+    ag_res_json(res, 200, ag_router_openapi(ag_service_router(s), title, "1.0.0"));
+}
+
+void ag__obs_register_openapi(ag_router *router, ag_service *svc);
+void ag__obs_register_openapi(ag_router *router, ag_service *svc)
+{
+    /* Only when the service did not register a richer document itself. */
+    ag_route_match m;
+    if (ag_router_match(router, "GET", "/openapi.json", &m) == 0) return;
+    ag_router_add(router, "GET", "/openapi.json", openapi, svc, 0);
+}
+
 void ag_obs_register_endpoints(ag_router *router, ag_service *svc)
 {
     ag_router_add(router, "GET", "/health", health, svc, AG_ROUTE_INLINE);

@@ -264,8 +264,11 @@ static void close_cb_walk(uv_handle_t *h, void *arg)
     if (!uv_is_closing(h)) uv_close(h, NULL);
 }
 
+void ag__obs_register_openapi(ag_router *router, ag_service *svc);
+
 int ag_service_run(ag_service *s)
 {
+    ag__obs_register_openapi(s->router, s);
     int rc = ag_loopset_new(s->nloops, &s->loops);
     if (rc < 0) return rc;
     rc = ag_pool_new(s->nworkers, s->queue, &s->pool);

@@ -196,6 +196,20 @@ class Users(harness.ServerTestCase):
         self.assertOk(self.call(c2, "GET", "/v1/users/me", u["token"]))
         self.assertOk(self.call(c2, "GET", "/v1/users/me", fresh["token"]))
 
+    def test_openapi_lists_every_route(self):
+        srv = self.start()
+        c = self.connect(srv)
+        doc = c.get("/openapi.json").json()
+        self.assertEqual(doc["openapi"], "3.0.3")
+        paths = doc["paths"]
+        for path, method in [("/v1/auth/register", "post"), ("/v1/auth/login", "post"),
+                             ("/v1/users/{id}", "get"), ("/v1/users/{id}", "put"),
+                             ("/v1/users/{id}", "delete"), ("/v1/users/me/password", "put"),
+                             ("/.well-known/jwks.json", "get"), ("/health", "get")]:
+            self.assertIn(method, paths.get(path, {}), "%s %s missing" % (method, path))
+        params = paths["/v1/users/{id}"]["get"]["parameters"]
+        self.assertEqual([p["name"] for p in params], ["id"])
+
     def test_production_refuses_without_keys(self):
         env = {k: v for k, v in os.environ.items() if not k.startswith("AGORA_")}
         env.update(self.env)
