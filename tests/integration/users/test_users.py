@@ -25,8 +25,12 @@ def b64json(seg):
 class Users(harness.ServerTestCase):
     def setUp(self):
         self.tmp = tempfile.mkdtemp(prefix="agora-users-")
+        db = "sqlite:%s/users.db" % self.tmp
+        if os.environ.get("AGORA_TEST_USERS_STORE") == "postgres":
+            base = os.environ["AGORA_TEST_POSTGRES_URL"].rsplit("/", 1)[0]
+            db = "%s/users_%d_%s" % (base, os.getpid(), self._testMethodName[5:30])
         self.env = {
-            "AGORA_DB": "sqlite:%s/users.db" % self.tmp,
+            "AGORA_DB": db,
             "AGORA_BUS": os.environ["AGORA_TEST_NATS_URL"],
             "AGORA_ADMIN_EMAIL": "Root@Example.com",
             "AGORA_ADMIN_PASSWORD": "admin-password-1",
@@ -213,8 +217,7 @@ class Users(harness.ServerTestCase):
     def test_production_refuses_without_keys(self):
         env = {k: v for k, v in os.environ.items() if not k.startswith("AGORA_")}
         env.update(self.env)
-        env.update({"AGORA_ENV": "production", "PORT": "0",
-                    "AGORA_DB": "sqlite:%s/prod.db" % self.tmp})
+        env.update({"AGORA_ENV": "production", "PORT": "0"})
         p = subprocess.run([USERSD], env=env, capture_output=True, text=True,
                            timeout=harness.scaled(20))
         self.assertNotEqual(p.returncode, 0, p.stderr)
