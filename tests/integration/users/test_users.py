@@ -31,7 +31,7 @@ class Users(harness.ServerTestCase):
             db = "%s/users_%d_%s" % (base, os.getpid(), self._testMethodName[5:30])
         self.env = {
             "AGORA_DB": db,
-            "AGORA_BUS": os.environ["AGORA_TEST_NATS_URL"],
+            "AGORA_BUS": os.environ.get("AGORA_TEST_NATS_URL") or os.environ["AGORA_TEST_AMQP_URL"],
             "AGORA_ADMIN_EMAIL": "Root@Example.com",
             "AGORA_ADMIN_PASSWORD": "admin-password-1",
             "AGORA_SERVICE_CLIENTS": "orders:orders-secret",
@@ -131,6 +131,18 @@ class Users(harness.ServerTestCase):
         self.assertEnvelopeError(self.post(c, "/v1/auth/refresh",
                                            {"refreshToken": r1["refreshToken"]}), 401)
         self.assertFalse(self.assertOk(self.call(c, "GET", "/v1/users/" + me["id"]))["online"])
+        # Its events (registered, online, offline) reached the broker.
+        import time
+        deadline = time.monotonic() + harness.scaled(15)
+        while True:
+            m = harness.parse_metrics(c.get("/metrics").body.decode())
+            confirmed = sum(harness.metric_values(m, "agora_bus_confirmed_total"))
+            depth = sum(harness.metric_values(m, "agora_bus_outbox_depth"))
+            if (confirmed >= 3 and depth == 0) or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        self.assertGreaterEqual(confirmed, 3)
+        self.assertEqual(depth, 0)
 
     def test_profiles_permissions_password_and_delete(self):
         srv = self.start()
