@@ -102,6 +102,9 @@ class Disconnect(harness.ServerTestCase):
         stuck = self.connect(srv)
         stuck.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
         stuck.send(harness.build_request("GET", "/v1/stream?n=10000000&size=65536"))
+        # First see the server count it (the /metrics connection could be
+        # served before this one is even accepted), then see it go.
+        self.assertEqual(self.wait_open_connections(srv, 2, 5), 2)
         # It reads nothing. Within a few seconds the server gives up on it.
         n = self.wait_open_connections(srv, 1, 8)
         self.assertEqual(n, 1, "a client that reads nothing is still connected "
@@ -119,6 +122,7 @@ class Disconnect(harness.ServerTestCase):
         stuck = self.connect(srv)
         stuck.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
         stuck.send(harness.build_request("GET", "/v1/big"))
+        self.assertEqual(self.wait_open_connections(srv, 2, 5), 2)  # accepted first
         n = self.wait_open_connections(srv, 1, 8)
         self.assertEqual(n, 1, "a client that reads nothing of a 50 MiB body is still "
                                "connected (%s open) 8 s into a 1 s write timeout" % n)
