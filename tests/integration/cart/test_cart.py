@@ -57,7 +57,7 @@ def free_port():
         return s.getsockname()[1]
 
 
-from nats_client import Nats  # noqa: E402
+from amqp_client import bus_client, bus_url  # noqa: E402
 
 
 
@@ -81,7 +81,7 @@ class Cart(harness.ServerTestCase):
         if not USERSD or not CATALOGD or not CARTD:
             raise RuntimeError("set AGORA_USERSD, AGORA_CATALOGD and AGORA_CARTD (run through ctest)")
         cls.tmp = tempfile.mkdtemp(prefix="agora-cart-")
-        nats = os.environ["AGORA_TEST_NATS_URL"]
+        nats = bus_url()  # NATS, or RabbitMQ with AGORA_TEST_BUS=amqp
         users_env = {
             "AGORA_DB": "sqlite:%s/users.db" % cls.tmp, "AGORA_BUS": nats,
             "AGORA_ADMIN_EMAIL": ADMIN_EMAIL, "AGORA_ADMIN_PASSWORD": ADMIN_PASSWORD,
@@ -119,7 +119,7 @@ class Cart(harness.ServerTestCase):
         }
         cls.cart = harness.Server(cls.cart_env, name="cart",
                                   binary=CARTD).start(timeout=harness.scaled(20))
-        cls.nats = Nats(nats)
+        cls.nats = bus_client(nats)
         cls.admin = cls.login(ADMIN_EMAIL, ADMIN_PASSWORD)
         cls.alice = cls.register("alice")
         cls.bob = cls.register("bob")

@@ -32,7 +32,7 @@ LOAD_DEMO = os.path.join(ROOT, "services", "catalog", "demo", "load-demo")
 ADMIN_EMAIL, ADMIN_PASSWORD = "admin@example.com", "admin-password-1"
 
 
-from nats_client import Nats  # noqa: E402
+from amqp_client import bus_client, bus_url  # noqa: E402
 
 
 
@@ -59,7 +59,7 @@ class Catalog(harness.ServerTestCase):
         if not USERSD or not CATALOGD:
             raise RuntimeError("set AGORA_USERSD and AGORA_CATALOGD (run through ctest)")
         cls.tmp = tempfile.mkdtemp(prefix="agora-catalog-")
-        nats = os.environ["AGORA_TEST_NATS_URL"]
+        nats = bus_url()  # NATS, or RabbitMQ with AGORA_TEST_BUS=amqp
         cls.users = harness.Server({
             "AGORA_DB": "sqlite:%s/users.db" % cls.tmp, "AGORA_BUS": nats,
             "AGORA_ADMIN_EMAIL": ADMIN_EMAIL, "AGORA_ADMIN_PASSWORD": ADMIN_PASSWORD,
@@ -71,7 +71,7 @@ class Catalog(harness.ServerTestCase):
         }
         cls.catalog = harness.Server(cls.catalog_env, name="catalog",
                                      binary=CATALOGD).start(timeout=harness.scaled(20))
-        cls.nats = Nats(nats)
+        cls.nats = bus_client(nats)
         cls.nats.sub("agora.events.>", 1)
         cls.admin = cls.login(ADMIN_EMAIL, ADMIN_PASSWORD)
         cls.alice = cls.register("alice")
