@@ -106,6 +106,76 @@ int ag_res_stream_begin(ag_http_res *res, int status, const char *content_type);
 int ag_res_stream_write(ag_http_res *res, const void *data, size_t len);
 int ag_res_stream_end(ag_http_res *res);
 
+/* ---- Asynchronous responses, on the loop --------------------------------
+ *
+ * A route flagged AG_ROUTE_ASYNC runs its middleware and handler on the I/O
+ * loop, like AG_ROUTE_INLINE, but returning does not send the response: the
+ * handler, or what it started, finishes it later on that same loop thread in
+ * one of four ways: ag_res_send (a whole response), ag_res_loop_begin/_write/
+ * _end (streamed), ag_res_loop_abort (cut short: the connection closes), or
+ * ag_res_tunnel then ag_res_tunnel_close (raw bytes both ways after an
+ * upgrade). Until then the connection reads no further request. The request
+ * and response stay valid until the finishing call, even when the client
+ * has gone: the abort callback then runs (on the loop), the response goes
+ * nowhere, and the owner must still make its finishing call, which only
+ * releases it. This is how the gateway proxies without blocking a thread
+ * and how the registry holds blocking queries.
+ *
+ *   WAITING ── ag_res_send ─────────────────────────────────► done
+ *      │ ag_res_loop_begin ─► STREAMING ── _end / _abort ───► done
+ *      │ ag_res_tunnel ─────► TUNNEL ──── ag_res_tunnel_close ► done
+ *      └ client gone: abort callback; the finishing call still comes
+ */
+typedef void (*ag_res_event_fn)(void *ud);
+
+/* The loop the request arrived on (its handler's thread). */
+ag_loop *ag_req_loop(const ag_http_req *r);
+/* `fn(ud)` runs once if the client goes away before the response is done.
+ * It may make the finishing call itself. */
+void ag_res_on_abort(ag_http_res *res, ag_res_event_fn fn, void *ud);
+/* True once the client has gone. */
+bool ag_res_gone(const ag_http_res *res);
+/* Sends the response built with ag_res_status/_header/_body/_json/_error. */
+void ag_res_send(ag_http_res *res);
+
+/* Sends the status and the headers set so far. `content_length` >= 0 frames
+ * the body by length (exactly that many bytes must follow); -1 streams it
+ * chunked (closing-delimited to an HTTP/1.0 client). The body of a HEAD
+ * request, or of a 204 or 304, is not sent. AG_ESTATE when not waiting,
+ * AG_ECLOSED when the client has gone. */
+int ag_res_loop_begin(ag_http_res *res, int status, int64_t content_length);
+/* Sends `len` bytes of body (or, in a tunnel, raw bytes), borrowed until
+ * `done(done_ud)` runs: once they are written or the connection failed; it
+ * may run before this returns. Returns how many bytes are queued to the
+ * client now (a source pauses above a mark of its own and resumes from the
+ * drain callback), or AG_ECLOSED (done has run). */
+long long ag_res_loop_write(ag_http_res *res, const void *data, size_t len,
+                            ag_res_event_fn done, void *done_ud);
+/* `fn(ud)` runs once, as soon as fewer than `low` bytes are queued to the
+ * client (at once if that is already so). */
+void ag_res_on_drain(ag_http_res *res, size_t low, ag_res_event_fn fn, void *ud);
+/* Ends a streamed response: the last chunk, then the next request. */
+int ag_res_loop_end(ag_http_res *res);
+/* Ends a response that cannot be completed (its source failed mid-body):
+ * the connection closes, so the client sees a truncated body. */
+void ag_res_loop_abort(ag_http_res *res);
+
+typedef struct ag_tunnel_cbs {
+    /* Bytes from the client, borrowed for the call. */
+    void (*on_data)(void *ud, const char *data, size_t len);
+    /* The client closed or failed; nothing more arrives. The owner still
+     * calls ag_res_tunnel_close. */
+    void (*on_close)(void *ud);
+} ag_tunnel_cbs;
+/* Answers `status` (101) with the headers set so far, then hands the
+ * connection over: the client's bytes go to on_data, ag_res_loop_write sends
+ * raw bytes back. No timeouts apply but the write timeout. */
+int ag_res_tunnel(ag_http_res *res, int status, const ag_tunnel_cbs *cbs, void *ud);
+/* Stops (true) or resumes reading the client (backpressure). */
+void ag_res_tunnel_pause(ag_http_res *res, bool paused);
+/* Closes the tunnel once what is queued has been written; finishes. */
+void ag_res_tunnel_close(ag_http_res *res);
+
 /* ---- Router ------------------------------------------------------------ */
 
 typedef void (*ag_http_handler)(ag_http_req *req, ag_http_res *res, void *ud);
@@ -118,6 +188,7 @@ typedef int (*ag_http_middleware)(ag_http_req *req, ag_http_res *res, void *ud);
 enum ag_route_flags {
     AG_ROUTE_INLINE = 1 << 0, /* run on the I/O loop: must not block */
     AG_ROUTE_JSON = 1 << 1,   /* a request body must be JSON, else 415 */
+    AG_ROUTE_ASYNC = 1 << 2,  /* on the I/O loop, answered later (see below) */
 };
 
 ag_router *ag_router_new(void);

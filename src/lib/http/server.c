@@ -54,7 +54,7 @@
 #define STREAM_HIGH_WATER (256u << 10)
 #define LINGER_MS 2000
 
-typedef enum phase { P_IDLE, P_HEAD, P_BODY, P_HANDLING, P_LINGER } phase;
+typedef enum phase { P_IDLE, P_HEAD, P_BODY, P_HANDLING, P_LINGER, P_TUNNEL } phase;
 typedef enum tmode { T_NONE, T_IDLE, T_HEAD, T_BODY, T_LINGER } tmode;
 
 typedef struct loop_srv loop_srv;
@@ -75,6 +75,15 @@ typedef struct ag_conn {
     bool wait_drain;      /* paused until the write queue drains */
     bool close_after;     /* linger-close once the write queue drains */
     bool in_worker;       /* req is owned by a worker right now */
+    bool in_async;        /* req is owned by an AG_ROUTE_ASYNC handler */
+    bool dispatching;     /* inside dispatch: a finishing call must not resume */
+    bool tunnel;          /* after ag_res_tunnel: raw bytes both ways */
+    bool loop_close;      /* a loop stream decided to close at its head */
+    ag_res_event_fn abort_fn, drain_fn;
+    void *abort_ud, *drain_ud;
+    size_t drain_low;
+    ag_tunnel_cbs tcbs;
+    void *tud;
     bool served_one;      /* at least one request answered (idle vs first) */
     bool in_trailers;     /* past the head: header callbacks are trailers */
     bool gone;            /* guarded by smu: closed, seen by stream starters */
@@ -309,7 +318,7 @@ static void after_write_progress(ag_conn *c)
         c->wq_mark = queued;
         uv_timer_start(&c->wtimer, on_wtimer, srv_of(c)->o.limits.write_timeout_ms, 0);
     }
-    if (queued == 0 && c->close_after && !c->in_worker) {
+    if (queued == 0 && c->close_after && !c->in_worker && !c->in_async) {
         begin_linger(c);
         return;
     }
@@ -325,6 +334,11 @@ static void after_write_progress(ag_conn *c)
     if (c->wait_drain && queued < WRITE_HIGH_WATER / 2) {
         c->wait_drain = false;
         conn_resume(c);
+    }
+    if (c->drain_fn && queued < c->drain_low) {
+        ag_res_event_fn fn = c->drain_fn;
+        c->drain_fn = NULL;
+        fn(c->drain_ud);
     }
 }
 
@@ -457,6 +471,17 @@ static void conn_close(ag_conn *c)
     ag_http_server *s = srv_of(c);
     atomic_fetch_sub(&s->nconns, 1);
     if (atomic_load(&s->draining)) notify_drain(s);
+    /* Tell an asynchronous owner; it still makes its finishing call. */
+    c->drain_fn = NULL;
+    if (c->in_async && c->tunnel && c->tcbs.on_close) {
+        void (*fn)(void *) = c->tcbs.on_close;
+        c->tcbs.on_close = NULL;
+        fn(c->tud);
+    } else if (c->in_async && c->abort_fn) {
+        ag_res_event_fn fn = c->abort_fn;
+        c->abort_fn = NULL;
+        fn(c->abort_ud);
+    }
 }
 
 static void on_linger_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
@@ -613,6 +638,21 @@ static void finish_request(ag_conn *c)
     if (c->phase != P_LINGER) c->phase = P_IDLE;
 }
 
+/* What follows a finished response: close after it, or wait for the next
+ * request (idle time starts once the answer is out). */
+static void after_response(ag_conn *c, bool close)
+{
+    if (close) {
+        c->close_after = true;
+        c->paused = true;
+        if (uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) == 0) begin_linger(c);
+    } else if (uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) > 0) {
+        arm_timer(c, T_NONE); /* the write timer runs; idle starts once it is out */
+    } else {
+        arm_timer(c, T_IDLE);
+    }
+}
+
 /* Sends the (non-streamed) response of c->req and finishes the request. */
 static void send_response(ag_conn *c)
 {
@@ -645,15 +685,7 @@ static void send_response(ag_conn *c)
         res->body_len = blen;
     }
     finish_request(c);
-    if (close) {
-        c->close_after = true;
-        c->paused = true;
-        if (uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) == 0) begin_linger(c);
-    } else if (uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) > 0) {
-        arm_timer(c, T_NONE); /* the write timer runs; idle starts once it is out */
-    } else {
-        arm_timer(c, T_IDLE);
-    }
+    after_response(c, close);
 }
 
 /* An answer decided by the server before (or instead of) any handler, with
@@ -749,6 +781,23 @@ static int dispatch(ag_conn *c)
     } else if (r->match.flags & AG_ROUTE_INLINE) {
         run_handler(r);
         send_response(c);
+    } else if (r->match.flags & AG_ROUTE_ASYNC) {
+        if (ag_deadline_expired(r->deadline)) {
+            ag_res_error(&r->res, 504, "DEADLINE_EXCEEDED", "the request's deadline passed", NULL);
+            send_response(c);
+        } else if (ag__router_run_middleware(s->o.router, r, &r->res) == AG_STOP) {
+            send_response(c);
+        } else {
+            c->in_async = true;
+            c->refs++;
+            c->dispatching = true;
+            r->match.handler(r, &r->res, r->match.ud);
+            c->dispatching = false;
+            if (c->in_async) { /* answered later, from the loop */
+                c->paused = true;
+                return HPE_PAUSED;
+            }
+        }
     } else {
         c->in_worker = true;
         c->refs++;
@@ -1079,6 +1128,13 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
 {
     ag_conn *c = st->data;
     if (n == 0) return;
+    if (c->tunnel) {
+        if (n < 0)
+            conn_close(c);
+        else if (c->tcbs.on_data)
+            c->tcbs.on_data(c->tud, buf->base, (size_t)n);
+        return;
+    }
     if (n < 0) {
         /* The client half-closed after a request that is still being
          * handled or queued: answer it, then close. Otherwise (or on a
@@ -1110,7 +1166,7 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
 
 static void conn_resume(ag_conn *c)
 {
-    if (c->closing || c->close_after || c->in_worker || c->wait_drain) return;
+    if (c->closing || c->close_after || c->in_worker || c->in_async || c->wait_drain) return;
     if (uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) >= WRITE_HIGH_WATER) {
         /* The client is behind on its answers: read no more until it catches
          * up (after_write_progress resumes). Holds for worker routes too. */
@@ -1518,4 +1574,283 @@ int ag__stream_start(ag_http_res *res)
     /* HEAD: the head only; the handler's writes are accepted and dropped
      * (ag_res_stream_write checks head_only). */
     return ag__stream_send(res, head, len, false);
+}
+
+/* ---- Asynchronous responses (AG_ROUTE_ASYNC) ------------------------------------------ */
+
+ag_loop *ag_req_loop(const ag_http_req *r)
+{
+    return r->conn->ls->loop;
+}
+
+void ag_res_on_abort(ag_http_res *res, ag_res_event_fn fn, void *ud)
+{
+    ag_conn *c = res->req->conn;
+    c->abort_fn = fn;
+    c->abort_ud = ud;
+}
+
+bool ag_res_gone(const ag_http_res *res)
+{
+    return res->req->conn->closing;
+}
+
+/* Ends the async ownership; true when the connection is still open. The
+ * connection's handles still hold references, so it outlives this. */
+static bool async_release(ag_conn *c)
+{
+    c->in_async = false;
+    c->abort_fn = NULL;
+    c->drain_fn = NULL;
+    bool open = !c->closing;
+    conn_unref(c);
+    return open;
+}
+
+/* After a finishing call outside dispatch: parse what the client sent next. */
+static void async_resume(ag_conn *c)
+{
+    if (!c->dispatching && !c->close_after) conn_resume(c);
+}
+
+void ag_res_send(ag_http_res *res)
+{
+    ag_conn *c = res->req->conn;
+    if (!c->in_async || res->streaming) return;
+    if (!async_release(c)) return;
+    send_response(c);
+    async_resume(c);
+}
+
+int ag_res_loop_begin(ag_http_res *res, int status, int64_t content_length)
+{
+    ag_conn *c = res->req->conn;
+    ag_http_req *r = res->req;
+    if (!c->in_async || res->streaming) return AG_ESTATE;
+    if (c->closing) return AG_ECLOSED;
+    res->status = status;
+    res->streaming = true;
+    res->body_len = 0;
+    bool http10 = r->http_major == 1 && r->http_minor == 0;
+    bool close = must_close(c);
+    if (content_length >= 0) {
+        res->chunked = false;
+        build_head(c, close, false, true, (size_t)content_length);
+    } else if (http10) {
+        res->chunked = false;
+        close = !r->head_only;
+        build_head(c, close, false, false, 0);
+    } else {
+        res->chunked = true;
+        build_head(c, close, true, false, 0);
+    }
+    c->loop_close = close;
+    if (r->head_only || status == 204 || status == 304) res->stream_ended = true; /* no body */
+    conn_write(c, c->ls->scratch.data, c->ls->scratch.len, NULL, 0, NULL);
+    return c->closing ? AG_ECLOSED : 0;
+}
+
+typedef struct bwreq {
+    uv_write_t w;
+    ag_conn *c;
+    ag_res_event_fn done;
+    void *ud;
+    char frame[32]; /* what try_write left of the chunk header and trailer */
+} bwreq;
+
+static void on_bwrite(uv_write_t *w, int status)
+{
+    bwreq *b = (bwreq *)w;
+    ag_conn *c = b->c;
+    if (b->done) b->done(b->ud);
+    ag_free(b);
+    if (status < 0) {
+        conn_close(c);
+        return;
+    }
+    after_write_progress(c);
+}
+
+/* Writes pre + data + post; `data` is borrowed until done(ud). */
+static int conn_write_borrowed(ag_conn *c, const char *pre, size_t prelen, const char *data,
+                               size_t len, const char *post, size_t postlen, ag_res_event_fn done,
+                               void *ud)
+{
+    uv_buf_t bufs[3] = {uv_buf_init((char *)pre, (unsigned)prelen),
+                        uv_buf_init((char *)data, (unsigned)len),
+                        uv_buf_init((char *)post, (unsigned)postlen)};
+    size_t total = prelen + len + postlen, sent = 0;
+    if (uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) == 0) {
+        int n = uv_try_write((uv_stream_t *)&c->tcp, bufs, 3);
+        if (n > 0)
+            sent = (size_t)n;
+        else if (n < 0 && n != UV_EAGAIN) {
+            if (done) done(ud);
+            conn_close(c);
+            return AG_ECLOSED;
+        }
+    }
+    if (sent == total) {
+        if (done) done(ud);
+        after_write_progress(c);
+        return 0;
+    }
+    bwreq *b = ag_malloc(sizeof *b);
+    b->c = c;
+    b->done = done;
+    b->ud = ud;
+    uv_buf_t out[3];
+    int nout = 0;
+    size_t skip = sent, fl = 0;
+    for (int i = 0; i < 3; i++) {
+        if (skip >= bufs[i].len) {
+            skip -= bufs[i].len;
+            continue;
+        }
+        char *base = bufs[i].base + skip;
+        size_t left = bufs[i].len - skip;
+        skip = 0;
+        if (i != 1) { /* the framing is ours: copy it into the request */
+            memcpy(b->frame + fl, base, left);
+            base = b->frame + fl;
+            fl += left;
+        }
+        out[nout++] = uv_buf_init(base, (unsigned)left);
+    }
+    if (uv_write(&b->w, (uv_stream_t *)&c->tcp, out, (unsigned)nout, on_bwrite) < 0) {
+        if (done) done(ud);
+        ag_free(b);
+        conn_close(c);
+        return AG_ECLOSED;
+    }
+    if (!uv_is_active((uv_handle_t *)&c->wtimer)) {
+        c->wq_mark = uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp);
+        uv_timer_start(&c->wtimer, on_wtimer, srv_of(c)->o.limits.write_timeout_ms, 0);
+    }
+    return 0;
+}
+
+long long ag_res_loop_write(ag_http_res *res, const void *data, size_t len, ag_res_event_fn done,
+                            void *done_ud)
+{
+    ag_conn *c = res->req->conn;
+    if (c->closing || !c->in_async || (!res->streaming && !c->tunnel)) {
+        if (done) done(done_ud);
+        return AG_ECLOSED;
+    }
+    if (len == 0 || (!c->tunnel && res->stream_ended)) { /* HEAD: the body is dropped */
+        if (done) done(done_ud);
+        return (long long)uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp);
+    }
+    res->body_len += len;
+    char pre[24];
+    size_t prelen = 0, postlen = 0;
+    if (res->chunked && !c->tunnel) {
+        prelen = (size_t)snprintf(pre, sizeof pre, "%zx\r\n", len);
+        postlen = 2;
+    }
+    if (conn_write_borrowed(c, pre, prelen, data, len, "\r\n", postlen, done, done_ud) < 0)
+        return AG_ECLOSED;
+    return (long long)uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp);
+}
+
+void ag_res_on_drain(ag_http_res *res, size_t low, ag_res_event_fn fn, void *ud)
+{
+    ag_conn *c = res->req->conn;
+    if (c->closing) return;
+    if (uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) < low) {
+        fn(ud);
+        return;
+    }
+    c->drain_fn = fn;
+    c->drain_ud = ud;
+    c->drain_low = low;
+}
+
+int ag_res_loop_end(ag_http_res *res)
+{
+    ag_conn *c = res->req->conn;
+    if (!c->in_async || !res->streaming || c->tunnel) return AG_ESTATE;
+    if (!async_release(c)) return AG_ECLOSED;
+    if (res->chunked && !res->stream_ended) conn_write(c, "0\r\n\r\n", 5, NULL, 0, NULL);
+    if (c->closing) return AG_ECLOSED;
+    bool close = c->loop_close || must_close(c);
+    finish_request(c);
+    after_response(c, close);
+    async_resume(c);
+    return 0;
+}
+
+void ag_res_loop_abort(ag_http_res *res)
+{
+    ag_conn *c = res->req->conn;
+    if (!c->in_async) return;
+    if (!async_release(c)) return;
+    finish_request(c);
+    conn_close(c);
+}
+
+int ag_res_tunnel(ag_http_res *res, int status, const ag_tunnel_cbs *cbs, void *ud)
+{
+    ag_conn *c = res->req->conn;
+    ag_http_req *r = res->req;
+    if (!c->in_async || res->streaming || c->tunnel) return AG_ESTATE;
+    if (c->closing) return AG_ECLOSED;
+    res->status = status;
+    res->streaming = true;
+    build_head(c, false, false, false, 0);
+    conn_write(c, c->ls->scratch.data, c->ls->scratch.len, NULL, 0, NULL);
+    if (c->closing) return AG_ECLOSED;
+    /* The upgrade request counts as answered now; the tunnel lives on. */
+    ag_http_server *s = srv_of(c);
+    double secs = (double)(ag_now_ns() - r->start_ns) / 1e9;
+    record(s, r->match.stats ? r->match.stats : ag__router_unmatched_stats(s->o.router), status,
+           secs);
+    access_log(c, secs, 0);
+    c->tunnel = true;
+    c->tcbs = *cbs;
+    c->tud = ud;
+    c->phase = P_TUNNEL;
+    arm_timer(c, T_NONE);
+    if (c->pending.len > 0) { /* bytes that came right behind the request */
+        ag_buf tmp = c->pending;
+        ag_buf_init(&c->pending, 0);
+        if (cbs->on_data) cbs->on_data(ud, tmp.data, tmp.len);
+        ag_buf_release(&tmp);
+    }
+    if (!c->closing && !c->reading) {
+        uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, on_read);
+        c->reading = true;
+    }
+    return 0;
+}
+
+void ag_res_tunnel_pause(ag_http_res *res, bool paused)
+{
+    ag_conn *c = res->req->conn;
+    if (c->closing || !c->tunnel) return;
+    if (paused && c->reading) {
+        uv_read_stop((uv_stream_t *)&c->tcp);
+        c->reading = false;
+    } else if (!paused && !c->reading) {
+        uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, on_read);
+        c->reading = true;
+    }
+}
+
+void ag_res_tunnel_close(ag_http_res *res)
+{
+    ag_conn *c = res->req->conn;
+    if (!c->in_async || !c->tunnel) return;
+    c->tcbs.on_data = NULL;
+    c->tcbs.on_close = NULL;
+    if (!async_release(c)) return;
+    /* Write out what is queued, then FIN and close. */
+    if (c->reading) {
+        uv_read_stop((uv_stream_t *)&c->tcp);
+        c->reading = false;
+    }
+    c->close_after = true;
+    c->paused = true;
+    if (uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) == 0) begin_linger(c);
 }
