@@ -15,16 +15,19 @@
  *   ag_discovery_free(d);                        // deregisters
  *
  * Modes, from AGORA_REGISTRY:
- *  - "http://127.0.0.1:8500" (the default): the registry's HTTP API.
+ *  - a URL such as "http://127.0.0.1:8500" (what `agora up` sets): the
+ *    registry's HTTP API.
  *    Registration keeps itself alive: a background thread checks that the
  *    registry still knows the instance and registers it again when it does
  *    not (a registry restarted with an empty store). Watches use blocking
  *    queries (`/v1/health/service/:name?passing=true&index=N&wait=…`) and
  *    keep the last list they had while the registry is unreachable.
  *  - "static": no registry. The instances of service `x` are read from
- *    AGORA_X_URL ("http://host:port", several separated by commas), as on
- *    Kubernetes where a Service name is the address. Registering does
- *    nothing.
+ *    AGORA_X_URL ("http://host:port", several separated by commas; a '-' in
+ *    the name becomes '_'), as on Kubernetes where a Service name is the
+ *    address. Registering does nothing. This is also the mode when
+ *    AGORA_REGISTRY is unset, which keeps a lone process (and every test
+ *    that does not ask for a registry) hermetic.
  *
  * Balancing: the power of two choices on outstanding calls (the default), or
  * round robin (AGORA_LB=round_robin, or ag_discovery_set_policy). Passive
@@ -82,9 +85,9 @@ typedef struct ag_registration {
     uint64_t deregister_after_ms; /* critical this long: removed; 0: 60000 */
 } ag_registration;
 
-/* `registry`: a URL, "static", or NULL for AGORA_REGISTRY (default
- * "http://127.0.0.1:8500"). AG_ECONFIG for a malformed value. Creating does
- * no I/O. */
+/* `registry`: a URL, "static", or NULL for AGORA_REGISTRY (unset: static).
+ * AG_ECONFIG for a malformed value. Creating does no I/O. The policy starts
+ * from AGORA_LB ("p2c", the default, or "round_robin"). */
 int ag_discovery_new(const char *registry, ag_discovery **out);
 /* Deregisters (if registered), stops every watch and frees. NULL: no-op. */
 void ag_discovery_free(ag_discovery *d);
@@ -94,6 +97,9 @@ const char *ag_discovery_registry_url(const ag_discovery *d);
 void ag_discovery_set_policy(ag_discovery *d, ag_lb_policy p);
 /* Consecutive failures before an instance is ejected (default 5; 0: never). */
 void ag_discovery_set_eject_after(ag_discovery *d, int failures);
+/* The first ejection's length and its cap (defaults 10 s and 5 min; 0 for
+ * `base_ms` restores the default). Mostly for tests. */
+void ag_discovery_set_eject_time(ag_discovery *d, uint64_t base_ms, uint64_t max_ms);
 
 /* Registers this process with its HTTP check and keeps the registration
  * alive in the background (checked every AGORA_REGISTRY_RESYNC ms, default

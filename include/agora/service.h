@@ -13,11 +13,20 @@
  * ag_service_run starts the server, waits for a signal and shuts down in
  * order: readiness turns 503, the server drains, the pool finishes, the loops
  * stop. A second SIGINT or SIGTERM during the drain exits at once.
+ *
+ * Discovery: when AGORA_REGISTRY is a URL, the service registers itself
+ * once its server listens (its name, the bound port, AGORA_ADVERTISE_HOST
+ * or 127.0.0.1, Meta.version from AGORA_VERSION or "dev", an HTTP check on
+ * /health every 2 s) and keeps the registration alive (registering again
+ * when a restarted registry lost it); at stop it deregisters before it
+ * drains, so callers stop choosing it first. Unset or "static": no
+ * registration (docs/internals/discovery.md).
  */
 #ifndef AGORA_SERVICE_H
 #define AGORA_SERVICE_H
 
 #include "agora/bus.h"
+#include "agora/discovery.h"
 #include "agora/http.h"
 #include "agora/store.h"
 
@@ -56,6 +65,16 @@ int ag_service_use_bus(ag_service *svc, ag_bus **out);
 /* Runs until SIGTERM/SIGINT and drains. Returns 0 after a clean stop, or a
  * negative AG_E* code when it could not start (the port in use, say). */
 int ag_service_run(ag_service *svc);
+/* The service's discovery client (agora/discovery.h), created on first use
+ * from AGORA_REGISTRY, to watch and pick the services it calls. The service
+ * owns it; NULL only when AGORA_REGISTRY is malformed (logged). */
+ag_discovery *ag_service_discovery(ag_service *svc);
+/* Keeps this service out of the registry even when AGORA_REGISTRY is set
+ * (the registry itself). Call before ag_service_run. */
+void ag_service_set_registration(ag_service *svc, bool enabled);
+/* A function called on the main thread when the service begins to stop,
+ * before the server drains (answer long-held requests, say). */
+void ag_service_on_drain(ag_service *svc, void (*fn)(void *ud), void *ud);
 /* Asks a running service to stop, as SIGTERM would. Thread-safe. */
 void ag_service_stop(ag_service *svc);
 /* The port the server is bound to, once running (0 before). */

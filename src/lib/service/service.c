@@ -4,8 +4,9 @@
  * The main thread owns a small libuv loop of its own that only watches
  * signals; the I/O loops and the worker pool are separate threads. Shutdown
  * order matters and is written once here:
- *   signal → readiness 503 → server drains (in-flight requests finish)
- *   → on_stop hooks → pool finishes → loops stop → exit 0.
+ *   signal → deregister from the registry → on_drain hooks → readiness 503
+ *   → server drains (in-flight requests finish) → on_stop hooks
+ *   → pool finishes → loops stop → exit 0.
  */
 #include <signal.h>
 #include <stdatomic.h>
@@ -45,6 +46,11 @@ struct ag_service {
     int nchecks;
     stop_hook *hooks;
     int nhooks;
+    stop_hook *drain_hooks;
+    int ndrain_hooks;
+    ag_discovery *discovery;
+    bool discovery_failed;
+    bool no_registration;
     uv_loop_t main_loop;
     uv_async_t stop_async;
     uv_signal_t sigterm, sigint, sighup;
@@ -206,6 +212,38 @@ int ag_service_use_bus(ag_service *s, ag_bus **out)
     return 0;
 }
 
+ag_discovery *ag_service_discovery(ag_service *s)
+{
+    if (!s->discovery && !s->discovery_failed &&
+        ag_discovery_new(NULL, &s->discovery) < 0)
+        s->discovery_failed = true;
+    return s->discovery;
+}
+
+void ag_service_set_registration(ag_service *s, bool enabled)
+{
+    s->no_registration = !enabled;
+}
+
+void ag_service_on_drain(ag_service *s, void (*fn)(void *), void *ud)
+{
+    s->drain_hooks =
+        ag_realloc(s->drain_hooks, (size_t)(s->ndrain_hooks + 1) * sizeof *s->drain_hooks);
+    s->drain_hooks[s->ndrain_hooks++] = (stop_hook){fn, ud};
+}
+
+/* Registers with AGORA_REGISTRY when it is a URL (see service.h). */
+static void register_self(ag_service *s)
+{
+    const char *reg = ag_config_raw("AGORA_REGISTRY");
+    if (s->no_registration || !reg || strcmp(reg, "static") == 0) return;
+    ag_discovery *d = ag_service_discovery(s);
+    if (!d) return;
+    ag_registration r = {.name = s->name, .port = s->bound_port};
+    int rc = ag_discovery_register(d, &r);
+    if (rc < 0) ag_warn("could not register with the registry", AG_FERR(rc));
+}
+
 void ag_service_on_stop(ag_service *s, void (*fn)(void *), void *ud)
 {
     s->hooks = ag_realloc(s->hooks, (size_t)(s->nhooks + 1) * sizeof *s->hooks);
@@ -312,10 +350,15 @@ int ag_service_run(ag_service *s)
     ag_info("listening", AG_FS("host", s->host), AG_FI("port", s->bound_port),
             AG_FI("loops", ag_loopset_size(s->loops)), AG_FI("workers", s->nworkers),
             AG_FI("pid", getpid()));
+    register_self(s);
     uv_run(&s->main_loop, UV_RUN_DEFAULT);
 
-    /* Keep watching signals while draining: a second one exits at once. */
+    /* Keep watching signals while draining: a second one exits at once.
+     * Leave the registry first, so that callers stop picking this instance
+     * while it still answers. */
     uv_signal_stop(&s->sighup);
+    if (s->discovery) ag_discovery_deregister(s->discovery);
+    for (int i = 0; i < s->ndrain_hooks; i++) s->drain_hooks[i].fn(s->drain_hooks[i].ud);
     int forced = ag_http_server_drain(s->server, s->drain_ms);
     /* Requests are done: stop consuming events and flush what they
      * published. */
@@ -344,6 +387,7 @@ err_loops:
 void ag_service_free(ag_service *s)
 {
     if (!s) return;
+    ag_discovery_free(s->discovery);
     ag_http_server_free(s->server);
     ag_pool_free(s->pool);
     ag_loopset_free(s->loops);
@@ -353,6 +397,7 @@ void ag_service_free(ag_service *s)
     for (int i = 0; i < s->nchecks; i++) ag_free(s->checks[i].name);
     ag_free(s->checks);
     ag_free(s->hooks);
+    ag_free(s->drain_hooks);
     ag_free(s->name);
     ag_free(s);
 }
