@@ -71,6 +71,9 @@ int cli_check_executables(const cli_config *cfg);
  * something listens but its owner is not visible to us, or -1 when the port
  * is free. `comm` gets the owner's name ("nginx") when known. */
 pid_t cli_port_owner(int port, char *comm, size_t n);
+/* Whether `pid` runs: it exists and is not a zombie nobody reaped yet (a
+ * detached supervisor's adoptive parent may never reap it). */
+bool cli_pid_alive(pid_t pid);
 /* Reads a pid file; 0 when absent, unreadable or the process is gone. */
 pid_t cli_read_pid(const char *path);
 /* The short name of a running process (/proc/<pid>/comm). */

@@ -255,12 +255,10 @@ int cli_status(cli_config *cfg)
 static bool wait_gone(pid_t pid, uint64_t ms)
 {
     for (uint64_t t = 0; t < ms; t += 50) {
-        if (kill(pid, 0) != 0 && errno == ESRCH) return true;
-        /* Our own child (a test's `up` in the same process tree) is a zombie
-         * until reaped; the supervisor is never our child. */
+        if (!cli_pid_alive(pid)) return true;
         sleep_ms(50);
     }
-    return kill(pid, 0) != 0 && errno == ESRCH;
+    return !cli_pid_alive(pid);
 }
 
 /* Whether `pid` runs `exec` (the pid file may be stale and the pid reused). */

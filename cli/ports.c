@@ -124,6 +124,20 @@ pid_t cli_port_owner(int port, char *comm, size_t n)
     return pid;
 }
 
+bool cli_pid_alive(pid_t pid)
+{
+    if (pid <= 0 || (kill(pid, 0) != 0 && errno == ESRCH)) return false;
+    char path[64], buf[256];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "re");
+    if (!f) return false;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    const char *paren = strrchr(buf, ')'); /* "pid (comm) S ..." */
+    return !(paren && paren[1] == ' ' && (paren[2] == 'Z' || paren[2] == 'X'));
+}
+
 pid_t cli_read_pid(const char *path)
 {
     FILE *f = fopen(path, "r");
@@ -133,7 +147,7 @@ pid_t cli_read_pid(const char *path)
     if (fgets(line, sizeof line, f)) pid = strtol(line, NULL, 10);
     fclose(f);
     if (pid <= 0 || pid > 0x7fffffff) return 0;
-    if (kill((pid_t)pid, 0) != 0 && errno == ESRCH) return 0;
+    if (!cli_pid_alive((pid_t)pid)) return 0;
     return (pid_t)pid;
 }
 

@@ -1,0 +1,278 @@
+#!/usr/bin/env python3
+"""The agora command, driven as a developer would: a private config on free
+ports and a temporary var directory, so that a developer's instance on the
+default ports is never touched.
+
+  - a port already in use: `agora up -d` names the pid holding it, exits
+    non-zero and starts nothing
+  - a missing executable: "agora-x not found at ...: run make build"
+  - `agora up -d` prints the table, returns, and everything answers /ready;
+    the demo data is there and `agora demo` again adds nothing
+  - `agora status` shows each component with its pid and "ready"
+  - SIGKILL on a service: it is restarted (new pid, ready again) and the
+    supervisor's log says so
+  - `agora logs <svc>` shows its lines; `agora logs` interleaves them all
+  - `agora down` stops every process; no pid file is left
+  - foreground `agora up`: prefixed output, SIGINT stops everything in
+    reverse order and exits 0
+
+Environment: AGORA_CLI, AGORA_USERSD, AGORA_CATALOGD, AGORA_CARTD,
+AGORA_HELLOD (executables), optionally AGORA_REGISTRYD; nats-server on PATH.
+"""
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+
+CLI = os.environ["AGORA_CLI"]
+SANITIZED = os.environ.get("AGORA_TEST_SANITIZED") == "1"
+SCALE = 3 if SANITIZED else 1
+FAILURES = []
+
+
+def check(cond, what):
+    if not cond:
+        FAILURES.append(what)
+        print("FAIL:", what, flush=True)
+    return cond
+
+
+def free_ports(n):
+    socks, ports = [], []
+    for _ in range(n):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        socks.append(s)
+        ports.append(s.getsockname()[1])
+    for s in socks:
+        s.close()
+    return ports
+
+
+def get(url, timeout=2):
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+    except OSError:
+        return None, b""
+
+
+def listening(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+        return True
+    except OSError:
+        return False
+
+
+def alive(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
+
+
+def read_pid(var, name):
+    try:
+        with open(os.path.join(var, "run", name + ".pid")) as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def main():
+    nats_server = subprocess.run(["sh", "-c", "command -v nats-server"],
+                                 capture_output=True, text=True).stdout.strip()
+    if not nats_server:
+        sys.exit("nats-server is not on PATH: run scripts/install-deps")
+    tmp = tempfile.mkdtemp(prefix="agora-cli-test-")
+    var = os.path.join(tmp, "var")
+    names = ["nats", "users", "catalog", "cart", "hello"]
+    execs = {"users": os.environ["AGORA_USERSD"], "catalog": os.environ["AGORA_CATALOGD"],
+             "cart": os.environ["AGORA_CARTD"], "hello": os.environ["AGORA_HELLOD"]}
+    if os.environ.get("AGORA_REGISTRYD"):
+        names.insert(1, "registry")
+        execs["registry"] = os.environ["AGORA_REGISTRYD"]
+    ports = dict(zip(names, free_ports(len(names))))
+    comps = []
+    for n in names:
+        if n == "nats":
+            comps.append({"name": "nats", "exec": "nats-server", "port": ports[n],
+                          "args": ["-a", "127.0.0.1", "-p", "{port}", "-js", "-sd", "{var}/nats"],
+                          "ready": "tcp", "url": "nats://127.0.0.1:{port}"})
+        else:
+            comps.append({"name": n, "exec": execs[n], "port": ports[n]})
+    cfg = {"readyTimeout": "%ds" % (30 * SCALE), "drainTimeout": "10s",
+           "env": {"AGORA_BUS": "nats://127.0.0.1:{nats.port}",
+                   "AGORA_DB": "sqlite:{var}/{service}.db",
+                   "AGORA_ADMIN_EMAIL": "admin@agora.local",
+                   "AGORA_ADMIN_PASSWORD": "agora-admin-dev",
+                   "AGORA_JWKS_URL": "{users.url}/.well-known/jwks.json"},
+           "demo": "services/catalog/demo/load-demo",
+           "components": comps}
+    cfg_path = os.path.join(tmp, "agora.json")
+    with open(cfg_path, "w") as f:
+        json.dump(cfg, f)
+    env = dict(os.environ, NO_COLOR="1")
+    # Nothing of the caller's AGORA_* may leak into the private instance.
+    for k in list(env):
+        if k.startswith("AGORA_") and k not in ("AGORA_TEST_SANITIZED",):
+            del env[k]
+
+    def agora(*args, timeout=120 * SCALE):
+        return subprocess.run([CLI, "--config", cfg_path, "--var", var] + list(args),
+                              capture_output=True, text=True, timeout=timeout, env=env)
+
+    try:
+        # 1. A port in use: the error names the holder; nothing starts.
+        holder = socket.socket()
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        holder.bind(("127.0.0.1", ports["catalog"]))
+        holder.listen()
+        r = agora("up", "-d")
+        holder.close()
+        check(r.returncode != 0, "up with a port in use exits non-zero (got %d)" % r.returncode)
+        want = "port %d is in use by pid %d (python" % (ports["catalog"], os.getpid())
+        check(want in r.stderr, "the error names the holder: %r in %r" % (want, r.stderr))
+        check(not listening(ports["nats"]) and not listening(ports["users"]),
+              "nothing was started when a port was in use")
+        check(not os.path.exists(os.path.join(var, "run", "agora.pid")), "no supervisor pid file")
+
+        # 2. A missing executable is named, with what to do.
+        bad = dict(cfg, components=comps + [{"name": "gateway", "port": free_ports(1)[0],
+                                              "exec": os.path.join(tmp, "gateway/agora-gateway")}])
+        bad_path = os.path.join(tmp, "bad.json")
+        with open(bad_path, "w") as f:
+            json.dump(bad, f)
+        r = subprocess.run([CLI, "--config", bad_path, "--var", var, "up", "-d"],
+                           capture_output=True, text=True, timeout=60, env=env)
+        check(r.returncode != 0, "up with a missing executable exits non-zero")
+        check("agora-gateway not found at %s/gateway/agora-gateway: run make build" % tmp
+              in r.stderr, "missing executable message: %r" % r.stderr)
+        check(not listening(ports["nats"]), "nothing started with a missing executable")
+
+        # 3. up -d: the table, then everything ready.
+        t0 = time.time()
+        r = agora("up", "-d")
+        print(r.stdout, r.stderr, flush=True)
+        if not check(r.returncode == 0, "up -d exits 0 (got %d)" % r.returncode):
+            return
+        print("up -d took %.1f s" % (time.time() - t0))
+        for n in names:
+            check(any(line.split()[:1] == [n] and str(ports[n]) in line
+                      for line in r.stdout.splitlines()), "the table lists %s and its port" % n)
+            if n == "nats":
+                check(listening(ports[n]), "nats listens")
+            else:
+                st, _ = get("http://127.0.0.1:%d/ready" % ports[n])
+                check(st == 200, "%s answers /ready 200 after up -d (got %s)" % (n, st))
+        sup = read_pid(var, "agora")
+        check(sup is not None and alive(sup), "the supervisor runs, pid in var/run/agora.pid")
+
+        # The demo data came through the public API; loading it again adds nothing.
+        def product_total():
+            st, body = get("http://127.0.0.1:%d/v1/products?limit=1" % ports["catalog"])
+            return json.loads(body)["pagination"]["total"] if st == 200 else None
+        before = product_total()
+        check(before and before > 0, "the demo products are there (%s)" % before)
+        r = agora("demo")
+        check(r.returncode == 0, "agora demo exits 0: %s %s" % (r.stdout, r.stderr))
+        check(product_total() == before, "agora demo again adds nothing")
+
+        # 4. status: every component, its pid, ready.
+        r = agora("status")
+        print(r.stdout, flush=True)
+        check(r.returncode == 0, "status exits 0 when all are ready (got %d)" % r.returncode)
+        for n in names:
+            pid = read_pid(var, n)
+            line = [l for l in r.stdout.splitlines() if l.split()[:1] == [n]]
+            check(line and str(pid) in line[0] and "ready" in line[0] and str(ports[n]) in line[0],
+                  "status shows %s with pid %s, port and ready: %r" % (n, pid, line))
+
+        # 5. A crash: SIGKILL a service; it comes back with a new pid.
+        old = read_pid(var, "users")
+        os.kill(old, signal.SIGKILL)
+        deadline = time.time() + 20 * SCALE
+        new, ready = None, False
+        while time.time() < deadline:
+            new = read_pid(var, "users")
+            if new and new != old:
+                st, _ = get("http://127.0.0.1:%d/ready" % ports["users"])
+                if st == 200:
+                    ready = True
+                    break
+            time.sleep(0.2)
+        check(ready and new != old, "users restarted after SIGKILL (old %s, new %s)" % (old, new))
+        with open(os.path.join(var, "log", "agora.log")) as f:
+            log = f.read()
+        check("users exited (signal 9)" in log and "restarting in 1 s" in log,
+              "the supervisor logged the restart")
+
+        # 6. logs.
+        r = agora("logs", "users", "-n", "20")
+        check(r.returncode == 0 and '"service":"users"' in r.stdout,
+              "agora logs users shows its lines")
+        check("catalog" not in r.stdout.replace('"service":"users"', ""),
+              "agora logs users shows only users")
+        r = agora("logs", "-n", "200")
+        check(re.search(r"^users +\| \{", r.stdout, re.M) and
+              re.search(r"^catalog +\| \{", r.stdout, re.M),
+              "agora logs interleaves every component with prefixes")
+        r = agora("logs", "nosuch")
+        check(r.returncode != 0 and "no component named nosuch" in r.stderr, "unknown log name")
+
+        # 7. down: everything stops, no pid file left.
+        pids = [read_pid(var, n) for n in names] + [sup]
+        r = agora("down")
+        check(r.returncode == 0, "down exits 0: %s %s" % (r.stdout, r.stderr))
+        check(all(p and not alive(p) for p in pids), "no process left after down: %s" %
+              [(p, alive(p)) for p in pids if p])
+        left = os.listdir(os.path.join(var, "run"))
+        check(left == [], "no pid file left after down: %s" % left)
+        check(not any(listening(ports[n]) for n in names), "no port listening after down")
+        r = agora("status")
+        check(r.returncode != 0, "status exits non-zero when nothing runs")
+
+        # 8. Foreground: prefixed output, SIGINT stops in reverse order, exit 0.
+        p = subprocess.Popen([CLI, "--config", cfg_path, "--var", var, "up"], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        out = []
+        deadline = time.time() + 60 * SCALE
+        while time.time() < deadline:
+            line = p.stdout.readline()
+            if not line:
+                break
+            out.append(line)
+            if "all ready" in line:
+                break
+        check(any(re.match(r"users +\| ", l) for l in out), "foreground prefixes users' lines")
+        check(any("all ready" in l for l in out), "foreground up says all ready")
+        fg_pids = [read_pid(var, n) for n in names]
+        p.send_signal(signal.SIGINT)
+        rest, _ = p.communicate(timeout=60 * SCALE)
+        check(p.returncode == 0, "foreground up exits 0 after SIGINT (got %s)" % p.returncode)
+        stopped = [l.split()[1] for l in rest.splitlines()
+                   if l.startswith("agora: ") and " stopped (" in l]
+        check(stopped == list(reversed(names)), "stopped in reverse order: %s" % stopped)
+        check(all(pid and not alive(pid) for pid in fg_pids), "foreground: nothing left running")
+    finally:
+        subprocess.run([CLI, "--config", cfg_path, "--var", var, "down"], capture_output=True,
+                       timeout=120, env=env)
+    if FAILURES:
+        sys.exit("%d check(s) failed" % len(FAILURES))
+    print("ok")
+
+
+if __name__ == "__main__":
+    main()
