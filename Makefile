@@ -33,10 +33,10 @@ asan: deps
 check: test asan
 
 up: build
-	@scripts/up
+	@BUILD=$(BUILD) scripts/up
 
 down:
-	@scripts/down
+	@BUILD=$(BUILD) scripts/down
 
 bench: bench-http bench-bus
 
