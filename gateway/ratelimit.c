@@ -27,6 +27,12 @@
  *   (every way back to IDLE sets retry_at: backoff 100 ms doubling to 5 s,
  *    reset once connected)
  *
+ * The connection is wired to the loop by io_attach below rather than by
+ * <hiredis/adapters/libuv.h>: in hiredis 0.14 (Debian 12) that adapter drops
+ * libuv's poll errors, and libuv reports a refused connect or a reset socket
+ * only as an error (POLLERR) while stopping the poll. hiredis then never
+ * looks at the socket again and the connection hangs until a timeout.
+ *
  * While a reply is overdue (`suspect`) new takes are answered from memory at
  * once instead of queueing behind it; any reply clears it, and no reply for
  * the stall time drops the connection.
@@ -37,7 +43,6 @@
 #include <stdatomic.h>
 #include <string.h>
 
-#include <hiredis/adapters/libuv.h>
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 
@@ -518,6 +523,93 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *privdata)
     (void)ac;
 }
 
+/* ------------------------------------------------------ Redis: the loop -- */
+
+/* hiredis's event hooks on a uv_poll_t (see the top of the file for why not
+ * the stock adapter). */
+typedef struct rl_io {
+    redisAsyncContext *ac; /* NULL once hiredis has let go */
+    uv_poll_t poll;
+    int events;
+} rl_io;
+
+static void io_cb(uv_poll_t *h, int status, int events)
+{
+    rl_io *io = h->data;
+    /* On an error libuv has stopped the poll: let hiredis do what it waited
+     * for; its read or write meets the socket's error and tears down. */
+    int ev = status < 0 ? io->events : events;
+    if (io->ac && (ev & UV_WRITABLE)) redisAsyncHandleWrite(io->ac);
+    if (io->ac && (ev & UV_READABLE)) redisAsyncHandleRead(io->ac);
+    if (status < 0 && io->ac && io->events) uv_poll_start(&io->poll, io->events, io_cb);
+}
+
+static void io_update(rl_io *io)
+{
+    if (io->events)
+        uv_poll_start(&io->poll, io->events, io_cb);
+    else
+        uv_poll_stop(&io->poll);
+}
+
+static void io_add_read(void *p)
+{
+    rl_io *io = p;
+    io->events |= UV_READABLE;
+    io_update(io);
+}
+
+static void io_del_read(void *p)
+{
+    rl_io *io = p;
+    io->events &= ~UV_READABLE;
+    io_update(io);
+}
+
+static void io_add_write(void *p)
+{
+    rl_io *io = p;
+    io->events |= UV_WRITABLE;
+    io_update(io);
+}
+
+static void io_del_write(void *p)
+{
+    rl_io *io = p;
+    io->events &= ~UV_WRITABLE;
+    io_update(io);
+}
+
+static void io_closed(uv_handle_t *h)
+{
+    ag_free(h->data);
+}
+
+static void io_cleanup(void *p)
+{
+    rl_io *io = p;
+    io->ac = NULL;
+    uv_close((uv_handle_t *)&io->poll, io_closed);
+}
+
+static int io_attach(redisAsyncContext *ac, uv_loop_t *uv)
+{
+    rl_io *io = ag_calloc(1, sizeof *io);
+    if (uv_poll_init(uv, &io->poll, ac->c.fd) < 0) {
+        ag_free(io);
+        return AG_EIO;
+    }
+    io->ac = ac;
+    io->poll.data = io;
+    ac->ev.data = io;
+    ac->ev.addRead = io_add_read;
+    ac->ev.delRead = io_del_read;
+    ac->ev.addWrite = io_add_write;
+    ac->ev.delWrite = io_del_write;
+    ac->ev.cleanup = io_cleanup;
+    return 0;
+}
+
 /* --------------------------------------------------------- Redis: conns -- */
 
 static void conn_set_connected(rl_conn *c, bool on)
@@ -626,9 +718,8 @@ static void do_connect(rl_conn *c, const char *ip)
         if (ac) redisAsyncFree(ac);
         return;
     }
-    if (redisLibuvAttach(ac, c->uv) != REDIS_OK) {
+    if (io_attach(ac, c->uv) < 0) {
         conn_fail(c, "connect", "cannot attach to the loop");
-        ac->ev.cleanup = NULL; /* the adapter has no state to clean up */
         redisAsyncFree(ac);
         return;
     }
