@@ -348,8 +348,7 @@ static void wake_waiters(void)
     for (int i = 0; i < MAX_LOOPS; i++) {
         loop_slot *sl = &g_slots[i];
         ag_loop *l = atomic_load(&sl->loop);
-        if (!l) break;
-        if (atomic_load(&sl->count) == 0) continue;
+        if (!l || atomic_load(&sl->count) == 0) continue;
         if (atomic_exchange(&sl->scan_posted, true)) continue;
         if (ag_loop_post(l, scan_loop, sl) < 0) atomic_store(&sl->scan_posted, false);
     }
