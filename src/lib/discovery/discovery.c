@@ -252,9 +252,9 @@ static bool parse_url_instance(const char *s, size_t len, const char *service, i
     if (!*p || strlen(p) >= sizeof out->in.address) return false;
     memset(out, 0, sizeof *out);
     snprintf(out->in.service, sizeof out->in.service, "%s", service);
-    snprintf(out->in.address, sizeof out->in.address, "%s", p);
+    snprintf(out->in.address, sizeof out->in.address, "%.63s", p);
     out->in.port = (int)port;
-    snprintf(out->in.id, sizeof out->in.id, "%s:%ld", p, port);
+    snprintf(out->in.id, sizeof out->in.id, "%.63s:%ld", p, port);
     return true;
 }
 
