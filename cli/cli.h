@@ -25,9 +25,9 @@ typedef enum cli_ready_kind { CLI_READY_HTTP = 0, CLI_READY_TCP } cli_ready_kind
 /* One process of the platform, as the config file describes it. Every string
  * is owned by the component (freed by cli_config_release). */
 typedef struct cli_component {
-    char *name;     /* "users": log prefix, var/log/<name>.log, {service} */
-    char *exec;     /* an absolute path, or a bare name looked up on PATH */
-    char **args;    /* argv[1..], placeholders expanded; NULL-terminated */
+    char *name;  /* "users": log prefix, var/log/<name>.log, {service} */
+    char *exec;  /* an absolute path, or a bare name looked up on PATH */
+    char **args; /* argv[1..], placeholders expanded; NULL-terminated */
     int port;
     cli_ready_kind ready;
     char *ready_path; /* "/ready" for HTTP readiness */
@@ -36,13 +36,13 @@ typedef struct cli_component {
 } cli_component;
 
 typedef struct cli_config {
-    char *path;    /* the config file read */
-    char *root;    /* the source tree: cwd of every process */
-    char *var;     /* var directory (absolute) */
-    char *build;   /* the build directory, {build} */
+    char *path;  /* the config file read */
+    char *root;  /* the source tree: cwd of every process */
+    char *var;   /* var directory (absolute) */
+    char *build; /* the build directory, {build} */
     uint64_t ready_timeout_ms;
     uint64_t drain_timeout_ms;
-    char *demo;    /* the demo loader (absolute) or NULL when disabled */
+    char *demo; /* the demo loader (absolute) or NULL when disabled */
     char **demo_env;
     int n;
     cli_component c[CLI_MAX_COMPONENTS];

@@ -362,7 +362,8 @@ static void time_key(const char *line, char *key, size_t n)
 static void print_line(const char *name, int w, int idx, bool color, bool prefix, const char *s,
                        size_t len)
 {
-    static const char *const palette[] = {"36", "32", "33", "35", "34", "31", "96", "92", "93", "95"};
+    static const char *const palette[] = {"36", "32", "33", "35", "34",
+                                          "31", "96", "92", "93", "95"};
     if (!prefix)
         printf("%.*s\n", (int)len, s);
     else if (color)
@@ -380,7 +381,8 @@ int cli_logs(cli_config *cfg, const char *service, bool follow, int lines)
                      strcmp(service, "demo") == 0;
         if (!known) {
             fprintf(stderr, "agora: no component named %s; one of:", service);
-            for (int i = 0; i < cfg->n; i++) fprintf(stderr, " %s", cfg->c[i].name);
+            for (int i = 0; i < cfg->n; i++)
+                fprintf(stderr, " %s", cfg->c[i].name);
             fprintf(stderr, " agora demo\n");
             return 1;
         }
@@ -441,7 +443,8 @@ int cli_logs(cli_config *cfg, const char *service, bool follow, int lines)
             l->text = ring[slot];
             ring[slot] = NULL;
         }
-        for (int k = 0; k < lines; k++) ag_free(ring[k]);
+        for (int k = 0; k < lines; k++)
+            ag_free(ring[k]);
         ag_free(ring);
     }
     if (found == 0 && !follow) {
@@ -463,7 +466,8 @@ int cli_logs(cli_config *cfg, const char *service, bool follow, int lines)
     /* Follow: poll the files and print what was appended (a file that
      * shrank was truncated or replaced; read it from the start). */
     ag_buf part[CLI_MAX_COMPONENTS + 2];
-    for (int i = 0; i < n; i++) ag_buf_init(&part[i], 1 << 20);
+    for (int i = 0; i < n; i++)
+        ag_buf_init(&part[i], 1 << 20);
     for (;;) {
         for (int i = 0; i < n; i++) {
             char path[4096];
@@ -516,7 +520,8 @@ static void *load_thread(void *arg)
         char url[1024];
         switch (k % 3) {
         case 0:
-            snprintf(url, sizeof url, "%s/products?limit=20&page=%u", l->base, 1 + rand_r(&l->seed) % 3);
+            snprintf(url, sizeof url, "%s/products?limit=20&page=%u", l->base,
+                     1 + rand_r(&l->seed) % 3);
             break;
         case 1:
             snprintf(url, sizeof url, "%s/products/%s", l->base,
@@ -561,7 +566,8 @@ int cli_load(cli_config *cfg, const char *url, double duration_s, int concurrenc
         return 1;
     }
     size_t blen = strlen(base);
-    while (blen > 0 && base[blen - 1] == '/') base[--blen] = '\0';
+    while (blen > 0 && base[blen - 1] == '/')
+        base[--blen] = '\0';
     char list[600], *body = NULL;
     snprintf(list, sizeof list, "%s/products?limit=100", base);
     int st = cli_http_get(list, 5000, &body);
@@ -570,7 +576,9 @@ int cli_load(cli_config *cfg, const char *url, double duration_s, int concurrenc
     json_t *data = json_object_get(j, "data");
     if (!json_is_array(data) || json_array_size(data) == 0) {
         fprintf(stderr, "agora: GET %s: %s; is agora up with its demo data (agora demo)?\n", list,
-                st < 0 ? "no answer" : json_is_array(data) ? "no products" : "unexpected answer");
+                st < 0                ? "no answer"
+                : json_is_array(data) ? "no products"
+                                      : "unexpected answer");
         json_decref(j);
         return 1;
     }
@@ -591,7 +599,10 @@ int cli_load(cli_config *cfg, const char *url, double duration_s, int concurrenc
     loader *ls = ag_calloc((size_t)concurrency, sizeof *ls);
     double t0 = mono_s();
     for (int i = 0; i < concurrency; i++) {
-        ls[i] = (loader){.base = base, .ids = ids, .nids = nids, .until = t0 + duration_s,
+        ls[i] = (loader){.base = base,
+                         .ids = ids,
+                         .nids = nids,
+                         .until = t0 + duration_s,
                          .seed = (unsigned)(i * 7919 + 17)};
         pthread_create(&ls[i].th, NULL, load_thread, &ls[i]);
     }
@@ -616,7 +627,8 @@ int cli_load(cli_config *cfg, const char *url, double duration_s, int concurrenc
     printf("latency:  p50 %.2f ms, p99 %.2f ms\n", p50, p99);
     ag_free(lat);
     ag_free(ls);
-    for (size_t i = 0; i < nids; i++) ag_free(ids[i]);
+    for (size_t i = 0; i < nids; i++)
+        ag_free(ids[i]);
     ag_free(ids);
     return total > 0 && errors < total ? 0 : 1;
 }

@@ -75,7 +75,8 @@ static void env_set(envlist *e, const char *key, size_t klen, const char *val)
 static void free_strv(char **v)
 {
     if (!v) return;
-    for (char **p = v; *p; p++) ag_free(*p);
+    for (char **p = v; *p; p++)
+        ag_free(*p);
     ag_free(v);
 }
 
@@ -218,8 +219,7 @@ static int apply_env_json(const expand_ctx *x, json_t *obj, envlist *e, const ch
         int rc = expand(x, json_string_value(v), &val, bad, sizeof bad);
         if (rc == AG_ENOTFOUND) continue;
         if (rc < 0) {
-            fprintf(stderr, "agora: %s: env %s: unknown placeholder {%s}\n", x->cfg->path, k,
-                    bad);
+            fprintf(stderr, "agora: %s: env %s: unknown placeholder {%s}\n", x->cfg->path, k, bad);
             return AG_ECONFIG;
         }
         char *full = with_service(val, name);
@@ -403,8 +403,7 @@ int cli_config_load(const cli_opts *o, cli_config *cfg)
         if (access(cfg->path, R_OK) != 0)
             fprintf(stderr, "agora: cannot read %s: %s\n", cfg->path, strerror(errno));
         else
-            fprintf(stderr, "agora: %s:%d:%d: %s\n", cfg->path, jerr.line, jerr.column,
-                    jerr.text);
+            fprintf(stderr, "agora: %s:%d:%d: %s\n", cfg->path, jerr.line, jerr.column, jerr.text);
         cli_config_release(cfg);
         return AG_ECONFIG;
     }

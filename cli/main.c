@@ -102,7 +102,8 @@ int main(int argc, char **argv)
     }
     static const char *const known[] = {"up", "down", "status", "logs", "demo", "load"};
     bool ok = false;
-    for (size_t i = 0; i < sizeof known / sizeof *known; i++) ok |= strcmp(cmd, known[i]) == 0;
+    for (size_t i = 0; i < sizeof known / sizeof *known; i++)
+        ok |= strcmp(cmd, known[i]) == 0;
     if (!ok) {
         fprintf(stderr, "agora: unknown command %s\n", cmd);
         usage(stderr);

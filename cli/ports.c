@@ -155,8 +155,8 @@ static ag_http_client *g_http; /* shared by every thread; see cli_http_init */
 
 int cli_http_init(void)
 {
-    ag_http_client_opts o = {.connect_timeout_ms = 1000, .timeout_ms = 2000,
-                             .user_agent = "agora-cli"};
+    ag_http_client_opts o = {
+        .connect_timeout_ms = 1000, .timeout_ms = 2000, .user_agent = "agora-cli"};
     return ag_http_client_new(&o, &g_http);
 }
 

@@ -79,11 +79,11 @@ typedef struct proc {
     cli_component *c;
     int idx;
     pstate st;
-    run *r;          /* the current run, NULL when no process */
-    pid_t pid;       /* of the current run */
-    int log_fd;      /* var/log/<name>.log, kept across restarts */
-    unsigned gen;    /* bumps at each spawn; stale probes are ignored */
-    bool probing;    /* a probe is in flight */
+    run *r;       /* the current run, NULL when no process */
+    pid_t pid;    /* of the current run */
+    int log_fd;   /* var/log/<name>.log, kept across restarts */
+    unsigned gen; /* bumps at each spawn; stale probes are ignored */
+    bool probing; /* a probe is in flight */
     uint64_t started_ms, ready_by_ms, backoff_ms;
     int restarts;
     uv_timer_t timer; /* probes, backoff and the kill after the drain */
@@ -95,12 +95,12 @@ typedef struct sup {
     uv_loop_t loop;
     uv_signal_t sigint, sigterm;
     phase ph;
-    int next_start;  /* STARTING: the component to start next */
-    int next_stop;   /* STOPPING: the component to stop next (downward) */
+    int next_start; /* STARTING: the component to start next */
+    int next_stop;  /* STOPPING: the component to stop next (downward) */
     int exit_code;
     bool detach;
-    int notify_fd;   /* -d: the pipe to the waiting parent; -1 after */
-    int agora_log;   /* var/log/agora.log */
+    int notify_fd; /* -d: the pipe to the waiting parent; -1 after */
+    int agora_log; /* var/log/agora.log */
     bool color;
     int name_width;
     int signals;
@@ -186,10 +186,12 @@ static char *tail_lines(const char *path, int n)
     lseek(fd, from, SEEK_SET);
     char chunk[4096];
     ssize_t r;
-    while ((r = read(fd, chunk, sizeof chunk)) > 0) ag_buf_append(&b, chunk, (size_t)r);
+    while ((r = read(fd, chunk, sizeof chunk)) > 0)
+        ag_buf_append(&b, chunk, (size_t)r);
     close(fd);
     size_t end = b.len;
-    while (end > 0 && b.data[end - 1] == '\n') end--;
+    while (end > 0 && b.data[end - 1] == '\n')
+        end--;
     size_t start = end;
     for (int seen = 0; start > 0; start--) {
         if (b.data[start - 1] == '\n' && ++seen == n) break;
@@ -220,8 +222,8 @@ static void emit_line(proc *p, const char *line, size_t len)
         ag_buf o;
         ag_buf_init(&o, 0);
         if (s->color)
-            ag_buf_printf(&o, "\x1b[%sm%-*s |\x1b[0m %.*s\n", palette[p->idx % 10],
-                          s->name_width, p->c->name, (int)len, line);
+            ag_buf_printf(&o, "\x1b[%sm%-*s |\x1b[0m %.*s\n", palette[p->idx % 10], s->name_width,
+                          p->c->name, (int)len, line);
         else
             ag_buf_printf(&o, "%-*s | %.*s\n", s->name_width, p->c->name, (int)len, line);
         write_all(1, o.data, o.len);
@@ -290,8 +292,8 @@ static void fail_start(sup *s, proc *p, const char *what)
     char path[4096];
     log_path(s, p, path, sizeof path);
     char *tail = tail_lines(path, 20);
-    say(s, true, "agora: %s %s; last lines of %s:\n%s", p->c->name, what,
-        cli_rel(s->cfg, path), *tail ? tail : "(empty)");
+    say(s, true, "agora: %s %s; last lines of %s:\n%s", p->c->name, what, cli_rel(s->cfg, path),
+        *tail ? tail : "(empty)");
     ag_free(tail);
     begin_stop(s, 1);
 }
@@ -359,10 +361,12 @@ static int spawn(proc *p)
         {.flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE, .data.stream = (uv_stream_t *)&r->pipes[1]},
     };
     size_t nargs = 0;
-    while (p->c->args[nargs]) nargs++;
+    while (p->c->args[nargs])
+        nargs++;
     char **argv = ag_calloc(nargs + 2, sizeof *argv);
     argv[0] = p->c->exec;
-    for (size_t i = 0; i < nargs; i++) argv[i + 1] = p->c->args[i];
+    for (size_t i = 0; i < nargs; i++)
+        argv[i + 1] = p->c->args[i];
     /* DETACHED: a session of its own, so the terminal's Ctrl-C reaches the
      * supervisor only and the stop order stays ours. */
     uv_process_options_t o = {
@@ -501,7 +505,8 @@ static void started(sup *s)
 {
     s->ph = PH_RUNNING;
     pid_t pids[CLI_MAX_COMPONENTS];
-    for (int i = 0; i < s->cfg->n; i++) pids[i] = s->p[i].pid;
+    for (int i = 0; i < s->cfg->n; i++)
+        pids[i] = s->p[i].pid;
     char *table = cli_table(s->cfg, pids);
     say(s, false, "%s", table);
     ag_free(table);
@@ -595,7 +600,8 @@ static void close_all(sup *s)
 {
     uv_close((uv_handle_t *)&s->sigint, NULL);
     uv_close((uv_handle_t *)&s->sigterm, NULL);
-    for (int i = 0; i < s->cfg->n; i++) uv_close((uv_handle_t *)&s->p[i].timer, NULL);
+    for (int i = 0; i < s->cfg->n; i++)
+        uv_close((uv_handle_t *)&s->p[i].timer, NULL);
 }
 
 static void stop_next(sup *s)
@@ -632,7 +638,8 @@ static void on_signal(uv_signal_t *h, int signum)
 {
     sup *s = h->data;
     if (s->ph != PH_STOPPING) {
-        say(s, false, "agora: %s; stopping everything", signum == SIGINT ? "interrupted" : "terminated");
+        say(s, false, "agora: %s; stopping everything",
+            signum == SIGINT ? "interrupted" : "terminated");
         begin_stop(s, s->ph == PH_STARTING ? 1 : 0);
         return;
     }
@@ -711,7 +718,8 @@ static int preflight(cli_config *cfg)
                     cfg->c[i].port, (int)owner, comm, cfg->c[i].name);
             rc = 1;
         } else if (owner == 0) {
-            fprintf(stderr, "agora: port %d is in use (by a process not visible to us); %s needs it\n",
+            fprintf(stderr,
+                    "agora: port %d is in use (by a process not visible to us); %s needs it\n",
                     cfg->c[i].port, cfg->c[i].name);
             rc = 1;
         }

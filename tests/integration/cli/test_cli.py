@@ -131,8 +131,11 @@ def main():
             del env[k]
 
     def agora(*args, timeout=120 * SCALE):
-        return subprocess.run([CLI, "--config", cfg_path, "--var", var] + list(args),
-                              capture_output=True, text=True, timeout=timeout, env=env)
+        r = subprocess.run([CLI, "--config", cfg_path, "--var", var] + list(args),
+                           capture_output=True, text=True, timeout=timeout, env=env)
+        check("Sanitizer" not in r.stderr, "agora %s: no sanitizer report: %s" %
+              (" ".join(args), r.stderr[-2000:]))
+        return r
 
     try:
         # 1. A port in use: the error names the holder; nothing starts.
@@ -266,6 +269,11 @@ def main():
                    if l.startswith("agora: ") and " stopped (" in l]
         check(stopped == list(reversed(names)), "stopped in reverse order: %s" % stopped)
         check(all(pid and not alive(pid) for pid in fg_pids), "foreground: nothing left running")
+        check("Sanitizer" not in rest, "foreground up: no sanitizer report")
+        # The detached supervisor's stderr went to agora.log.
+        with open(os.path.join(var, "log", "agora.log")) as f:
+            log = f.read()
+        check("Sanitizer" not in log, "the supervisor's log has no sanitizer report")
     finally:
         subprocess.run([CLI, "--config", cfg_path, "--var", var, "down"], capture_output=True,
                        timeout=120, env=env)
