@@ -6,6 +6,9 @@ default ports is never touched.
   - a port already in use: `agora up -d` names the pid holding it, exits
     non-zero and starts nothing
   - a missing executable: "agora-x not found at ...: run make build"
+  - a component exiting during start: its status and last log lines; what
+    was started is stopped; the environment it got (PORT, {service},
+    per-service overrides, URLs, AGORA_REGISTRY)
   - `agora up -d` prints the table, returns, and everything answers /ready;
     the demo data is there and `agora demo` again adds nothing
   - `agora status` shows each component with its pid and "ready"
@@ -165,7 +168,38 @@ def main():
               in r.stderr, "missing executable message: %r" % r.stderr)
         check(not listening(ports["nats"]), "nothing started with a missing executable")
 
-        # 3. up -d: the table, then everything ready.
+        # 3. A component that exits during start: its status and last lines,
+        # what was started is stopped. It also shows the environment given.
+        probe = {"name": "probe", "exec": "/bin/sh", "port": free_ports(1)[0],
+                 "args": ["-c", "env > {var}/probe.env; echo boom-from-probe >&2; exit 3"]}
+        crash = dict(cfg, components=[comps[0], probe] + comps[1:])
+        crash_path = os.path.join(tmp, "crash.json")
+        with open(crash_path, "w") as f:
+            json.dump(crash, f)
+        crash_env = dict(env, AGORA_FOO="x-{service}", AGORA_PROBE_DB="sqlite:/tmp/probe-own.db",
+                         PORT="1")
+        r = subprocess.run([CLI, "--config", crash_path, "--var", var, "up", "-d"],
+                           capture_output=True, text=True, timeout=120 * SCALE, env=crash_env)
+        check(r.returncode != 0, "a component exiting during start fails up -d")
+        check("probe (sh) exited during start (status 3); last lines of" in r.stderr and
+              "boom-from-probe" in r.stderr, "exit during start names status and last lines: %r"
+              % r.stderr)
+        check(not listening(ports["nats"]), "what was started (nats) is stopped again")
+        check(not os.path.exists(os.path.join(var, "run", "agora.pid")), "no supervisor left")
+        with open(os.path.join(var, "probe.env")) as f:
+            penv = dict(l.rstrip("\n").split("=", 1) for l in f if "=" in l)
+        want_env = {"PORT": str(probe["port"]), "AGORA_FOO": "x-probe",
+                    "AGORA_DB": "sqlite:/tmp/probe-own.db",
+                    "AGORA_BUS": "nats://127.0.0.1:%d" % ports["nats"],
+                    "AGORA_USERS_URL": "http://127.0.0.1:%d" % ports["users"],
+                    "AGORA_JWKS_URL": "http://127.0.0.1:%d/.well-known/jwks.json" % ports["users"],
+                    "AGORA_ADMIN_EMAIL": "admin@agora.local",
+                    "AGORA_REGISTRY": ("http://127.0.0.1:%d" % ports["registry"])
+                    if "registry" in ports else "static"}
+        for k, v in want_env.items():
+            check(penv.get(k) == v, "environment: %s=%r (got %r)" % (k, v, penv.get(k)))
+
+        # 4. up -d: the table, then everything ready.
         t0 = time.time()
         r = agora("up", "-d")
         print(r.stdout, r.stderr, flush=True)
@@ -193,7 +227,7 @@ def main():
         check(r.returncode == 0, "agora demo exits 0: %s %s" % (r.stdout, r.stderr))
         check(product_total() == before, "agora demo again adds nothing")
 
-        # 4. status: every component, its pid, ready.
+        # 5. status: every component, its pid, ready.
         r = agora("status")
         print(r.stdout, flush=True)
         check(r.returncode == 0, "status exits 0 when all are ready (got %d)" % r.returncode)
@@ -203,7 +237,7 @@ def main():
             check(line and str(pid) in line[0] and "ready" in line[0] and str(ports[n]) in line[0],
                   "status shows %s with pid %s, port and ready: %r" % (n, pid, line))
 
-        # 5. A crash: SIGKILL a service; it comes back with a new pid.
+        # 6. A crash: SIGKILL a service; it comes back with a new pid.
         old = read_pid(var, "users")
         os.kill(old, signal.SIGKILL)
         deadline = time.time() + 20 * SCALE
@@ -222,7 +256,7 @@ def main():
         check("users exited (signal 9)" in log and "restarting in 1 s" in log,
               "the supervisor logged the restart")
 
-        # 6. logs.
+        # 7. logs.
         r = agora("logs", "users", "-n", "20")
         check(r.returncode == 0 and '"service":"users"' in r.stdout,
               "agora logs users shows its lines")
@@ -235,7 +269,7 @@ def main():
         r = agora("logs", "nosuch")
         check(r.returncode != 0 and "no component named nosuch" in r.stderr, "unknown log name")
 
-        # 7. down: everything stops, no pid file left.
+        # 8. down: everything stops, no pid file left.
         pids = [read_pid(var, n) for n in names] + [sup]
         r = agora("down")
         check(r.returncode == 0, "down exits 0: %s %s" % (r.stdout, r.stderr))
@@ -247,7 +281,7 @@ def main():
         r = agora("status")
         check(r.returncode != 0, "status exits non-zero when nothing runs")
 
-        # 8. Foreground: prefixed output, SIGINT stops in reverse order, exit 0.
+        # 9. Foreground: prefixed output, SIGINT stops in reverse order, exit 0.
         p = subprocess.Popen([CLI, "--config", cfg_path, "--var", var, "up"], env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         out = []
