@@ -97,7 +97,7 @@ static const char LUA_BUCKET[] =
 /* ------------------------------------------------------------------ types -- */
 
 typedef struct mbucket {
-    struct mbucket *hnext;      /* hash chain */
+    struct mbucket *hnext;       /* hash chain */
     struct mbucket *prev, *next; /* LRU list */
     uint64_t hash;
     uint64_t ts_ms;
@@ -239,9 +239,11 @@ static uint64_t default_now(void *ud)
 static uint64_t hash_key(const char *policy, size_t plen, const char *key, size_t klen)
 {
     uint64_t h = 1469598103934665603ULL; /* FNV-1a */
-    for (size_t i = 0; i < plen; i++) h = (h ^ (unsigned char)policy[i]) * 1099511628211ULL;
+    for (size_t i = 0; i < plen; i++)
+        h = (h ^ (unsigned char)policy[i]) * 1099511628211ULL;
     h = (h ^ 0) * 1099511628211ULL;
-    for (size_t i = 0; i < klen; i++) h = (h ^ (unsigned char)key[i]) * 1099511628211ULL;
+    for (size_t i = 0; i < klen; i++)
+        h = (h ^ (unsigned char)key[i]) * 1099511628211ULL;
     /* mix the high bits down: shards use the low ones, slots the next ones */
     h ^= h >> 29;
     h *= 0xbf58476d1ce4e5b9ULL;
@@ -273,7 +275,8 @@ static bool refilled(const mbucket *b, uint64_t now)
 static void evict(gw_ratelimit *rl, shard *s, mbucket *b, uint64_t now)
 {
     mbucket **pp = &s->slots[(b->hash >> 8) & (s->nslots - 1)];
-    while (*pp != b) pp = &(*pp)->hnext;
+    while (*pp != b)
+        pp = &(*pp)->hnext;
     *pp = b->hnext;
     lru_unlink(b);
     s->count--;
@@ -405,8 +408,14 @@ static void answer_mem(gw_ratelimit *rl, const char *policy, size_t plen, const 
 static void wait_remove(rl_conn *c, rl_req *q)
 {
     if (!q->waiting) return;
-    if (q->prev) q->prev->next = q->next; else c->wait_head = q->next;
-    if (q->next) q->next->prev = q->prev; else c->wait_tail = q->prev;
+    if (q->prev)
+        q->prev->next = q->next;
+    else
+        c->wait_head = q->next;
+    if (q->next)
+        q->next->prev = q->prev;
+    else
+        c->wait_tail = q->prev;
     q->prev = q->next = NULL;
     q->waiting = false;
 }
@@ -821,8 +830,7 @@ static void conn_arm(rl_conn *c)
     if (c->closing) return;
     uint64_t next = UINT64_MAX;
     if (c->wait_head) next = c->wait_head->deadline;
-    if (c->ac && c->state == C_CONNECTING && c->connect_deadline < next)
-        next = c->connect_deadline;
+    if (c->ac && c->state == C_CONNECTING && c->connect_deadline < next) next = c->connect_deadline;
     if (c->ac && c->outstanding > 0 && c->last_progress + c->rl->stall_ms < next)
         next = c->last_progress + c->rl->stall_ms;
     if (next == UINT64_MAX) {
@@ -837,7 +845,8 @@ static rl_conn *conn_for(gw_ratelimit *rl, ag_loop *loop, bool create)
 {
     pthread_mutex_lock(&rl->conns_mu);
     rl_conn *c = rl->conns;
-    while (c && c->loop != loop) c = c->next;
+    while (c && c->loop != loop)
+        c = c->next;
     if (!c && create) {
         c = ag_calloc(1, sizeof *c);
         c->rl = rl;
@@ -874,10 +883,12 @@ void gw_ratelimit_loop_release(gw_ratelimit *rl)
         ac->data = NULL;
         redisAsyncFree(ac); /* every waiting take is answered from memory */
     }
-    while (c->wait_head) req_answer_mem(rl, c->wait_head, "unavailable");
+    while (c->wait_head)
+        req_answer_mem(rl, c->wait_head, "unavailable");
     pthread_mutex_lock(&rl->conns_mu);
     rl_conn **pp = &rl->conns;
-    while (*pp != c) pp = &(*pp)->next;
+    while (*pp != c)
+        pp = &(*pp)->next;
     *pp = c->next;
     pthread_mutex_unlock(&rl->conns_mu);
     if (c->state == C_RESOLVING) uv_cancel((uv_req_t *)&c->gai);
@@ -887,8 +898,7 @@ void gw_ratelimit_loop_release(gw_ratelimit *rl)
 /* ------------------------------------------------------------------ take -- */
 
 static void redis_take(gw_ratelimit *rl, ag_loop *loop, const char *policy, size_t plen,
-                       const char *key, size_t klen, double rate, int burst, gw_rl_cb cb,
-                       void *ud)
+                       const char *key, size_t klen, double rate, int burst, gw_rl_cb cb, void *ud)
 {
     rl_conn *c = conn_for(rl, loop, true);
     uint64_t now = ag_now_ms();
@@ -928,7 +938,10 @@ static void redis_take(gw_ratelimit *rl, ag_loop *loop, const char *policy, size
     q->deadline = now + rl->timeout_ms;
     q->waiting = true;
     q->prev = c->wait_tail;
-    if (c->wait_tail) c->wait_tail->next = q; else c->wait_head = q;
+    if (c->wait_tail)
+        c->wait_tail->next = q;
+    else
+        c->wait_head = q;
     c->wait_tail = q;
     if (q == c->wait_head) conn_arm(c);
 }
@@ -1013,13 +1026,13 @@ static void metrics_setup(gw_ratelimit *rl)
 {
     ag_metrics *m = rl->metrics;
     const char *lr[] = {"policy", "outcome"};
-    rl->m_requests = ag_metrics_family(m, AG_COUNTER, "agora_ratelimit_requests_total",
-                                       "Rate-limit decisions by policy and outcome.", 2, lr,
-                                       NULL, 0);
-    rl->m_keys = ag_metric_series(
-        ag_metrics_family(m, AG_GAUGE, "agora_ratelimit_memory_keys",
-                          "Token buckets held in the gateway's memory.", 0, NULL, NULL, 0),
-        NULL);
+    rl->m_requests =
+        ag_metrics_family(m, AG_COUNTER, "agora_ratelimit_requests_total",
+                          "Rate-limit decisions by policy and outcome.", 2, lr, NULL, 0);
+    rl->m_keys = ag_metric_series(ag_metrics_family(m, AG_GAUGE, "agora_ratelimit_memory_keys",
+                                                    "Token buckets held in the gateway's memory.",
+                                                    0, NULL, NULL, 0),
+                                  NULL);
     const char *le[] = {"state"};
     ag_metric *ev = ag_metrics_family(
         m, AG_COUNTER, "agora_ratelimit_evictions_total",
@@ -1058,8 +1071,8 @@ int gw_ratelimit_new_opts(const gw_rl_opts *o, gw_ratelimit **out)
     size_t max_keys = o->max_keys;
     if (!max_keys) {
         long long n;
-        if (ag_config_int("AGORA_RATELIMIT_MAX_KEYS", GW_RL_DEFAULT_MAX_KEYS, 1, 1000000000LL,
-                          &n) < 0) {
+        if (ag_config_int("AGORA_RATELIMIT_MAX_KEYS", GW_RL_DEFAULT_MAX_KEYS, 1, 1000000000LL, &n) <
+            0) {
             ag_error("rate limiter: bad configuration", AG_FS("detail", ag_config_last_error()));
             return AG_ECONFIG;
         }
@@ -1090,8 +1103,8 @@ int gw_ratelimit_new_opts(const gw_rl_opts *o, gw_ratelimit **out)
     for (int i = 0; i < rl->nshards; i++) {
         shard *s = &rl->shards[i];
         pthread_mutex_init(&s->mu, NULL);
-        s->cap = max_keys / (size_t)rl->nshards +
-                 ((size_t)i < max_keys % (size_t)rl->nshards ? 1 : 0);
+        s->cap =
+            max_keys / (size_t)rl->nshards + ((size_t)i < max_keys % (size_t)rl->nshards ? 1 : 0);
         s->nslots = 16;
         s->slots = ag_calloc(s->nslots, sizeof *s->slots);
         s->lru.next = s->lru.prev = &s->lru;

@@ -143,7 +143,8 @@ static double counter(int i, const char *family, const char *label, const char *
 static void release_task(void *arg)
 {
     (void)arg;
-    for (int i = 0; i < 2; i++) gw_ratelimit_loop_release(g_rl[i]);
+    for (int i = 0; i < 2; i++)
+        gw_ratelimit_loop_release(g_rl[i]);
 }
 
 static int setup(void **state)
@@ -170,7 +171,8 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     (void)state;
-    for (int i = 0; i < 2; i++) ag_loop_post(ag_loopset_get(g_loops, i), release_task, NULL);
+    for (int i = 0; i < 2; i++)
+        ag_loop_post(ag_loopset_get(g_loops, i), release_task, NULL);
     ag_loopset_free(g_loops);
     for (int i = 0; i < 2; i++) {
         gw_ratelimit_free(g_rl[i]);
@@ -308,11 +310,13 @@ static void test_killed_then_restarted(void **state)
             take_on(i, "ip:192.0.2.6", &p, &c);
             assert_true(c.r.degraded);
             assert_int_equal(c.r.allowed, n < 3);
-            if (c.returned_ns - c.start_ns > worst_return) worst_return = c.returned_ns - c.start_ns;
-            if (c.answered_ns - c.start_ns > worst_answer) worst_answer = c.answered_ns - c.start_ns;
+            if (c.returned_ns - c.start_ns > worst_return)
+                worst_return = c.returned_ns - c.start_ns;
+            if (c.answered_ns - c.start_ns > worst_answer)
+                worst_answer = c.answered_ns - c.start_ns;
         }
     }
-    assert_true(worst_return < 5 * 1000000ULL);  /* take() never waits */
+    assert_true(worst_return < 5 * 1000000ULL);   /* take() never waits */
     assert_true(worst_answer < 500 * 1000000ULL); /* nor the answer, for long */
     assert_true(counter(0, "agora_ratelimit_redis_errors_total", "kind", "disconnect") +
                     counter(0, "agora_ratelimit_redis_errors_total", "kind", "connect") >

@@ -182,7 +182,8 @@ static void test_refill_over_time(void **state)
     (void)state;
     gw_ratelimit *rl = mem_limiter(0);
     const gw_rl_policy p = {.name = "refill", .rate = 2, .burst = 4};
-    for (int i = 0; i < 4; i++) assert_true(take(rl, "user:u-1", &p).allowed);
+    for (int i = 0; i < 4; i++)
+        assert_true(take(rl, "user:u-1", &p).allowed);
     gw_rl_result r = take(rl, "user:u-1", &p);
     assert_false(r.allowed);
     assert_int_equal(r.retry_after_s, 1); /* 0.5 s rounds up */
@@ -264,8 +265,8 @@ static void test_separate_keys_and_policies(void **state)
     const gw_rl_policy ab = {.name = "a:b", .rate = 1, .burst = 1};
     assert_true(take(rl, "ip:1.2.3.4", &a).allowed);
     assert_false(take(rl, "ip:1.2.3.4", &a).allowed);
-    assert_true(take(rl, "ip:1.2.3.5", &a).allowed);  /* another client */
-    assert_true(take(rl, "ip:1.2.3.4", &b).allowed);  /* another policy */
+    assert_true(take(rl, "ip:1.2.3.5", &a).allowed);   /* another client */
+    assert_true(take(rl, "ip:1.2.3.4", &b).allowed);   /* another policy */
     assert_true(take(rl, "user:1.2.3.4", &a).allowed); /* a user is not an IP */
     /* no confusion between (policy "a:b", key "c") and (policy "a", key "b:c") */
     assert_true(take(rl, "b:c", &a).allowed);
@@ -335,7 +336,8 @@ static void count_cb(void *ud, const gw_rl_result *r)
 static void *hammer_main(void *arg)
 {
     hammer *h = arg;
-    for (int i = 0; i < 5000; i++) gw_ratelimit_take(h->rl, "ip:203.0.113.1", h->p, count_cb, h);
+    for (int i = 0; i < 5000; i++)
+        gw_ratelimit_take(h->rl, "ip:203.0.113.1", h->p, count_cb, h);
     return NULL;
 }
 
@@ -362,9 +364,9 @@ static void test_concurrent_takes_are_exact(void **state)
 static void test_bad_config(void **state)
 {
     (void)state;
-    const char *bad[] = {"redis://",          "http://127.0.0.1:6379", "redis://h:0",
-                         "redis://h:70000",   "redis://h:x",           "redis://h/abc",
-                         "redis://u:p@h:1",   "redis://[::1",          "redis://h:6379/1?x=1",
+    const char *bad[] = {"redis://",        "http://127.0.0.1:6379", "redis://h:0",
+                         "redis://h:70000", "redis://h:x",           "redis://h/abc",
+                         "redis://u:p@h:1", "redis://[::1",          "redis://h:6379/1?x=1",
                          "memcached://h"};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         gw_ratelimit *rl = (gw_ratelimit *)&bad; /* must stay untouched */
