@@ -62,6 +62,12 @@ int ag_service_use_store(ag_service *svc, const char *schema_dir, ag_store **out
  * consuming and flushes the outbox (within AGORA_DRAIN_TIMEOUT) after the
  * server drained. Added to /ready. The service owns the bus. */
 int ag_service_use_bus(ag_service *svc, ag_bus **out);
+/* `fn(ud)` runs on the main thread when SIGHUP arrives (reload what
+ * applies). One per service. */
+void ag_service_on_reload(ag_service *svc, void (*fn)(void *ud), void *ud);
+/* `fn(ud)` runs on the main thread once the loops, the pool and the server
+ * are running, before the service waits for signals. One per service. */
+void ag_service_on_start(ag_service *svc, void (*fn)(void *ud), void *ud);
 /* Runs until SIGTERM/SIGINT and drains. Returns 0 after a clean stop, or a
  * negative AG_E* code when it could not start (the port in use, say). */
 int ag_service_run(ag_service *svc);

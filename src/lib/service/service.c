@@ -54,6 +54,10 @@ struct ag_service {
     uv_loop_t main_loop;
     uv_async_t stop_async;
     uv_signal_t sigterm, sigint, sighup;
+    void (*reload_fn)(void *ud); /* SIGHUP (ag_service_on_reload) */
+    void *reload_ud;
+    void (*start_fn)(void *ud); /* after the server started (ag_service_on_start) */
+    void *start_ud;
     atomic_bool stopping;
     int signals_seen;
     ag_store *store;
@@ -244,6 +248,18 @@ static void register_self(ag_service *s)
     if (rc < 0) ag_warn("could not register with the registry", AG_FERR(rc));
 }
 
+void ag_service_on_reload(ag_service *s, void (*fn)(void *), void *ud)
+{
+    s->reload_fn = fn;
+    s->reload_ud = ud;
+}
+
+void ag_service_on_start(ag_service *s, void (*fn)(void *), void *ud)
+{
+    s->start_fn = fn;
+    s->start_ud = ud;
+}
+
 void ag_service_on_stop(ag_service *s, void (*fn)(void *), void *ud)
 {
     s->hooks = ag_realloc(s->hooks, (size_t)(s->nhooks + 1) * sizeof *s->hooks);
@@ -273,7 +289,12 @@ static void on_signal(uv_signal_t *h, int signum)
 {
     ag_service *s = h->data;
     if (signum == SIGHUP) {
-        ag_info("SIGHUP received; nothing to reload yet");
+        if (!s->reload_fn) {
+            ag_info("SIGHUP received; nothing to reload");
+            return;
+        }
+        ag_info("SIGHUP received; reloading");
+        s->reload_fn(s->reload_ud);
         return;
     }
     s->signals_seen++;
@@ -332,6 +353,7 @@ int ag_service_run(ag_service *s)
     rc = ag_http_server_start(s->server);
     if (rc < 0) goto err_server;
     s->bound_port = ag_http_server_port(s->server);
+    if (s->start_fn) s->start_fn(s->start_ud);
 
     /* Signals are watched on the main thread's own loop. SIGPIPE is ignored:
      * a peer that goes away is an error return, not a death. */
