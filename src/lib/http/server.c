@@ -1108,7 +1108,9 @@ static void feed(ag_conn *c, const char *data, size_t len)
         size_t used = pos ? (size_t)(pos - data) : len;
         if (used < len && !c->closing && !c->close_after)
             ag_buf_append(&c->pending, data + used, len - used);
-        if (c->reading && !c->closing && c->phase != P_LINGER) {
+        /* An asynchronous handler keeps the socket read, so that a client
+         * that leaves is noticed (and its abort callback runs). */
+        if (c->reading && !c->closing && c->phase != P_LINGER && !c->in_async) {
             uv_read_stop((uv_stream_t *)&c->tcp);
             c->reading = false;
         }
@@ -1133,6 +1135,21 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
             conn_close(c);
         else if (c->tcbs.on_data)
             c->tcbs.on_data(c->tud, buf->base, (size_t)n);
+        return;
+    }
+    if (c->in_async && c->paused) {
+        /* Waiting for an asynchronous answer: the client leaving (EOF or
+         * error) aborts it, as nginx does; what it pipelines meanwhile is
+         * kept, up to one read buffer, then reading stops. */
+        if (n < 0) {
+            conn_close(c);
+            return;
+        }
+        ag_buf_append(&c->pending, buf->base, (size_t)n);
+        if (c->pending.len >= READ_BUF_SIZE) {
+            uv_read_stop(st);
+            c->reading = false;
+        }
         return;
     }
     if (n < 0) {

@@ -298,13 +298,9 @@ class RegistryTest(unittest.TestCase):
         self.assertTrue(data.startswith(b"HTTP/1.1 200"), data[:100])
         self.assertEqual(waiting(), 0)
 
-    # KNOWN BUG in src/lib/http/server.c (AG_ROUTE_ASYNC): while an async
-    # request is pending the server stops reading its socket (feed() calls
-    # uv_read_stop when dispatch pauses the parser), so a client that goes
-    # away is never noticed and the abort callback does not run until the
-    # owner answers: a blocking query whose client left holds its waiter for
-    # the whole wait (up to 10 min). Remove expectedFailure once fixed.
-    @unittest.expectedFailure
+    # A blocking query whose client left must not hold its waiter for the
+    # whole wait (up to 10 min): the server keeps reading an AG_ROUTE_ASYNC
+    # connection, sees the close and runs the abort callback.
     def test_client_gone_is_forgotten(self):
         c = self.c
         c.register({"ID": "z-1", "Name": "zeta", "Port": 1})
