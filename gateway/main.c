@@ -198,7 +198,10 @@ int main(void)
     rc |= ag_config_str("AGORA_JWT_AUDIENCE", "agora", &audience);
     rc |= ag_config_str("AGORA_RATELIMIT", "memory", &rl_url);
     rc |= ag_config_duration_ms("AGORA_GATEWAY_HEALTH_INTERVAL", 5000, &health_ms);
-    long long ratio_pct;
+    long long ratio_pct, eject_after;
+    uint64_t eject_ms;
+    rc |= ag_config_int("AGORA_GATEWAY_EJECT_AFTER", 5, 0, 1000, &eject_after);
+    rc |= ag_config_duration_ms("AGORA_GATEWAY_EJECT_TIME", 10000, &eject_ms);
     rc |= ag_config_int("AGORA_GATEWAY_RETRY_BUDGET_PCT", 20, 0, 100, &ratio_pct);
     if (rc < 0) {
         ag_service_free(svc);
@@ -225,6 +228,8 @@ int main(void)
         fprintf(stderr, "agora-gateway: setup failed (AGORA_REGISTRY, AGORA_RATELIMIT?)\n");
         return 2;
     }
+    ag_discovery_set_eject_after(g_gw.disc, (int)eject_after);
+    ag_discovery_set_eject_time(g_gw.disc, eject_ms, eject_ms * 30);
     watch_upstreams(c);
 
     ag_router *r = ag_service_router(svc);

@@ -229,19 +229,32 @@ static void ex_unref(exchange *ex)
     ag_free(ex);
 }
 
-/* Gives back what the current try holds: the balancer's pick and the
- * breaker's ticket, with the outcome. */
-static void ex_release_try(exchange *ex, ag_call_outcome outcome, bool breaker_ok)
+/* Gives back the balancer's pick of the current try, with its outcome. */
+static void ex_release_pick(exchange *ex, ag_call_outcome outcome)
 {
     if (ex->picked) {
         ag_discovery_release(g_gw.disc, &ex->inst, outcome);
         snprintf(ex->last_id, sizeof ex->last_id, "%s", ex->inst.id);
         ex->picked = false;
     }
+}
+
+/* Gives back the breaker's ticket. The breaker judges the request, not each
+ * try: one instance of two hanging makes every first try fail, but if the
+ * retry succeeds the service is up, and it is the balancer's business
+ * (ejection) to stop choosing the bad instance. */
+static void ex_release_breaker(exchange *ex, bool ok)
+{
     if (ex->ticketed) {
-        ag_breaker_release(ex->route->up->breaker, &ex->ticket, breaker_ok);
+        ag_breaker_release(ex->route->up->breaker, &ex->ticket, ok);
         ex->ticketed = false;
     }
+}
+
+static void ex_release_try(exchange *ex, ag_call_outcome outcome, bool breaker_ok)
+{
+    ex_release_pick(ex, outcome);
+    ex_release_breaker(ex, breaker_ok);
 }
 
 /* Detaches the upstream connection: back to the idle pool when it is clean,
@@ -504,7 +517,7 @@ static void on_backoff(uv_timer_t *t)
 /* A try failed before anything reached the client: retry, or answer. */
 static void ex_try_failed(exchange *ex, bool sent, int status, const char *code, const char *msg)
 {
-    ex_release_try(ex, AG_CALL_FAILED, false);
+    ex_release_pick(ex, AG_CALL_FAILED);
     ex_drop_conn(ex, false);
     uv_timer_stop(&ex->timer);
     ag_series_inc(series2(g_gw.m_upstream, ex->route->service, code), 1);
@@ -519,6 +532,7 @@ static void ex_try_failed(exchange *ex, bool sent, int status, const char *code,
             return;
         }
     }
+    ex_release_breaker(ex, false);
     ex_finish_error(ex, status, code, msg);
 }
 
@@ -1049,13 +1063,28 @@ static void ex_try(exchange *ex)
         }
     }
     if (rc < 0) {
-        count_reject("no_instance");
         char msg[128];
+        if (ag_breaker_get_state(rt->up->breaker) == AG_BREAKER_OPEN) {
+            /* Both say no; the breaker's answer tells the client when. */
+            count_reject("circuit_open");
+            char ra[24];
+            uint64_t ms = ag_breaker_retry_after_ms(rt->up->breaker);
+            snprintf(ra, sizeof ra, "%llu", (unsigned long long)((ms + 999) / 1000 ? (ms + 999) / 1000 : 1));
+            ag_res_header(ex->res, "Retry-After", ag_arena_strdup(ag_req_arena(ex->req), ra));
+            snprintf(msg, sizeof msg, "%s is unavailable (circuit open)", rt->service);
+            ex_finish_error(ex, 503, "CIRCUIT_OPEN", msg);
+            return;
+        }
+        count_reject("no_instance");
         snprintf(msg, sizeof msg, "no healthy instance of %s", rt->service);
         ex_finish_error(ex, 503, "NO_HEALTHY_UPSTREAM", msg);
         return;
     }
     ex->picked = true;
+    if (ex->ticketed) { /* a retry: the request already holds its ticket */
+        ex_connect(ex);
+        return;
+    }
     rc = ag_breaker_acquire(rt->up->breaker, &ex->ticket);
     if (rc < 0) {
         ag_discovery_release(g_gw.disc, &ex->inst, AG_CALL_NEUTRAL);

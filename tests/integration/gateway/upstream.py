@@ -1,0 +1,135 @@
+#!/usr/bin/env python3
+"""A programmable upstream for the gateway tests (stdlib only).
+
+    upstream.py PORT NAME
+
+  GET  /health            200 "ok"
+  ANY  /reflect/...       200 {"instance","method","path","headers","body"}
+  ANY  /status/CODE?k=K   answers CODE; counts hits per (method, K)
+  GET  /count?k=K         {"GET": n, "POST": m, ...} for K
+  GET  /ws                a WebSocket echo server (RFC 6455, unfragmented frames)
+
+Prints "ready PORT" once listening. HTTP/1.1 with keep-alive.
+"""
+import base64
+import hashlib
+import json
+import socketserver
+import struct
+import sys
+import threading
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+NAME = "upstream"
+COUNTS = {}
+LOCK = threading.Lock()
+WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+def read_exact(f, n):
+    out = b""
+    while len(out) < n:
+        chunk = f.read(n - len(out))
+        if not chunk:
+            raise EOFError
+        out += chunk
+    return out
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, fmt, *args):
+        pass
+
+    def answer(self, status, body, ctype="application/json"):
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("X-Upstream", NAME)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+
+    def handle_any(self):
+        u = urllib.parse.urlsplit(self.path)
+        n = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(n) if n else b""
+        if u.path == "/health":
+            return self.answer(200, b"ok", "text/plain")
+        if u.path.startswith("/reflect"):
+            return self.answer(200, {"instance": NAME, "method": self.command, "path": self.path,
+                                     "headers": {k: v for k, v in self.headers.items()},
+                                     "body": body.decode("utf-8", "replace")})
+        if u.path.startswith("/status/"):
+            code = int(u.path.split("/")[2])
+            k = urllib.parse.parse_qs(u.query).get("k", [""])[0]
+            with LOCK:
+                COUNTS.setdefault(k, {}).setdefault(self.command, 0)
+                COUNTS[k][self.command] += 1
+            return self.answer(code, {"status": code})
+        if u.path == "/count":
+            k = urllib.parse.parse_qs(u.query).get("k", [""])[0]
+            with LOCK:
+                return self.answer(200, dict(COUNTS.get(k, {})))
+        if u.path == "/ws" and self.headers.get("Upgrade", "").lower() == "websocket":
+            return self.websocket()
+        return self.answer(404, {"error": "no such path", "path": self.path})
+
+    def websocket(self):
+        key = self.headers["Sec-WebSocket-Key"]
+        accept = base64.b64encode(hashlib.sha1((key + WS_GUID).encode()).digest()).decode()
+        self.send_response(101)
+        self.send_header("Upgrade", "websocket")
+        self.send_header("Connection", "Upgrade")
+        self.send_header("Sec-WebSocket-Accept", accept)
+        self.end_headers()
+        self.wfile.flush()
+        try:
+            while True:
+                b1, b2 = read_exact(self.rfile, 2)
+                op = b1 & 0x0F
+                n = b2 & 0x7F
+                if n == 126:
+                    n = struct.unpack("!H", read_exact(self.rfile, 2))[0]
+                elif n == 127:
+                    n = struct.unpack("!Q", read_exact(self.rfile, 8))[0]
+                mask = read_exact(self.rfile, 4) if b2 & 0x80 else b"\0\0\0\0"
+                data = bytes(c ^ mask[i % 4] for i, c in enumerate(read_exact(self.rfile, n)))
+                if op == 8:
+                    self.wfile.write(b"\x88\x00")
+                    self.wfile.flush()
+                    break
+                hdr = bytes([0x80 | op])
+                if len(data) < 126:
+                    hdr += bytes([len(data)])
+                elif len(data) < 65536:
+                    hdr += bytes([126]) + struct.pack("!H", len(data))
+                else:
+                    hdr += bytes([127]) + struct.pack("!Q", len(data))
+                self.wfile.write(hdr + data)
+                self.wfile.flush()
+        except (EOFError, ConnectionError, ValueError):
+            pass
+        self.close_connection = True
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = handle_any
+
+
+class Server(socketserver.ThreadingMixIn, HTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+def main():
+    global NAME
+    port, NAME = int(sys.argv[1]), sys.argv[2]
+    srv = Server(("127.0.0.1", port), Handler)
+    print("ready %d" % srv.server_address[1], flush=True)
+    srv.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
