@@ -107,6 +107,9 @@ def main():
     if os.environ.get("AGORA_REGISTRYD"):
         names.insert(1, "registry")
         execs["registry"] = os.environ["AGORA_REGISTRYD"]
+    if os.environ.get("AGORA_GATEWAYD"):
+        names.append("gateway")  # last, as in config/agora.json
+        execs["gateway"] = os.environ["AGORA_GATEWAYD"]
     ports = dict(zip(names, free_ports(len(names))))
     comps = []
     for n in names:
@@ -156,7 +159,7 @@ def main():
         check(not os.path.exists(os.path.join(var, "run", "agora.pid")), "no supervisor pid file")
 
         # 2. A missing executable is named, with what to do.
-        bad = dict(cfg, components=comps + [{"name": "gateway", "port": free_ports(1)[0],
+        bad = dict(cfg, components=comps + [{"name": "edge", "port": free_ports(1)[0],
                                               "exec": os.path.join(tmp, "gateway/agora-gateway")}])
         bad_path = os.path.join(tmp, "bad.json")
         with open(bad_path, "w") as f:
@@ -231,6 +234,13 @@ def main():
         r = agora("status")
         print(r.stdout, flush=True)
         check(r.returncode == 0, "status exits 0 when all are ready (got %d)" % r.returncode)
+        if "gateway" in ports:
+            check("breakers (gateway):" in r.stdout and "not available" not in r.stdout,
+                  "status shows the gateway's breakers: %r" % r.stdout)
+            # the demo came through the gateway's public API, which serves it back
+            st, body = get("http://127.0.0.1:%d/api/v1/products?limit=1" % ports["gateway"])
+            check(st == 200 and json.loads(body)["pagination"]["total"] == before,
+                  "the gateway serves the catalogue (%s)" % st)
         for n in names:
             pid = read_pid(var, n)
             line = [l for l in r.stdout.splitlines() if l.split()[:1] == [n]]
