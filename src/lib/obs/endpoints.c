@@ -5,6 +5,7 @@
  * /ready runs the service's checks on a worker since they may block on a
  * store or a broker; /metrics renders on the loop (it only reads atomics).
  */
+#include "agora/config.h"
 #include "agora/log.h"
 #include "agora/service.h"
 
@@ -13,7 +14,10 @@ int ag__service_ready(ag_service *s, json_t *checks);
 static void health(ag_http_req *req, ag_http_res *res, void *ud)
 {
     ag_service *s = ud;
-    json_t *body = json_pack("{s:s, s:s}", "status", "ok", "service", ag_service_name(s));
+    /* The version is the one the service registers with (AGORA_VERSION). */
+    const char *v = ag_config_raw("AGORA_VERSION");
+    json_t *body = json_pack("{s:s, s:s, s:s}", "status", "ok", "service", ag_service_name(s),
+                             "version", v && *v ? v : "dev");
     ag_res_json(res, 200, body);
 }
 
