@@ -1043,6 +1043,19 @@ static void ex_connect(exchange *ex)
         ex_try_failed(ex, false, 502, "BAD_GATEWAY", "could not resolve the upstream");
 }
 
+/* 503 CIRCUIT_OPEN with Retry-After: the breaker's remaining wait. */
+static void ex_circuit_open(exchange *ex)
+{
+    const gw_route *rt = ex->route;
+    count_reject("circuit_open");
+    uint64_t secs = (ag_breaker_retry_after_ms(rt->up->breaker) + 999) / 1000;
+    char ra[24], msg[128];
+    snprintf(ra, sizeof ra, "%llu", (unsigned long long)(secs ? secs : 1));
+    ag_res_header(ex->res, "Retry-After", ag_arena_strdup(ag_req_arena(ex->req), ra));
+    snprintf(msg, sizeof msg, "%s is unavailable (circuit open)", rt->service);
+    ex_finish_error(ex, 503, "CIRCUIT_OPEN", msg);
+}
+
 /* One try: an instance, a breaker ticket, a connection. */
 static void ex_try(exchange *ex)
 {
@@ -1063,19 +1076,13 @@ static void ex_try(exchange *ex)
         }
     }
     if (rc < 0) {
-        char msg[128];
+        /* When the breaker is open too, its answer tells the client when. */
         if (ag_breaker_get_state(rt->up->breaker) == AG_BREAKER_OPEN) {
-            /* Both say no; the breaker's answer tells the client when. */
-            count_reject("circuit_open");
-            char ra[24];
-            uint64_t ms = ag_breaker_retry_after_ms(rt->up->breaker);
-            snprintf(ra, sizeof ra, "%llu", (unsigned long long)((ms + 999) / 1000 ? (ms + 999) / 1000 : 1));
-            ag_res_header(ex->res, "Retry-After", ag_arena_strdup(ag_req_arena(ex->req), ra));
-            snprintf(msg, sizeof msg, "%s is unavailable (circuit open)", rt->service);
-            ex_finish_error(ex, 503, "CIRCUIT_OPEN", msg);
+            ex_circuit_open(ex);
             return;
         }
         count_reject("no_instance");
+        char msg[128];
         snprintf(msg, sizeof msg, "no healthy instance of %s", rt->service);
         ex_finish_error(ex, 503, "NO_HEALTHY_UPSTREAM", msg);
         return;
@@ -1089,19 +1096,14 @@ static void ex_try(exchange *ex)
     if (rc < 0) {
         ag_discovery_release(g_gw.disc, &ex->inst, AG_CALL_NEUTRAL);
         ex->picked = false;
-        char msg[128], ra[24];
         if (rc == AG_EBUSY) {
             count_reject("upstream_busy");
+            char msg[128];
             snprintf(msg, sizeof msg, "%s is at its concurrency limit", rt->service);
             ag_res_header(ex->res, "Retry-After", "1");
             ex_finish_error(ex, 503, "UPSTREAM_BUSY", msg);
         } else {
-            count_reject("circuit_open");
-            uint64_t ms = ag_breaker_retry_after_ms(rt->up->breaker);
-            snprintf(ra, sizeof ra, "%llu", (unsigned long long)((ms + 999) / 1000 ? (ms + 999) / 1000 : 1));
-            ag_res_header(ex->res, "Retry-After", ag_arena_strdup(ag_req_arena(ex->req), ra));
-            snprintf(msg, sizeof msg, "%s is unavailable (circuit open)", rt->service);
-            ex_finish_error(ex, 503, "CIRCUIT_OPEN", msg);
+            ex_circuit_open(ex);
         }
         return;
     }
