@@ -8,7 +8,7 @@ JOBS ?= $(shell nproc)
 BUILD ?= build
 ASAN_BUILD ?= build-asan
 
-.PHONY: all deps build test asan check up down bench bench-http bench-bus format clean
+.PHONY: all deps build test asan check up down bench bench-http bench-gateway bench-bus format clean
 
 all: build
 
@@ -38,11 +38,15 @@ up: build
 down:
 	@BUILD=$(BUILD) scripts/down
 
-bench: bench-http bench-bus
+bench: bench-http bench-gateway bench-bus
 
 bench-http: build
 	@scripts/install-deps bench
 	@bench/http/run
+
+bench-gateway: build
+	@scripts/install-deps bench
+	@bench/gateway/run
 
 bench-bus: build
 	@bench/bus/run
