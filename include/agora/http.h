@@ -258,6 +258,10 @@ typedef struct ag_http_server_opts {
     ag_http_limits limits;
     bool access_log;       /* one info line per response */
     ag_metrics *metrics;   /* NULL: ag_metrics_default() */
+    /* TLS: PEM files of the certificate chain and its key. Both NULL: plain
+     * HTTP. With them every connection is TLS 1.2+ (OpenSSL), terminated
+     * here; AG_ECONFIG from ag_http_server_new when they do not load. */
+    const char *tls_cert, *tls_key;
 } ag_http_server_opts;
 
 int ag_http_server_new(const ag_http_server_opts *o, ag_http_server **out);

@@ -7,6 +7,7 @@
  *   return ag_service_run(svc);  // until SIGTERM or SIGINT, then drains; 0
  *
  * ag_service_new reads the configuration (PORT, AGORA_HOST, AGORA_LOOPS,
+ * AGORA_TLS_CERT and AGORA_TLS_KEY (PEM files: the server speaks TLS),
  * AGORA_WORKERS, AGORA_QUEUE, AGORA_LOG, AGORA_ACCESS_LOG, AGORA_DRAIN_TIMEOUT
  * and the AGORA_HTTP_* limits), sets up logging, the loops, the worker pool
  * and a router with the built-in endpoints /health, /ready and /metrics.

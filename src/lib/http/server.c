@@ -33,9 +33,18 @@
  *
  * Every error answer closes the connection through LINGER, so that the client
  * reads the answer before the kernel would reset a socket with unread input.
+ *
+ * TLS (when a certificate is configured): OpenSSL with memory BIOs, so that
+ * libuv keeps the socket. Bytes read go into the SSL object and what it
+ * decrypts takes the plain path (on_data); everything written is encrypted
+ * first and the ciphertext is written as an owned buffer (tls_* below).
+ * Libraries that own the socket (libtls, libevent's bufferevent_ssl) would
+ * take it from libuv, hence this small layer.
  */
 #include <arpa/inet.h>
 #include <llhttp.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <string.h>
@@ -101,6 +110,7 @@ typedef struct ag_conn {
     int hstate; /* 0: none, 1: in field, 2: in value */
     ag_buf body;
     ag_buf pending; /* input read but not parsed while paused */
+    SSL *ssl;       /* TLS connections only */
     ag_http_req req;
     char remote[48];
 } ag_conn;
@@ -131,6 +141,7 @@ struct ag_http_server {
     int open_listeners; /* guarded by mu */
     int started_listeners;
     int start_err;
+    SSL_CTX *tls; /* NULL: plain HTTP */
 };
 
 static llhttp_settings_t g_settings;
@@ -359,8 +370,8 @@ static void on_write(uv_write_t *w, int status)
 
 /* Sends head + body; takes ownership of `body`. Tries a direct write first and
  * queues only what the kernel did not take. */
-static void conn_write(ag_conn *c, const char *head, size_t hlen, char *body, size_t blen,
-                       ag__stream *st)
+static void conn_write_plain(ag_conn *c, const char *head, size_t hlen, char *body, size_t blen,
+                             ag__stream *st)
 {
     if (c->closing) {
         stream_done_bytes(st, st ? hlen + blen : 0);
@@ -417,6 +428,53 @@ static void conn_write(ag_conn *c, const char *head, size_t hlen, char *body, si
     }
 }
 
+/* ---- TLS ------------------------------------------------------------------------ */
+
+/* Writes out what the SSL object produced (records, alerts). */
+static void tls_flush(ag_conn *c)
+{
+    BIO *w = SSL_get_wbio(c->ssl);
+    size_t n = BIO_ctrl_pending(w);
+    if (n == 0 || c->closing) return;
+    char *out = ag_malloc(n);
+    int got = BIO_read(w, out, (int)n);
+    if (got <= 0) {
+        ag_free(out);
+        return;
+    }
+    conn_write_plain(c, "", 0, out, (size_t)got, NULL);
+}
+
+static void tls_encrypt(ag_conn *c, const char *data, size_t len)
+{
+    while (len > 0 && !c->closing) {
+        int chunk = len > (1u << 20) ? 1 << 20 : (int)len;
+        int n = SSL_write(c->ssl, data, chunk);
+        if (n <= 0) return; /* the handshake failed: the read side closes */
+        data += n;
+        len -= (size_t)n;
+    }
+}
+
+/* Sends head + body (taken); over TLS encrypted first. A stream's bytes
+ * count as written once encrypted: the ciphertext queue, not the stream,
+ * is what backpressure watches on a TLS connection. */
+static void conn_write(ag_conn *c, const char *head, size_t hlen, char *body, size_t blen,
+                       ag__stream *st)
+{
+    if (!c->ssl) {
+        conn_write_plain(c, head, hlen, body, blen, st);
+        return;
+    }
+    if (!c->closing) {
+        tls_encrypt(c, head, hlen);
+        tls_encrypt(c, body, blen);
+        tls_flush(c);
+    }
+    stream_done_bytes(st, st ? hlen + blen : 0);
+    ag_free(body);
+}
+
 /* ---- Closing -------------------------------------------------------------------- */
 
 static void conn_unref(ag_conn *c)
@@ -427,6 +485,7 @@ static void conn_unref(ag_conn *c)
     ag_buf_release(&c->head);
     ag_buf_release(&c->body);
     ag_buf_release(&c->pending);
+    if (c->ssl) SSL_free(c->ssl);
     ag_free(c->hoffs);
     pthread_mutex_destroy(&c->smu);
     ag_free(c);
@@ -508,6 +567,10 @@ static void begin_linger(ag_conn *c)
     if (c->closing || c->phase == P_LINGER) return;
     c->phase = P_LINGER;
     c->paused = true;
+    if (c->ssl && SSL_is_init_finished(c->ssl)) {
+        SSL_shutdown(c->ssl); /* close_notify, before the FIN */
+        tls_flush(c);
+    }
     uv_shutdown_t *req = ag_malloc(sizeof *req);
     req->data = c;
     if (uv_shutdown(req, (uv_stream_t *)&c->tcp, on_shutdown) < 0) {
@@ -1126,15 +1189,65 @@ static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     buf->len = sizeof c->ls->rbuf;
 }
 
+static void on_data(ag_conn *c, ssize_t n, const char *base);
+
+/* Ciphertext in: handshake, then decrypt into the plain path. */
+static void tls_on_read(ag_conn *c, const char *data, size_t len)
+{
+    BIO_write(SSL_get_rbio(c->ssl), data, (int)len);
+    if (!SSL_is_init_finished(c->ssl)) {
+        int r = SSL_do_handshake(c->ssl);
+        tls_flush(c);
+        if (r <= 0) {
+            int e = SSL_get_error(c->ssl, r);
+            if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE) {
+                const char *why = ERR_reason_error_string(ERR_get_error());
+                ag_debug("TLS handshake failed", AG_FS("remote", c->remote),
+                         AG_FS("reason", why ? why : "unknown"));
+                ERR_clear_error();
+                conn_close(c);
+            }
+            return;
+        }
+    }
+    char *plain = c->ls->rbuf; /* the ciphertext is in the BIO now */
+    while (!c->closing) {
+        int r = SSL_read(c->ssl, plain, (int)sizeof c->ls->rbuf);
+        if (r > 0) {
+            on_data(c, r, plain);
+            continue;
+        }
+        int e = SSL_get_error(c->ssl, r);
+        if (e == SSL_ERROR_ZERO_RETURN) {
+            on_data(c, UV_EOF, NULL); /* close_notify: the client is done */
+        } else if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE) {
+            ERR_clear_error();
+            conn_close(c);
+        }
+        break;
+    }
+    if (!c->closing) tls_flush(c);
+}
+
 static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
 {
     ag_conn *c = st->data;
     if (n == 0) return;
+    if (c->ssl && n > 0)
+        tls_on_read(c, buf->base, (size_t)n);
+    else
+        on_data(c, n, buf->base);
+}
+
+/* Plain bytes in (or n < 0: the end). */
+static void on_data(ag_conn *c, ssize_t n, const char *base)
+{
+    uv_stream_t *st = (uv_stream_t *)&c->tcp;
     if (c->tunnel) {
         if (n < 0)
             conn_close(c);
         else if (c->tcbs.on_data)
-            c->tcbs.on_data(c->tud, buf->base, (size_t)n);
+            c->tcbs.on_data(c->tud, base, (size_t)n);
         return;
     }
     if (c->in_async && c->paused) {
@@ -1145,7 +1258,7 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
             conn_close(c);
             return;
         }
-        ag_buf_append(&c->pending, buf->base, (size_t)n);
+        ag_buf_append(&c->pending, base, (size_t)n);
         if (c->pending.len >= READ_BUF_SIZE) {
             uv_read_stop(st);
             c->reading = false;
@@ -1178,7 +1291,7 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
         }
         arm_timer(c, T_BODY);
     }
-    feed(c, buf->base, (size_t)n);
+    feed(c, base, (size_t)n);
 }
 
 static void conn_resume(ag_conn *c)
@@ -1238,7 +1351,7 @@ static void reject_connection(loop_srv *ls, uv_stream_t *server)
     rejected *rj = ag_malloc(sizeof *rj);
     uv_tcp_init(ag_loop_uv(ls->loop), &rj->tcp);
     rj->tcp.data = rj;
-    if (uv_accept(server, (uv_stream_t *)&rj->tcp) == 0) {
+    if (uv_accept(server, (uv_stream_t *)&rj->tcp) == 0 && !ls->srv->tls) {
         uv_buf_t b = uv_buf_init(busy, (unsigned)blen);
         uv_try_write((uv_stream_t *)&rj->tcp, &b, 1);
         /* Half-close so the answer is read rather than reset. */
@@ -1298,6 +1411,11 @@ static void on_connection(uv_stream_t *server, int status)
     c->req.conn = c;
     c->req.remote = c->remote;
     ag__res_init(&c->req.res, &c->req);
+    if (s->tls) {
+        c->ssl = SSL_new(s->tls);
+        SSL_set_bio(c->ssl, BIO_new(BIO_s_mem()), BIO_new(BIO_s_mem()));
+        SSL_set_accept_state(c->ssl);
+    }
     llhttp_init(&c->parser, HTTP_REQUEST, &g_settings);
     c->parser.data = c;
     c->phase = P_IDLE;
@@ -1307,6 +1425,31 @@ static void on_connection(uv_stream_t *server, int status)
 }
 
 /* ---- Server lifecycle ------------------------------------------------------------- */
+
+/* TLS 1.2 and up, HTTP/1.1 only (ALPN is not offered: clients fall back). */
+static int tls_context(ag_http_server *s, const char *cert, const char *key)
+{
+    if (!cert || !key) {
+        ag_error("TLS needs both a certificate and a key");
+        return AG_ECONFIG;
+    }
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    if (!ctx) return AG_ENOMEM;
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
+    if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1 ||
+        SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1 ||
+        SSL_CTX_check_private_key(ctx) != 1) {
+        const char *why = ERR_reason_error_string(ERR_get_error());
+        ag_error("TLS certificate or key not usable", AG_FS("cert", cert), AG_FS("key", key),
+                 AG_FS("reason", why ? why : "unknown"));
+        ERR_clear_error();
+        SSL_CTX_free(ctx);
+        return AG_ECONFIG;
+    }
+    s->tls = ctx;
+    return 0;
+}
 
 int ag_http_server_new(const ag_http_server_opts *o, ag_http_server **out)
 {
@@ -1344,6 +1487,15 @@ int ag_http_server_new(const ag_http_server_opts *o, ag_http_server **out)
         s->ls[i].loop = ag_loopset_get(o->loops, i);
         s->ls[i].fd = -1;
         ag_buf_init(&s->ls[i].scratch, 0);
+    }
+    if (o->tls_cert || o->tls_key) {
+        int rc = tls_context(s, o->tls_cert, o->tls_key);
+        if (rc < 0) {
+            for (int i = 0; i < s->nls; i++) ag_buf_release(&s->ls[i].scratch);
+            ag_free(s->ls);
+            ag_free(s);
+            return rc;
+        }
     }
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cond, NULL);
@@ -1478,6 +1630,7 @@ void ag_http_server_free(ag_http_server *s)
     if (!s) return;
     for (int i = 0; i < s->nls; i++) ag_buf_release(&s->ls[i].scratch);
     ag_free(s->ls);
+    if (s->tls) SSL_CTX_free(s->tls);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cond);
     ag_free(s);
@@ -1693,6 +1846,14 @@ static int conn_write_borrowed(ag_conn *c, const char *pre, size_t prelen, const
                                size_t len, const char *post, size_t postlen, ag_res_event_fn done,
                                void *ud)
 {
+    if (c->ssl) { /* encrypting copies: the data is free at once */
+        tls_encrypt(c, pre, prelen);
+        tls_encrypt(c, data, len);
+        tls_encrypt(c, post, postlen);
+        if (done) done(ud);
+        tls_flush(c);
+        return c->closing ? AG_ECLOSED : 0;
+    }
     uv_buf_t bufs[3] = {uv_buf_init((char *)pre, (unsigned)prelen),
                         uv_buf_init((char *)data, (unsigned)len),
                         uv_buf_init((char *)post, (unsigned)postlen)};

@@ -343,6 +343,9 @@ int ag_service_run(ag_service *s)
         .limits = s->limits,
         .access_log = s->access_log,
         .metrics = s->metrics,
+        /* TLS termination when both are set (AGORA_<SERVICE>_TLS_* too). */
+        .tls_cert = ag_config_raw("AGORA_TLS_CERT"),
+        .tls_key = ag_config_raw("AGORA_TLS_KEY"),
     };
     rc = ag_http_server_new(&o, &s->server);
     if (rc < 0) goto err_pool;
