@@ -781,7 +781,12 @@ static void up_on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
         return;
     }
     llhttp_errno_t err = llhttp_execute(&uc->parser, buf->base, (size_t)n);
-    if (err == HPE_OK) return;
+    if (err == HPE_OK) {
+        /* The head went out with the body bytes of this read, if any;
+         * without them it must not wait for the next read. */
+        if (uc->ex == ex && ex->state == EX_STREAM) ag_res_loop_flush(ex->res);
+        return;
+    }
     if (err == HPE_PAUSED_UPGRADE || (err == HPE_PAUSED && ex->ws && ex->status == 101)) {
         const char *pos = llhttp_get_error_pos(&uc->parser);
         size_t used = pos ? (size_t)(pos - buf->base) : (size_t)n;

@@ -151,6 +151,9 @@ int ag_res_loop_begin(ag_http_res *res, int status, int64_t content_length);
  * drain callback), or AG_ECLOSED (done has run). */
 long long ag_res_loop_write(ag_http_res *res, const void *data, size_t len,
                             ag_res_event_fn done, void *done_ud);
+/* The head waits for the first body bytes (one write for a small answer);
+ * this sends it now, for a source that has no body bytes at hand. */
+void ag_res_loop_flush(ag_http_res *res);
 /* `fn(ud)` runs once, as soon as fewer than `low` bytes are queued to the
  * client (at once if that is already so). */
 void ag_res_on_drain(ag_http_res *res, size_t low, ag_res_event_fn fn, void *ud);

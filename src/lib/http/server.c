@@ -111,6 +111,7 @@ typedef struct ag_conn {
     ag_buf body;
     ag_buf pending; /* input read but not parsed while paused */
     SSL *ssl;       /* TLS connections only */
+    ag_buf held;    /* a loop stream's head, sent with its first body bytes */
     ag_http_req req;
     char remote[48];
 } ag_conn;
@@ -486,6 +487,7 @@ static void conn_unref(ag_conn *c)
     ag_buf_release(&c->body);
     ag_buf_release(&c->pending);
     if (c->ssl) SSL_free(c->ssl);
+    ag_buf_release(&c->held);
     ag_free(c->hoffs);
     pthread_mutex_destroy(&c->smu);
     ag_free(c);
@@ -1407,6 +1409,7 @@ static void on_connection(uv_stream_t *server, int status)
     ag_buf_init(&c->head, s->o.limits.max_header_bytes);
     ag_buf_init(&c->body, s->o.limits.max_body_bytes);
     ag_buf_init(&c->pending, 0);
+    ag_buf_init(&c->held, 0);
     ag_arena_init(&c->req.arena, 4096);
     c->req.conn = c;
     c->req.remote = c->remote;
@@ -1773,6 +1776,7 @@ static bool async_release(ag_conn *c)
     c->abort_fn = NULL;
     c->drain_fn = NULL;
     bool open = !c->closing;
+    if (!open) c->held.len = 0;
     conn_unref(c);
     return open;
 }
@@ -1791,6 +1795,8 @@ void ag_res_send(ag_http_res *res)
     send_response(c);
     async_resume(c);
 }
+
+static void flush_held(ag_conn *c);
 
 int ag_res_loop_begin(ag_http_res *res, int status, int64_t content_length)
 {
@@ -1816,7 +1822,11 @@ int ag_res_loop_begin(ag_http_res *res, int status, int64_t content_length)
     }
     c->loop_close = close;
     if (r->head_only || status == 204 || status == 304) res->stream_ended = true; /* no body */
-    conn_write(c, c->ls->scratch.data, c->ls->scratch.len, NULL, 0, NULL);
+    /* The head waits for the first body bytes so that a small answer goes
+     * out in one write (ag_res_loop_flush sends it without them). */
+    c->held.len = 0;
+    ag_buf_append(&c->held, c->ls->scratch.data, c->ls->scratch.len);
+    if (res->stream_ended || content_length == 0) flush_held(c);
     return c->closing ? AG_ECLOSED : 0;
 }
 
@@ -1825,6 +1835,7 @@ typedef struct bwreq {
     ag_conn *c;
     ag_res_event_fn done;
     void *ud;
+    char *head;     /* what try_write left of a held response head, or NULL */
     char frame[32]; /* what try_write left of the chunk header and trailer */
 } bwreq;
 
@@ -1833,6 +1844,7 @@ static void on_bwrite(uv_write_t *w, int status)
     bwreq *b = (bwreq *)w;
     ag_conn *c = b->c;
     if (b->done) b->done(b->ud);
+    ag_free(b->head);
     ag_free(b);
     if (status < 0) {
         conn_close(c);
@@ -1841,12 +1853,17 @@ static void on_bwrite(uv_write_t *w, int status)
     after_write_progress(c);
 }
 
-/* Writes pre + data + post; `data` is borrowed until done(ud). */
+/* Writes the held head (if any), then pre + data + post in one writev;
+ * `data` is borrowed until done(ud). */
 static int conn_write_borrowed(ag_conn *c, const char *pre, size_t prelen, const char *data,
                                size_t len, const char *post, size_t postlen, ag_res_event_fn done,
                                void *ud)
 {
+    const char *head = c->held.len ? c->held.data : "";
+    size_t hlen = c->held.len;
     if (c->ssl) { /* encrypting copies: the data is free at once */
+        tls_encrypt(c, head, hlen);
+        c->held.len = 0;
         tls_encrypt(c, pre, prelen);
         tls_encrypt(c, data, len);
         tls_encrypt(c, post, postlen);
@@ -1854,21 +1871,24 @@ static int conn_write_borrowed(ag_conn *c, const char *pre, size_t prelen, const
         tls_flush(c);
         return c->closing ? AG_ECLOSED : 0;
     }
-    uv_buf_t bufs[3] = {uv_buf_init((char *)pre, (unsigned)prelen),
+    uv_buf_t bufs[4] = {uv_buf_init((char *)head, (unsigned)hlen),
+                        uv_buf_init((char *)pre, (unsigned)prelen),
                         uv_buf_init((char *)data, (unsigned)len),
                         uv_buf_init((char *)post, (unsigned)postlen)};
-    size_t total = prelen + len + postlen, sent = 0;
+    size_t total = hlen + prelen + len + postlen, sent = 0;
     if (uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) == 0) {
-        int n = uv_try_write((uv_stream_t *)&c->tcp, bufs, 3);
+        int n = uv_try_write((uv_stream_t *)&c->tcp, bufs, 4);
         if (n > 0)
             sent = (size_t)n;
         else if (n < 0 && n != UV_EAGAIN) {
+            c->held.len = 0;
             if (done) done(ud);
             conn_close(c);
             return AG_ECLOSED;
         }
     }
     if (sent == total) {
+        c->held.len = 0;
         if (done) done(ud);
         after_write_progress(c);
         return 0;
@@ -1877,10 +1897,11 @@ static int conn_write_borrowed(ag_conn *c, const char *pre, size_t prelen, const
     b->c = c;
     b->done = done;
     b->ud = ud;
-    uv_buf_t out[3];
+    b->head = NULL;
+    uv_buf_t out[4];
     int nout = 0;
     size_t skip = sent, fl = 0;
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < 4; i++) {
         if (skip >= bufs[i].len) {
             skip -= bufs[i].len;
             continue;
@@ -1888,15 +1909,21 @@ static int conn_write_borrowed(ag_conn *c, const char *pre, size_t prelen, const
         char *base = bufs[i].base + skip;
         size_t left = bufs[i].len - skip;
         skip = 0;
-        if (i != 1) { /* the framing is ours: copy it into the request */
+        if (i == 0) { /* the held head: copied, the connection reuses it */
+            b->head = ag_malloc(left);
+            memcpy(b->head, base, left);
+            base = b->head;
+        } else if (i != 2) { /* the framing is ours: copy it into the request */
             memcpy(b->frame + fl, base, left);
             base = b->frame + fl;
             fl += left;
         }
         out[nout++] = uv_buf_init(base, (unsigned)left);
     }
+    c->held.len = 0;
     if (uv_write(&b->w, (uv_stream_t *)&c->tcp, out, (unsigned)nout, on_bwrite) < 0) {
         if (done) done(ud);
+        ag_free(b->head);
         ag_free(b);
         conn_close(c);
         return AG_ECLOSED;
@@ -1906,6 +1933,23 @@ static int conn_write_borrowed(ag_conn *c, const char *pre, size_t prelen, const
         uv_timer_start(&c->wtimer, on_wtimer, srv_of(c)->o.limits.write_timeout_ms, 0);
     }
     return 0;
+}
+
+/* Sends a held head now (a source with no body bytes at hand). */
+static void flush_held(ag_conn *c)
+{
+    if (!c->held.len || c->closing) {
+        c->held.len = 0;
+        return;
+    }
+    conn_write(c, c->held.data, c->held.len, NULL, 0, NULL);
+    c->held.len = 0;
+}
+
+void ag_res_loop_flush(ag_http_res *res)
+{
+    ag_conn *c = res->req->conn;
+    if (c->in_async) flush_held(c);
 }
 
 long long ag_res_loop_write(ag_http_res *res, const void *data, size_t len, ag_res_event_fn done,
@@ -1950,7 +1994,8 @@ int ag_res_loop_end(ag_http_res *res)
     ag_conn *c = res->req->conn;
     if (!c->in_async || !res->streaming || c->tunnel) return AG_ESTATE;
     if (!async_release(c)) return AG_ECLOSED;
-    if (res->chunked && !res->stream_ended) conn_write(c, "0\r\n\r\n", 5, NULL, 0, NULL);
+    if (res->chunked && !res->stream_ended) ag_buf_append(&c->held, "0\r\n\r\n", 5);
+    flush_held(c);
     if (c->closing) return AG_ECLOSED;
     bool close = c->loop_close || must_close(c);
     finish_request(c);
@@ -1963,6 +2008,7 @@ void ag_res_loop_abort(ag_http_res *res)
 {
     ag_conn *c = res->req->conn;
     if (!c->in_async) return;
+    c->held.len = 0;
     if (!async_release(c)) return;
     finish_request(c);
     conn_close(c);
