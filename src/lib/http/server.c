@@ -658,9 +658,15 @@ static void build_head(ag_conn *c, bool close, bool chunked, bool length, size_t
     if (res->content_type) ag_buf_printf(b, "Content-Type: %s\r\n", res->content_type);
     if (chunked) ag_buf_appends(b, "Transfer-Encoding: chunked\r\n");
     if (length) ag_buf_printf(b, "Content-Length: %zu\r\n", clen);
-    ag_buf_printf(b, "X-Request-Id: %s\r\n", r->id);
-    for (size_t i = 0; i < res->nheaders; i++)
-        ag_buf_printf(b, "%s: %s\r\n", res->headers[i].name, res->headers[i].value);
+    ag_buf_appends(b, "X-Request-Id: ");
+    ag_buf_appends(b, r->id);
+    ag_buf_append(b, "\r\n", 2);
+    for (size_t i = 0; i < res->nheaders; i++) { /* appends: no format to parse */
+        ag_buf_appends(b, res->headers[i].name);
+        ag_buf_append(b, ": ", 2);
+        ag_buf_appends(b, res->headers[i].value);
+        ag_buf_append(b, "\r\n", 2);
+    }
     if (close)
         ag_buf_appends(b, "Connection: close\r\n");
     else if (r->http_major == 1 && r->http_minor == 0)
