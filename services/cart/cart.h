@@ -10,6 +10,7 @@
 #include "agora/agora.h"
 #include "agora/auth.h"
 #include "agora/bus.h"
+#include "agora/discovery.h"
 #include "agora/resilience.h"
 #include "agora/store.h"
 
@@ -25,6 +26,7 @@ typedef struct cart_ctx {
     ag_auth auth;
     ag_breaker *catalog_breaker; /* "catalog" */
     const char *catalog_url;     /* "http://127.0.0.1:7002", no trailing slash */
+    ag_discovery *disc;          /* with a registry: catalog's instances; else NULL */
     uint64_t catalog_timeout_ms; /* the most one catalog lookup may take */
 } cart_ctx;
 

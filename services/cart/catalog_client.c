@@ -73,9 +73,18 @@ int catalog_lookup(ag_http_req *req, const char *product_id, ag_deadline deadlin
     const char *tp = ag_req_header(req, "traceparent");
     if (tp) headers[nh++] = ag_arena_printf(a, "traceparent: %s", tp);
     headers[nh] = NULL;
+    /* An instance from the registry when there is one (balanced, ejected
+     * when failing), else the configured URL. */
+    ag_instance inst;
+    bool picked = g_cart.disc && ag_discovery_pick(g_cart.disc, "catalog", &inst) == 0;
+    char base[160];
+    if (picked)
+        ag_instance_url(&inst, base, sizeof base);
+    else
+        snprintf(base, sizeof base, "%s", g_cart.catalog_url);
     ag_http_call call = {
         .method = "GET",
-        .url = ag_arena_printf(a, "%s/v1/products/%s", g_cart.catalog_url, product_id),
+        .url = ag_arena_printf(a, "%s/v1/products/%s", base, product_id),
         .headers = headers,
         .deadline = deadline,
         .request_id = ag_req_id(req),
@@ -107,6 +116,9 @@ int catalog_lookup(ag_http_req *req, const char *product_id, ag_deadline deadlin
         success = true;
         rc = AG_EPROTO;
     }
+    if (picked)
+        ag_discovery_release(g_cart.disc, &inst,
+                             !got || rep.status >= 502 ? AG_CALL_FAILED : AG_CALL_OK);
     if (got) ag_http_reply_release(&rep);
     ag_breaker_release(g_cart.catalog_breaker, &t, success);
     if (rc == AG_EUNAVAIL) *retry_s = retry_after_s();

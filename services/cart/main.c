@@ -13,7 +13,8 @@
  * AGORA_JWKS_URL (default http://127.0.0.1:7001/.well-known/jwks.json),
  * AGORA_JWT_ISSUER (agora-users), AGORA_JWT_AUDIENCE (agora),
  * AGORA_JWT_LEEWAY (clock skew allowed on exp/nbf, default 30s),
- * AGORA_CATALOG_URL (default http://127.0.0.1:7002), AGORA_CATALOG_TIMEOUT
+ * AGORA_CATALOG_URL (default http://127.0.0.1:7002; with AGORA_REGISTRY set,
+ * catalog's instances come from the registry), AGORA_CATALOG_TIMEOUT
  * (the most one request spends on catalog lookups, default 2s), and the
  * breaker: AGORA_BREAKER_OPEN (first open wait, default 5s),
  * AGORA_BREAKER_MAX_OPEN (60s), AGORA_BREAKER_WINDOW (20 calls),
@@ -87,6 +88,11 @@ int main(void)
         return 2;
     }
     g_cart.catalog_breaker = ag_breaker_new("catalog", &bo);
+    const char *reg = ag_config_raw("AGORA_REGISTRY");
+    if (reg && strcmp(reg, "static") != 0) { /* find catalog through the registry */
+        g_cart.disc = ag_service_discovery(svc);
+        if (g_cart.disc) ag_discovery_watch(g_cart.disc, "catalog");
+    }
     g_cart.auth.jwks = g_cart.jwks;
     g_cart.auth.policy.iss = issuer;
     g_cart.auth.policy.aud = audience;

@@ -70,6 +70,21 @@ def get(url, timeout=2):
         return None, b""
 
 
+def send(method, url, body, token=None, timeout=5):
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = "Bearer " + token
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers,
+                                 method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"{}")
+    except OSError as e:
+        return None, {"error": str(e)}
+
+
 def listening(port):
     try:
         socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
@@ -241,6 +256,18 @@ def main():
             st, body = get("http://127.0.0.1:%d/api/v1/products?limit=1" % ports["gateway"])
             check(st == 200 and json.loads(body)["pagination"]["total"] == before,
                   "the gateway serves the catalogue (%s)" % st)
+            # A shopper through the gateway: the cart finds the catalog
+            # through the registry (AGORA_REGISTRY is set by agora up).
+            gw = "http://127.0.0.1:%d/api/v1" % ports["gateway"]
+            st, reg = send("POST", gw + "/auth/register",
+                           {"username": "shopper", "email": "shopper@test.local",
+                            "password": "shopper-password-1"})
+            check(st == 201, "register through the gateway: %s %s" % (st, reg))
+            product = json.loads(body)["data"][0]["id"]
+            st, item = send("POST", gw + "/cart/items", {"productId": product, "quantity": 2},
+                            token=reg.get("data", {}).get("token"))
+            check(st in (200, 201) and item.get("data", {}).get("quantity") == 2,
+                  "a cart line through the gateway, priced by the catalog: %s %s" % (st, item))
         for n in names:
             pid = read_pid(var, n)
             line = [l for l in r.stdout.splitlines() if l.split()[:1] == [n]]
