@@ -50,6 +50,9 @@ typedef struct gw_upstream_cfg {
     int retries;             /* extra tries for idempotent requests */
     uint64_t retry_backoff_ms; /* base of the jittered backoff */
     ag_breaker *breaker;     /* shared across reloads (see config.c) */
+    /* metric series looked up once (proxy.c): the hot path only adds */
+    _Atomic(ag_series *) s_latency;
+    _Atomic(ag_series *) s_status[600];
 } gw_upstream_cfg;
 
 typedef struct gw_route {

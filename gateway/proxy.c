@@ -546,8 +546,14 @@ static int up_on_headers_complete(llhttp_t *p)
     ex->status = p->status_code;
     uv_timer_stop(&ex->timer);
     double secs = (double)(ag_now_ns() - ex->try_start_ns) / 1e9;
-    const char *v[1] = {ex->route->service};
-    ag_series_observe(ag_metric_series(g_gw.m_upstream_latency, v), secs);
+    gw_upstream_cfg *up = ex->route->up;
+    ag_series *lat = atomic_load(&up->s_latency);
+    if (!lat) {
+        const char *v[1] = {ex->route->service};
+        lat = ag_metric_series(g_gw.m_upstream_latency, v);
+        atomic_store(&up->s_latency, lat);
+    }
+    ag_series_observe(lat, secs);
 
     if (ex->ws && ex->status == 101) return 0; /* the tunnel starts at message complete */
     if (ex->status >= 502 && ex->status <= 504 && retry_allowed(ex, true)) {
@@ -558,9 +564,15 @@ static int up_on_headers_complete(llhttp_t *p)
     }
     bool failed = ex->status >= 502 && ex->status <= 504;
     ex_release_try(ex, failed ? AG_CALL_FAILED : AG_CALL_OK, ex->status < 500);
-    char code[8];
-    snprintf(code, sizeof code, "%d", ex->status);
-    ag_series_inc(series2(g_gw.m_upstream, ex->route->service, code), 1);
+    int sc = ex->status >= 100 && ex->status < 600 ? ex->status : 0;
+    ag_series *cnt = atomic_load(&up->s_status[sc]);
+    if (!cnt) {
+        char code[8];
+        snprintf(code, sizeof code, "%d", ex->status);
+        cnt = series2(g_gw.m_upstream, ex->route->service, code);
+        atomic_store(&up->s_status[sc], cnt);
+    }
+    ag_series_inc(cnt, 1);
 
     for (int i = 0; i < ex->nh; i++) {
         const char *name = head_name(ex, i);

@@ -679,7 +679,16 @@ static void access_log(ag_conn *c, double secs, size_t bytes)
     ag_http_server *s = srv_of(c);
     if (!s->o.access_log || !ag_log_enabled(AG_LOG_INFO)) return;
     ag_http_req *r = &c->req;
+    /* The W3C trace id, when the caller sent a well-formed traceparent. */
+    char trace[33] = "";
+    const char *tp = r->headers ? ag_req_header(r, "traceparent") : NULL;
+    if (tp && strlen(tp) >= 55 && tp[2] == '-' && tp[35] == '-') {
+        memcpy(trace, tp + 3, 32);
+        for (int i = 0; i < 32; i++)
+            if (!strchr("0123456789abcdef", trace[i])) trace[0] = '\0';
+    }
     ag_info("request", AG_FS("method", r->method), AG_FS("path", r->path),
+            AG_FS("traceId", trace),
             AG_FS("route", r->match.pattern ? r->match.pattern : ""),
             AG_FI("status", r->res.status), AG_FD("durationMs", secs * 1000.0),
             AG_FI("bytes", (long long)bytes), AG_FS("requestId", r->id),
