@@ -96,9 +96,13 @@ static gw_loop *loop_init(ag_loop *loop)
     return gl;
 }
 
+/* Runs for every route; only handlers on the loop (the proxy, the
+ * dashboard) need the loop's state, and only the loop's own thread may make
+ * it (its timer is a libuv handle). The admin handlers run on workers. */
 static int loop_mw(ag_http_req *req, ag_http_res *res, void *ud)
 {
-    loop_init(ag_req_loop(req));
+    ag_loop *loop = ag_req_loop(req);
+    if (ag_loop_current() == loop) loop_init(loop);
     return AG_NEXT;
 }
 
