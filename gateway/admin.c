@@ -149,6 +149,7 @@ static void check_all(void)
     gw_config_ref(c);
     pthread_mutex_unlock(&g_gw.reload_mu);
     for (int u = 0; u < c->nups; u++) {
+        if (!c->ups[u].health_check) continue;
         ag_instance in[32];
         int n = ag_discovery_instances(g_gw.disc, c->ups[u].name, in, 32);
         if (n > 32) n = 32;

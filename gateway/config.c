@@ -316,6 +316,7 @@ int gw_config_load(const char *path, const gw_config *prev, ag_metrics *m, gw_co
             u->timeout_ms = get_ms(&e, val, w, "timeoutMs", 10000);
             u->retries = (int)get_int(&e, val, w, "retries", 1, 0, 5);
             u->retry_backoff_ms = get_ms(&e, val, w, "retryBackoffMs", 25);
+            u->health_check = !json_is_false(json_object_get(val, "healthCheck"));
             ag_breaker_opts bo = {0};
             json_t *b = json_object_get(val, "breaker");
             char bw[160];

@@ -50,6 +50,7 @@ typedef struct gw_upstream_cfg {
     int retries;             /* extra tries for idempotent requests */
     uint64_t retry_backoff_ms; /* base of the jittered backoff */
     ag_breaker *breaker;     /* shared across reloads (see config.c) */
+    bool health_check;       /* actively checked by the gateway (default) */
     /* metric series looked up once (proxy.c): the hot path only adds */
     _Atomic(ag_series *) s_latency;
     _Atomic(ag_series *) s_status[600];

@@ -1119,6 +1119,8 @@ static void ex_try(exchange *ex)
             return;
         }
         count_reject("no_instance");
+        /* A retry that finds no instance left: the request failed. */
+        ex_release_breaker(ex, false);
         char msg[128];
         snprintf(msg, sizeof msg, "no healthy instance of %s", rt->service);
         ex_finish_error(ex, 503, "NO_HEALTHY_UPSTREAM", msg);

@@ -72,8 +72,9 @@ def config(extra_routes=()):
             "statussvc": {"timeoutMs": 2000, "retries": 1, "retryBackoffMs": 10,
                           "breaker": {"minCalls": 1000}},
             "pool": {"timeoutMs": 400, "retries": 1, "retryBackoffMs": 10},
+            # no active checks: the breaker, not a health check, must see it die
             "flaky": {"timeoutMs": 1000, "retries": 1, "retryBackoffMs": 10,
-                      "breaker": quick_breaker},
+                      "breaker": quick_breaker, "healthCheck": False},
         },
         "routes": routes,
     }
