@@ -30,6 +30,7 @@
 #include "agora/saga.h"
 
 #define SCAN_LIMIT 64
+#define PARK_MS 60000 /* a saga this engine cannot run waits this long */
 
 struct ag_saga_ctx {
     const char *id;
@@ -246,13 +247,16 @@ static int load_row(ag_saga_engine *e, ag_db *db, const char *id, saga_row *r)
     if (!r->def) ag_warn("saga of an unregistered definition", AG_FS("id", id),
                          AG_FS("definition", ag_rows_text(rows, 0)));
     ag_rows_free(rows);
-    if (!json_is_array(r->steps) || !json_is_object(r->data)) {
-        ag_error("saga row is corrupt", AG_FS("id", id));
-        row_release(r);
-        return AG_EINVAL;
-    }
     bool live = strcmp(r->state, "RUNNING") == 0 || strcmp(r->state, "COMPENSATING") == 0;
-    if (!r->def || !live || r->next_at > (int64_t)ag_wall_ms()) {
+    bool corrupt = !json_is_array(r->steps) || !json_is_object(r->data);
+    if (corrupt) ag_error("saga row is corrupt", AG_FS("id", id));
+    if (live && (corrupt || !r->def)) {
+        /* Not runnable by this engine: set it aside for a while rather
+         * than claim it again at once (a worker would spin on it). */
+        ag_val q[] = {AG_VTEXT(id), AG_VINT(ag_wall_ms() + PARK_MS)};
+        ag_db_exec(db, "UPDATE agora_sagas SET next_attempt_at = $2 WHERE id = $1", q, 2, NULL);
+    }
+    if (corrupt || !r->def || !live || r->next_at > (int64_t)ag_wall_ms()) {
         row_release(r);
         return 0;
     }

@@ -522,6 +522,36 @@ static void test_stop_and_restart_resumes(void **state)
     close_all();
 }
 
+/* A row of a definition this engine does not know (an older or newer
+ * service) is set aside, not retried in a loop, and others still run. */
+static void test_unknown_definition_is_parked(void **state)
+{
+    (void)state;
+    open_all();
+    ag_db *db;
+    assert_int_equal(ag_store_db(g_store, &db), 0);
+    assert_int_equal(ag_db_exec(db,
+                                "INSERT INTO agora_sagas (id, definition, state, step, steps,"
+                                " data, next_attempt_at, created_at, updated_at)"
+                                " VALUES ('g1', 'gone', 'RUNNING', 0, '[]', '{}', 0, 0, 0)",
+                                NULL, 0, NULL),
+                     0);
+    create("o8");
+    assert_int_equal(ag_saga_engine_start(g_engine), 0);
+    json_t *o = wait_terminal("o8");
+    json_decref(o);
+    ag_saga_engine_stop(g_engine);
+    int64_t at = 0;
+    assert_int_equal(ag_db_query_int(db, "SELECT next_attempt_at FROM agora_sagas WHERE id = 'g1'",
+                                     NULL, 0, &at),
+                     0);
+    assert_true(at > 0); /* pushed into the future */
+    assert_int_equal(ag_saga_get_json(g_engine, "g1", &o), 0);
+    assert_string_equal(json_string_value(json_object_get(o, "state")), "RUNNING");
+    json_decref(o);
+    close_all();
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -540,6 +570,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_create_duplicate_and_unknown, setup, teardown),
         cmocka_unit_test_setup_teardown(test_crash_mid_step_then_recovery, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stop_and_restart_resumes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unknown_definition_is_parked, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
