@@ -63,6 +63,13 @@ int ag_service_use_store(ag_service *svc, const char *schema_dir, ag_store **out
  * consuming and flushes the outbox (within AGORA_DRAIN_TIMEOUT) after the
  * server drained. Added to /ready. The service owns the bus. */
 int ag_service_use_bus(ag_service *svc, ag_bus **out);
+/* The service's own OpenAPI document (JSON text, borrowed for the
+ * service's life), served at /openapi.json instead of the one generated
+ * from the routes. What every service shares is filled in where the
+ * document leaves it out: the error envelope schema (components.schemas.
+ * Error) and the bearer security scheme. A document that does not parse
+ * stops ag_service_run with AG_ECONFIG. */
+void ag_service_set_openapi(ag_service *svc, const char *json);
 /* `fn(ud)` runs on the main thread when SIGHUP arrives (reload what
  * applies). One per service. */
 void ag_service_on_reload(ag_service *svc, void (*fn)(void *ud), void *ud);

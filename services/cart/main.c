@@ -100,6 +100,7 @@ int main(void)
     ag_router *r = ag_service_router(svc);
     ag_router_use(r, ag_auth_middleware, &g_cart.auth);
     cart_routes(r);
+    ag_service_set_openapi(svc, cart_openapi_json);
     rc = ag_service_run(svc);
     ag_service_free(svc);
     ag_breaker_free(g_cart.catalog_breaker);

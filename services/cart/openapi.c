@@ -1,6 +1,8 @@
 /*
  * openapi.c — the OpenAPI 3 description of agora-cart's routes, served at
- * /openapi.json. Keep it in step with cart_routes() in routes.c; the
+ * /openapi.json. The error envelope schema and the bearer scheme come from
+ * libagora (ag_service_set_openapi) where this document leaves them out.
+ * Keep it in step with cart_routes() in routes.c; the
  * integration test checks that every route is described.
  */
 #include "cart.h"
@@ -392,31 +394,6 @@ const char cart_openapi_json[] =
     "     },\n"
     "     \"retryAfterMs\": {\n"
     "      \"type\": \"integer\"\n"
-    "     }\n"
-    "    }\n"
-    "   },\n"
-    "   \"Error\": {\n"
-    "    \"type\": \"object\",\n"
-    "    \"properties\": {\n"
-    "     \"success\": {\n"
-    "      \"type\": \"boolean\"\n"
-    "     },\n"
-    "     \"error\": {\n"
-    "      \"type\": \"object\",\n"
-    "      \"properties\": {\n"
-    "       \"code\": {\n"
-    "        \"type\": \"string\"\n"
-    "       },\n"
-    "       \"message\": {\n"
-    "        \"type\": \"string\"\n"
-    "       },\n"
-    "       \"details\": {\n"
-    "        \"type\": \"array\"\n"
-    "       }\n"
-    "      }\n"
-    "     },\n"
-    "     \"requestId\": {\n"
-    "      \"type\": \"string\"\n"
     "     }\n"
     "    }\n"
     "   }\n"

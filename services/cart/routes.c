@@ -406,13 +406,6 @@ static void get_breakers(ag_http_req *req, ag_http_res *res, void *ud)
     ag_res_ok(res, 200, arr);
 }
 
-static void get_openapi(ag_http_req *req, ag_http_res *res, void *ud)
-{
-    (void)req;
-    (void)ud;
-    ag_res_body(res, 200, "application/json", cart_openapi_json, strlen(cart_openapi_json));
-}
-
 void cart_routes(ag_router *r)
 {
     ag_router_add(r, "GET", "/v1/cart", get_cart, NULL, 0);
@@ -421,5 +414,4 @@ void cart_routes(ag_router *r)
     ag_router_add(r, "PUT", "/v1/cart/items/:productId", put_item, NULL, AG_ROUTE_JSON);
     ag_router_add(r, "DELETE", "/v1/cart/items/:productId", delete_item, NULL, 0);
     ag_router_add(r, "GET", "/v1/admin/breakers", get_breakers, NULL, 0);
-    ag_router_add(r, "GET", "/openapi.json", get_openapi, NULL, 0);
 }

@@ -47,6 +47,7 @@ int main(void)
     ag_router *r = ag_service_router(svc);
     ag_router_use(r, ag_auth_middleware, &g_catalog.auth);
     catalog_routes(r);
+    ag_service_set_openapi(svc, catalog_openapi_json);
     rc = ag_service_run(svc);
     ag_service_free(svc);
     ag_jwks_client_free(g_catalog.jwks);

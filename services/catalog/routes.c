@@ -713,13 +713,6 @@ static void list_reviews(ag_http_req *req, ag_http_res *res, void *ud)
 /* ---- OpenAPI ----------------------------------------------------------------------------------
  */
 
-static void get_openapi(ag_http_req *req, ag_http_res *res, void *ud)
-{
-    (void)req;
-    (void)ud;
-    ag_res_body(res, 200, "application/json", catalog_openapi_json, strlen(catalog_openapi_json));
-}
-
 void catalog_routes(ag_router *r)
 {
     ag_router_add(r, "GET", "/v1/products", list_products, NULL, 0);
@@ -732,5 +725,4 @@ void catalog_routes(ag_router *r)
     ag_router_add(r, "POST", "/v1/products/:id/reviews", post_review, NULL, AG_ROUTE_JSON);
     ag_router_add(r, "GET", "/v1/categories", list_categories, NULL, 0);
     ag_router_add(r, "POST", "/v1/categories", post_category, NULL, AG_ROUTE_JSON);
-    ag_router_add(r, "GET", "/openapi.json", get_openapi, NULL, 0);
 }

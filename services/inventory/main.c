@@ -51,6 +51,7 @@ int main(void)
     ag_router *r = ag_service_router(svc);
     ag_router_use(r, ag_auth_middleware, &g_inv.auth);
     inventory_routes(r);
+    ag_service_set_openapi(svc, inventory_openapi_json);
     rc = ag_service_run(svc);
     ag_service_free(svc);
     ag_jwks_client_free(g_inv.jwks);

@@ -492,14 +492,6 @@ static void post_release(ag_http_req *req, ag_http_res *res, void *ud)
     finish(req, res, false);
 }
 
-static void get_openapi(ag_http_req *req, ag_http_res *res, void *ud)
-{
-    (void)req;
-    (void)ud;
-    ag_res_body(res, 200, "application/json", inventory_openapi_json,
-                strlen(inventory_openapi_json));
-}
-
 void inventory_routes(ag_router *r)
 {
     ag_router_add(r, "GET", "/v1/inventory", list_stock, NULL, 0);
@@ -509,5 +501,4 @@ void inventory_routes(ag_router *r)
     ag_router_add(r, "GET", "/v1/reservations/:orderId", get_reservation, NULL, 0);
     ag_router_add(r, "POST", "/v1/reservations/:orderId/commit", post_commit, NULL, 0);
     ag_router_add(r, "POST", "/v1/reservations/:orderId/release", post_release, NULL, 0);
-    ag_router_add(r, "GET", "/openapi.json", get_openapi, NULL, 0);
 }

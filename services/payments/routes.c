@@ -676,19 +676,10 @@ static void list_payments(ag_http_req *req, ag_http_res *res, void *ud)
     ag_res_json(res, 200, body);
 }
 
-static void get_openapi(ag_http_req *req, ag_http_res *res, void *ud)
-{
-    (void)req;
-    (void)ud;
-    ag_res_body(res, 200, "application/json", payments_openapi_json,
-                strlen(payments_openapi_json));
-}
-
 void payments_routes(ag_router *r)
 {
     ag_router_add(r, "POST", "/v1/payments", post_payment, NULL, AG_ROUTE_JSON);
     ag_router_add(r, "GET", "/v1/payments", list_payments, NULL, 0);
     ag_router_add(r, "GET", "/v1/payments/:id", get_payment, NULL, 0);
     ag_router_add(r, "POST", "/v1/payments/:id/refund", post_refund, NULL, 0);
-    ag_router_add(r, "GET", "/openapi.json", get_openapi, NULL, 0);
 }

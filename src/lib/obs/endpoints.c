@@ -5,6 +5,9 @@
  * /ready runs the service's checks on a worker since they may block on a
  * store or a broker; /metrics renders on the loop (it only reads atomics).
  */
+#include <stdlib.h>
+#include <string.h>
+
 #include "agora/config.h"
 #include "agora/log.h"
 #include "agora/service.h"
@@ -51,13 +54,73 @@ static void openapi(ag_http_req *req, ag_http_res *res, void *ud)
     ag_res_json(res, 200, ag_router_openapi(ag_service_router(s), title, "1.0.0"));
 }
 
-void ag__obs_register_openapi(ag_router *router, ag_service *svc);
-void ag__obs_register_openapi(ag_router *router, ag_service *svc)
+/* A service's own document, completed at start and served as text. */
+static void openapi_doc(ag_http_req *req, ag_http_res *res, void *ud)
 {
-    /* Only when the service did not register a richer document itself. */
+    const char *text = ud;
+    ag_res_body(res, 200, "application/json", text, strlen(text));
+}
+
+/* Fills in what every service's document shares, where it is missing. */
+static void complete_doc(json_t *doc)
+{
+    json_t *comp = json_object_get(doc, "components");
+    if (!json_is_object(comp)) {
+        comp = json_object();
+        json_object_set_new(doc, "components", comp);
+    }
+    json_t *schemas = json_object_get(comp, "schemas");
+    if (!json_is_object(schemas)) {
+        schemas = json_object();
+        json_object_set_new(comp, "schemas", schemas);
+    }
+    if (!json_object_get(schemas, "Error"))
+        json_object_set_new(
+            schemas, "Error",
+            json_pack("{s:s,s:{s:{s:s},s:{s:s,s:{s:{s:s},s:{s:s},s:{s:s}}},s:{s:s}}}", "type",
+                      "object", "properties", "success", "type", "boolean", "error", "type",
+                      "object", "properties", "code", "type", "string", "message", "type",
+                      "string", "details", "type", "array", "requestId", "type", "string"));
+    json_t *sec = json_object_get(comp, "securitySchemes");
+    if (!json_is_object(sec)) {
+        sec = json_object();
+        json_object_set_new(comp, "securitySchemes", sec);
+    }
+    if (!json_object_get(sec, "bearer"))
+        json_object_set_new(sec, "bearer", json_pack("{s:s,s:s,s:s}", "type", "http", "scheme",
+                                                     "bearer", "bearerFormat", "JWT"));
+}
+
+const char *ag__service_openapi_doc(const ag_service *s);
+
+/* The text of each service's completed document; one per process. */
+static char *g_doc_text;
+
+int ag__obs_register_openapi(ag_router *router, ag_service *svc);
+int ag__obs_register_openapi(ag_router *router, ag_service *svc)
+{
+    /* Only when the service did not register a route of its own. */
     ag_route_match m;
-    if (ag_router_match(router, "GET", "/openapi.json", &m) == 0) return;
-    ag_router_add(router, "GET", "/openapi.json", openapi, svc, 0);
+    if (ag_router_match(router, "GET", "/openapi.json", &m) == 0) return 0;
+    const char *text = ag__service_openapi_doc(svc);
+    if (!text) {
+        ag_router_add(router, "GET", "/openapi.json", openapi, svc, 0);
+        return 0;
+    }
+    json_error_t err;
+    json_t *doc = json_loads(text, 0, &err);
+    if (!json_is_object(doc)) {
+        ag_error("the service's OpenAPI document is not a JSON object", AG_FI("line", err.line),
+                 AG_FS("reason", err.text));
+        json_decref(doc);
+        return AG_ECONFIG;
+    }
+    complete_doc(doc);
+    free(g_doc_text); /* jansson allocates with malloc */
+    g_doc_text = json_dumps(doc, JSON_INDENT(1) | JSON_PRESERVE_ORDER);
+    json_decref(doc);
+    ag_router_add(router, "GET", "/openapi.json", openapi_doc, g_doc_text, 0);
+    return 0;
 }
 
 void ag_obs_register_endpoints(ag_router *router, ag_service *svc)

@@ -30,6 +30,7 @@ typedef struct stop_hook {
 
 struct ag_service {
     char *name;
+    const char *openapi_doc; /* the service's own document (borrowed) */
     const char *host;
     int port;
     int bound_port;
@@ -248,6 +249,17 @@ static void register_self(ag_service *s)
     if (rc < 0) ag_warn("could not register with the registry", AG_FERR(rc));
 }
 
+void ag_service_set_openapi(ag_service *s, const char *json)
+{
+    s->openapi_doc = json;
+}
+
+const char *ag__service_openapi_doc(const ag_service *s);
+const char *ag__service_openapi_doc(const ag_service *s)
+{
+    return s->openapi_doc;
+}
+
 void ag_service_on_reload(ag_service *s, void (*fn)(void *), void *ud)
 {
     s->reload_fn = fn;
@@ -323,11 +335,11 @@ static void close_cb_walk(uv_handle_t *h, void *arg)
     if (!uv_is_closing(h)) uv_close(h, NULL);
 }
 
-void ag__obs_register_openapi(ag_router *router, ag_service *svc);
+int ag__obs_register_openapi(ag_router *router, ag_service *svc);
 
 int ag_service_run(ag_service *s)
 {
-    ag__obs_register_openapi(s->router, s);
+    if (ag__obs_register_openapi(s->router, s) < 0) return AG_ECONFIG;
     int rc = ag_loopset_new(s->nloops, &s->loops);
     if (rc < 0) return rc;
     rc = ag_pool_new(s->nworkers, s->queue, &s->pool);
