@@ -149,6 +149,7 @@ struct gw_loop {
     ag_loop *loop;
     gw_config *config;        /* this loop's reference */
     struct gw_idle *idle;     /* proxy.c: idle connections by address */
+    atomic_int idle_total;    /* how many, for the admin view (any thread) */
     uv_timer_t sweep;         /* closes idle connections past their time */
     bool sweep_on;
     uint64_t rng;
