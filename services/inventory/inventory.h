@@ -62,6 +62,8 @@ int inv_stock_mark_deleted(ag_db *db, const char *product);
 int inv_stock_reserve(ag_db *db, const char *product, int64_t n);
 /* reserved -= n (release), or quantity -= n and reserved -= n (commit). */
 int inv_stock_unreserve(ag_db *db, const char *product, int64_t n, bool commit);
+/* quantity += n: a committed reservation's units come back (return). */
+int inv_stock_restock(ag_db *db, const char *product, int64_t n);
 /* The low-stock rule, after any change to the row: when available is at or
  * below the level and no alert went out for this crossing, publishes
  * inventory.low_stock and remembers it; when available is above the level,

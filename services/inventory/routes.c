@@ -8,6 +8,7 @@
  *   GET  /v1/reservations/:orderId             service or admin
  *   POST /v1/reservations/:orderId/commit      service or admin
  *   POST /v1/reservations/:orderId/release     service or admin
+ *   POST /v1/reservations/:orderId/return      service or admin
  *
  * A reservation, keyed by the order id, moves through these states:
  *
@@ -19,11 +20,16 @@
  *  commit     release
  *       v       v
  *  COMMITTED  RELEASED   (terminal)
+ *       |
+ *    return   (an order cancelled after it was confirmed, before shipping)
+ *       v
+ *  RETURNED   (terminal)
  *
- * commit on COMMITTED and release on RELEASED answer 200 with the state
- * unchanged (idempotent); any other move out of a terminal state is 409.
+ * commit on COMMITTED, release on RELEASED and return on RETURNED answer 200
+ * with the state unchanged (idempotent); any other move is 409.
  * commit takes the units out of stock (quantity -= n, reserved -= n);
- * release gives them back to available (reserved -= n).
+ * release gives them back to available (reserved -= n); return puts
+ * committed units back into stock (quantity += n).
  *
  * Every change runs in one ag_store_tx together with its outbox events. A
  * transaction function may run more than once (ag_store_tx retries on
@@ -428,9 +434,19 @@ static void get_reservation(ag_http_req *req, ag_http_res *res, void *ud)
         answer_reservation(req, res, order, 200);
 }
 
+typedef enum finish_op { FINISH_COMMIT, FINISH_RELEASE, FINISH_RETURN } finish_op;
+
+static const struct {
+    const char *from, *to, *verb;
+} k_finish[] = {
+    [FINISH_COMMIT] = {"RESERVED", "COMMITTED", "committed"},
+    [FINISH_RELEASE] = {"RESERVED", "RELEASED", "released"},
+    [FINISH_RETURN] = {"COMMITTED", "RETURNED", "returned"},
+};
+
 typedef struct finish_ctx {
     const char *order;
-    bool commit;
+    finish_op op;
     char state[16]; /* the state found */
 } finish_ctx;
 
@@ -440,40 +456,44 @@ static int finish_tx(ag_db *db, void *ud)
     c->state[0] = '\0';
     int rc = inv_reservation_get(db, c->order, c->state, NULL, 0, NULL, 0);
     if (rc < 0) return rc;
-    if (strcmp(c->state, "RESERVED") != 0) return 0; /* routes decide: repeat or 409 */
+    if (strcmp(c->state, k_finish[c->op].from) != 0) return 0; /* routes decide: repeat or 409 */
     inv_item *items;
     size_t n;
     rc = inv_reservation_items(db, c->order, &items, &n);
     for (size_t i = 0; rc == 0 && i < n; i++)
-        rc = inv_stock_unreserve(db, items[i].product_id, items[i].quantity, c->commit);
-    if (rc == 0)
-        rc = inv_reservation_set_state(db, c->order, c->commit ? "COMMITTED" : "RELEASED");
-    if (rc == 0 && !c->commit)
+        rc = c->op == FINISH_RETURN
+                 ? inv_stock_restock(db, items[i].product_id, items[i].quantity)
+                 : inv_stock_unreserve(db, items[i].product_id, items[i].quantity,
+                                       c->op == FINISH_COMMIT);
+    if (rc == 0) rc = inv_reservation_set_state(db, c->order, k_finish[c->op].to);
+    if (rc == 0 && c->op != FINISH_COMMIT)
         rc = inv_publish(db, "inventory.released", c->order,
-                         json_pack("{s:s, s:o}", "orderId", c->order, "items",
-                                   inv_items_json(items, n)));
+                         json_pack("{s:s, s:o, s:b}", "orderId", c->order, "items",
+                                   inv_items_json(items, n), "returned",
+                                   c->op == FINISH_RETURN));
     for (size_t i = 0; rc == 0 && i < n; i++)
         rc = inv_low_stock_check(db, items[i].product_id);
     ag_free(items);
     return rc;
 }
 
-static void finish(ag_http_req *req, ag_http_res *res, bool commit)
+static void finish(ag_http_req *req, ag_http_res *res, finish_op op)
 {
     if (!ag_auth_caller_role(req, res, "service")) return;
     const char *order = path_id(req, res, "orderId", "no such reservation");
     if (!order) return;
-    finish_ctx c = {.order = order, .commit = commit};
+    finish_ctx c = {.order = order, .op = op};
     int rc = ag_store_tx(g_inv.store, finish_tx, &c);
-    const char *target = commit ? "COMMITTED" : "RELEASED";
     if (rc == AG_ENOTFOUND) {
         ag_res_error(res, 404, "NOT_FOUND", "no such reservation", NULL);
     } else if (rc < 0) {
-        internal_error(req, res, commit ? "commit failed" : "release failed", rc);
-    } else if (strcmp(c.state, "RESERVED") != 0 && strcmp(c.state, target) != 0) {
+        char what[64];
+        snprintf(what, sizeof what, "%s failed", k_finish[op].verb);
+        internal_error(req, res, what, rc);
+    } else if (strcmp(c.state, k_finish[op].from) != 0 && strcmp(c.state, k_finish[op].to) != 0) {
         char msg[128];
         snprintf(msg, sizeof msg, "the reservation is %s; it cannot be %s", c.state,
-                 commit ? "committed" : "released");
+                 k_finish[op].verb);
         ag_res_error(res, 409, "INVALID_STATE", msg, NULL);
     } else {
         answer_reservation(req, res, order, 200);
@@ -483,13 +503,19 @@ static void finish(ag_http_req *req, ag_http_res *res, bool commit)
 static void post_commit(ag_http_req *req, ag_http_res *res, void *ud)
 {
     (void)ud;
-    finish(req, res, true);
+    finish(req, res, FINISH_COMMIT);
 }
 
 static void post_release(ag_http_req *req, ag_http_res *res, void *ud)
 {
     (void)ud;
-    finish(req, res, false);
+    finish(req, res, FINISH_RELEASE);
+}
+
+static void post_return(ag_http_req *req, ag_http_res *res, void *ud)
+{
+    (void)ud;
+    finish(req, res, FINISH_RETURN);
 }
 
 void inventory_routes(ag_router *r)
@@ -501,4 +527,5 @@ void inventory_routes(ag_router *r)
     ag_router_add(r, "GET", "/v1/reservations/:orderId", get_reservation, NULL, 0);
     ag_router_add(r, "POST", "/v1/reservations/:orderId/commit", post_commit, NULL, 0);
     ag_router_add(r, "POST", "/v1/reservations/:orderId/release", post_release, NULL, 0);
+    ag_router_add(r, "POST", "/v1/reservations/:orderId/return", post_return, NULL, 0);
 }

@@ -19,6 +19,11 @@ static void now_text(char *ts, size_t n)
     ag_time_rfc3339(ts, n, ag_wall_ms());
 }
 
+/* A returned reservation keeps state COMMITTED in its row and gets a
+ * returned_at (002_returned.sql: a column, because SQLite cannot widen the
+ * state's CHECK in place); readers see RETURNED. */
+#define RES_STATE "CASE WHEN returned_at IS NULL THEN state ELSE 'RETURNED' END"
+
 #define STOCK_COLS                                                                            \
     "product_id, quantity, reserved, low_stock_level, location, deleted, updated_at"
 
@@ -205,7 +210,7 @@ int inv_reservation_get(ag_db *db, const char *order, char state[16], char *key,
     ag_val p[] = {AG_VTEXT(order)};
     ag_rows *r;
     int rc = ag_db_query(db,
-                         "SELECT state, items_key, shortages FROM reservations WHERE order_id = $1",
+                         "SELECT " RES_STATE ", items_key, shortages FROM reservations WHERE order_id = $1",
                          p, 1, &r);
     if (rc < 0) return rc;
     rc = ag_rows_next(r);
@@ -247,8 +252,27 @@ int inv_reservation_set_state(ag_db *db, const char *order, const char *state)
     char ts[32];
     now_text(ts, sizeof ts);
     ag_val p[] = {AG_VTEXT(order), AG_VTEXT(state), AG_VTEXT(ts)};
+    if (strcmp(state, "RETURNED") == 0) /* see RES_STATE */
+        return ag_db_exec(db,
+                          "UPDATE reservations SET returned_at = $2, updated_at = $2"
+                          " WHERE order_id = $1 AND state = 'COMMITTED'",
+                          (ag_val[]){p[0], p[2]}, 2, NULL);
     return ag_db_exec(db, "UPDATE reservations SET state = $2, updated_at = $3 WHERE order_id = $1",
                       p, 3, NULL);
+}
+
+int inv_stock_restock(ag_db *db, const char *product, int64_t n)
+{
+    char ts[32];
+    now_text(ts, sizeof ts);
+    ag_val p[] = {AG_VINT(n), AG_VTEXT(product), AG_VTEXT(ts)};
+    int64_t changes = 0;
+    int rc = ag_db_exec(db,
+                        "UPDATE stock SET quantity = quantity + $1, updated_at = $3"
+                        " WHERE product_id = $2",
+                        p, 3, &changes);
+    if (rc < 0) return rc;
+    return changes == 1 ? 0 : AG_ECONSTRAINT; /* a committed reservation's row is kept */
 }
 
 int inv_reservation_items(ag_db *db, const char *order, inv_item **out, size_t *n)
@@ -285,7 +309,7 @@ json_t *inv_reservation_json(ag_db *db, const char *order)
     ag_val p[] = {AG_VTEXT(order)};
     ag_rows *r;
     if (ag_db_query(db,
-                    "SELECT state, created_at, updated_at FROM reservations WHERE order_id = $1",
+                    "SELECT " RES_STATE ", created_at, updated_at FROM reservations WHERE order_id = $1",
                     p, 1, &r) < 0)
         return NULL;
     json_t *out = NULL;

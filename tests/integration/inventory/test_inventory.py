@@ -326,8 +326,26 @@ class Inventory(harness.ServerTestCase):
                                  404)
         self.assertEnvelopeError(self.call("POST", "/v1/reservations/nope/release", self.service),
                                  404)
+        # A committed reservation is returned (an order cancelled after it
+        # was confirmed): its units come back into stock, once.
+        self.assertEnvelopeError(self.call("POST", "/v1/reservations/%s/return" % r,
+                                           self.service), 409)
+        d = self.assertOk(self.call("POST", "/v1/reservations/%s/return" % c, self.service))
+        self.assertEqual(d["state"], "RETURNED")
+        self.assertEqual(self.stock(pid)["quantity"], 20)
+        d = self.assertOk(self.call("POST", "/v1/reservations/%s/return" % c, self.service))
+        self.assertEqual(d["state"], "RETURNED")
+        self.assertEqual(self.stock(pid)["quantity"], 20)
+        self.assertEnvelopeError(self.call("POST", "/v1/reservations/%s/commit" % c,
+                                           self.service), 409)
+        self.assertEnvelopeError(self.call("POST", "/v1/reservations/%s/release" % c,
+                                           self.service), 409)
+        returned = self.events("inventory.released", c)
+        self.assertEqual(len(returned), 1)
+        self.assertTrue(returned[0]["data"]["returned"])
         released = self.events("inventory.released", r)
         self.assertEqual(len(released), 1)
+        self.assertFalse(released[0]["data"]["returned"])
         self.assertEqual(released[0]["data"]["items"], [{"productId": pid, "quantity": 6}])
         # No second released event from the repeat.
         time.sleep(0.5)
@@ -400,6 +418,7 @@ class Inventory(harness.ServerTestCase):
         for p in ("/v1/inventory", "/v1/inventory/{productId}",
                   "/v1/inventory/{productId}/adjust", "/v1/reservations",
                   "/v1/reservations/{orderId}", "/v1/reservations/{orderId}/commit",
+                  "/v1/reservations/{orderId}/return",
                   "/v1/reservations/{orderId}/release"):
             self.assertIn(p, paths)
 
