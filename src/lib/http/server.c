@@ -667,7 +667,9 @@ static void build_head(ag_conn *c, bool close, bool chunked, bool length, size_t
         ag_buf_appends(b, res->headers[i].value);
         ag_buf_append(b, "\r\n", 2);
     }
-    if (close)
+    if (res->status == 101) /* RFC 9110 §7.8: a 101 names the upgrade in Connection */
+        ag_buf_appends(b, "Connection: Upgrade\r\n");
+    else if (close)
         ag_buf_appends(b, "Connection: close\r\n");
     else if (r->http_major == 1 && r->http_minor == 0)
         ag_buf_appends(b, "Connection: keep-alive\r\n");
