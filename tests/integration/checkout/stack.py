@@ -104,7 +104,8 @@ class Stack:
             self.ports[name] = free_port()
         for name in self.names:
             self.start_one(name)
-        cfg = json.load(open(os.path.join(ROOT, "config", "gateway.json")))
+        with open(os.path.join(ROOT, "config", "gateway.json")) as f:
+            cfg = json.load(f)
         for lim in cfg.get("rateLimits", {}).values():  # tests are not an abuse
             for scope in lim.values():
                 scope["rate"], scope["burst"] = 100000, 100000
