@@ -2,13 +2,13 @@
 #   make up      install what is missing, build, start what exists
 #   make check   install what is missing, build with warnings as errors,
 #                run every test, then the same tests under ASan + UBSan
-# Others: make build, make test, make asan, make bench (bench-http, bench-bus),
-# make down, make format.
+# Others: make build, make test, make asan, make bench (bench-http,
+# bench-gateway, bench-bus, bench-checkout), make down, make format.
 JOBS ?= $(shell nproc)
 BUILD ?= build
 ASAN_BUILD ?= build-asan
 
-.PHONY: all deps build test asan check up down bench bench-http bench-gateway bench-bus format clean
+.PHONY: all deps build test asan check up down bench bench-http bench-gateway bench-bus bench-checkout format clean
 
 all: build
 
@@ -38,7 +38,7 @@ up: build
 down:
 	@BUILD=$(BUILD) scripts/down
 
-bench: bench-http bench-gateway bench-bus
+bench: bench-http bench-gateway bench-bus bench-checkout
 
 bench-http: build
 	@scripts/install-deps bench
@@ -50,6 +50,9 @@ bench-gateway: build
 
 bench-bus: build
 	@bench/bus/run
+
+bench-checkout: build
+	@AGORA_BUILD=$(abspath $(BUILD)) bench/checkout/run
 
 format:
 	@clang-format -i $$(git ls-files '*.c' '*.h')
