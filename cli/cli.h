@@ -7,6 +7,7 @@
  *   supervise.c `agora up`: start in order, wait for readiness, multiplex
  *               output, restart with backoff, stop in reverse order; -d
  *   commands.c  status, logs, down, demo, load
+ *   tour.c      the scripted shop tour `agora demo` prints after loading
  *   main.c      options and dispatch
  *
  * See docs/internals/cli.md for the file format and the restart policy.
@@ -17,6 +18,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
+
+#include "agora/http_client.h"
 
 #define CLI_MAX_COMPONENTS 32
 
@@ -86,6 +89,9 @@ void cli_http_shutdown(void);
 /* One blocking HTTP GET (for status and readiness): the status code, or a
  * negative AG_E* code. `body` (may be NULL) gets a copy, caller frees. */
 int cli_http_get(const char *url, uint64_t timeout_ms, char **body);
+/* Any call with the shared client (ag_http_client_do: 0 and `rep` to release,
+ * or a negative AG_E* code). */
+int cli_http_do(const ag_http_call *call, ag_http_reply *rep);
 /* Whether a TCP connection to 127.0.0.1:port succeeds. */
 bool cli_tcp_ok(int port, uint64_t timeout_ms);
 
@@ -94,7 +100,13 @@ int cli_up(cli_config *cfg, bool detach);
 int cli_down(cli_config *cfg);
 int cli_status(cli_config *cfg);
 int cli_logs(cli_config *cfg, const char *service, bool follow, int lines);
-int cli_demo(cli_config *cfg);
+/* Loads the demo data; then, unless load_only, runs the tour (cli_tour). */
+int cli_demo(cli_config *cfg, bool load_only);
+/* The scripted tour through the gateway: a new customer registers, browses,
+ * fills a cart, checks out with a test card (CONFIRMED), reads the order's
+ * history and notifications, then a declined card (CANCELLED). Prints every
+ * step; 0 when both orders ended as expected, 1 otherwise. */
+int cli_tour(cli_config *cfg);
 int cli_load(cli_config *cfg, const char *url, double duration_s, int concurrency);
 
 /* The table of components, pids, ports and URLs, without a final newline

@@ -112,7 +112,7 @@ static int run_wait(char **argv, char **env)
     return WIFEXITED(st) ? WEXITSTATUS(st) : 1;
 }
 
-int cli_demo(cli_config *cfg)
+int cli_demo(cli_config *cfg, bool load_only)
 {
     char store[4096], *argv[8];
     if (!cli_demo_argv(cfg, store, sizeof store, argv)) {
@@ -120,9 +120,15 @@ int cli_demo(cli_config *cfg)
                 cfg->path);
         return 1;
     }
+    fflush(stdout); /* the loader writes to the same stdout */
     int rc = run_wait(argv, cfg->demo_env);
-    if (rc != 0) fprintf(stderr, "agora: loading the demo data failed (status %d)\n", rc);
-    return rc == 0 ? 0 : 1;
+    if (rc != 0) {
+        fprintf(stderr, "agora: loading the demo data failed (status %d)\n", rc);
+        return 1;
+    }
+    if (load_only) return 0;
+    printf("\n");
+    return cli_tour(cfg);
 }
 
 /* ---- status ---- */

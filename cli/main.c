@@ -5,7 +5,8 @@
  *   agora down                 stop everything gracefully
  *   agora status               components, health, instances, breakers
  *   agora logs [name] [-f] [-n N]
- *   agora demo                 load the demo data through the public API
+ *   agora demo [--load-only]   load the demo data through the public API, then
+ *                              the scripted shop tour (cli/tour.c)
  *   agora load [--duration S] [--concurrency N] [--url U]
  *
  * Global options, before or after the command: --config FILE (AGORA_CONFIG)
@@ -29,7 +30,10 @@ static void usage(FILE *f)
           "                           gateway breakers of every component\n"
           "  logs [name] [-f] [-n N]  the last N (50) log lines, all components interleaved\n"
           "                           when no name is given; -f follows\n"
-          "  demo                     load the demo data (running it again adds nothing)\n"
+          "  demo [--load-only]       load the demo data (running it again adds nothing),\n"
+          "                           then a scripted tour through the gateway: register,\n"
+          "                           browse, fill a cart, check out (CONFIRMED), history,\n"
+          "                           notifications, a declined card (CANCELLED)\n"
           "  load [--duration S] [--concurrency N] [--url U]\n"
           "                           browse load through the gateway: req/s, p50, p99\n"
           "\n"
@@ -55,7 +59,7 @@ int main(int argc, char **argv)
 {
     cli_opts o = {0};
     const char *cmd = NULL, *name = NULL, *url = NULL;
-    bool detach = false, follow = false;
+    bool detach = false, follow = false, load_only = false;
     int lines = 50, concurrency = 8;
     double duration = 10;
     for (int i = 1; i < argc; i++) {
@@ -72,6 +76,8 @@ int main(int argc, char **argv)
             detach = true;
         } else if (strcmp(a, "-f") == 0 || strcmp(a, "--follow") == 0) {
             follow = true;
+        } else if (strcmp(a, "--load-only") == 0) {
+            load_only = true;
         } else if (strcmp(a, "-n") == 0) {
             lines = (int)number(a, next, 1, 100000);
             i++;
@@ -127,7 +133,7 @@ int main(int argc, char **argv)
         else if (strcmp(cmd, "status") == 0)
             rc = cli_status(&cfg);
         else if (strcmp(cmd, "demo") == 0)
-            rc = cli_demo(&cfg);
+            rc = cli_demo(&cfg, load_only);
         else
             rc = cli_load(&cfg, url, duration, concurrency);
         cli_http_shutdown();

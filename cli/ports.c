@@ -178,6 +178,11 @@ int cli_http_get(const char *url, uint64_t timeout_ms, char **body)
     return status;
 }
 
+int cli_http_do(const ag_http_call *call, ag_http_reply *rep)
+{
+    return ag_http_client_do(g_http, call, rep);
+}
+
 bool cli_tcp_ok(int port, uint64_t timeout_ms)
 {
     int s = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
