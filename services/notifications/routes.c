@@ -1,0 +1,218 @@
+/*
+ * routes.c — agora-notifications' HTTP API (services/notifications/README.md).
+ *
+ *   GET  /v1/notifications        the caller's, newest first, paginated,
+ *                                 ?unread=true for the unread ones only;
+ *                                 "unreadCount" (and "unread", which the
+ *                                 gateway's dashboard reads) beside the page
+ *   POST /v1/notifications/read   {"ids": [...]} or {"all": true}: marks the
+ *                                 caller's as read; answers how many changed
+ *   GET  /v1/ws                   ws.c
+ *   GET  /v1/stream               sse.c
+ *
+ * Each caller sees only their own notifications; another user's id in
+ * "ids" changes nothing (it is not counted). Every caller is recorded in
+ * the users projection when unknown (verify.c explains why).
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "notifications.h"
+
+#define MAX_IDS 1000
+
+int nt_auth_middleware(ag_http_req *req, ag_http_res *res, void *ud)
+{
+    const char *route = ag_req_route(req);
+    if (route && (strcmp(route, "/v1/ws") == 0 || strcmp(route, "/v1/stream") == 0))
+        return AG_NEXT; /* on the loop: verified on the pool by ws.c / sse.c */
+    return ag_auth_middleware(req, res, ud);
+}
+
+static void internal_error(ag_http_req *req, ag_http_res *res, const char *what, int rc)
+{
+    ag_error(what, AG_FERR(rc), AG_FS("requestId", ag_req_id(req)));
+    ag_res_error(res, 500, "INTERNAL", "internal error", NULL);
+}
+
+static int64_t query_int(ag_http_req *req, ag_validator *v, const char *name, int64_t def,
+                         int64_t min, int64_t max)
+{
+    const char *s = ag_req_query(req, name);
+    if (!s) return def;
+    char *end;
+    errno = 0;
+    long long x = strtoll(s, &end, 10);
+    if (*s == '\0' || *end != '\0' || errno || x < min || x > max) {
+        ag_v_fail(v, name, "%s must be an integer between %lld and %lld", name, (long long)min,
+                  (long long)max);
+        return def;
+    }
+    return x;
+}
+
+/* The caller, recorded in the projection when new. */
+static const ag_caller *caller(ag_http_req *req, ag_http_res *res, ag_db **db)
+{
+    const ag_caller *me = ag_auth_caller_required(req, res);
+    if (!me) return NULL;
+    int rc = ag_store_db(g_nt.store, db);
+    if (rc == 0) rc = nt_user_learn(*db, me->id, me->email, me->role);
+    if (rc < 0) {
+        internal_error(req, res, "store unavailable", rc);
+        return NULL;
+    }
+    return me;
+}
+
+static void list(ag_http_req *req, ag_http_res *res, void *ud)
+{
+    (void)ud;
+    ag_db *db;
+    const ag_caller *me = caller(req, res, &db);
+    if (!me) return;
+    ag_validator v;
+    ag_v_init(&v);
+    int64_t page = query_int(req, &v, "page", 1, 1, 1000000);
+    int64_t limit = query_int(req, &v, "limit", 20, 1, 100);
+    const char *u = ag_req_query(req, "unread");
+    bool unread_only = false;
+    if (u && strcmp(u, "true") == 0)
+        unread_only = true;
+    else if (u && strcmp(u, "false") != 0)
+        ag_v_fail(&v, "unread", "unread must be true or false");
+    if (!ag_v_ok(&v)) {
+        ag_res_validation(res, &v);
+        return;
+    }
+    ag_v_release(&v);
+    json_t *arr = json_array();
+    int64_t total = 0, unread = 0;
+    int rc = nt_list(db, me->id, unread_only, page, limit, arr, &total, &unread);
+    if (rc < 0) {
+        json_decref(arr);
+        internal_error(req, res, "notification list failed", rc);
+        return;
+    }
+    ag_res_json(res, 200,
+                json_pack("{s:b, s:o, s:{s:I, s:I, s:I, s:I}, s:I, s:I}", "success", 1, "data",
+                          arr, "pagination", "page", (json_int_t)page, "limit",
+                          (json_int_t)limit, "total", (json_int_t)total, "pages",
+                          (json_int_t)((total + limit - 1) / limit), "unreadCount",
+                          (json_int_t)unread, "unread", (json_int_t)unread));
+}
+
+/* An id of "ids": a positive integer, as a number or a decimal string. */
+static bool id_of(json_t *v, int64_t *out)
+{
+    if (json_is_integer(v) && json_integer_value(v) > 0) {
+        *out = json_integer_value(v);
+        return true;
+    }
+    const char *s = json_string_value(v);
+    if (!s || !*s) return false;
+    char *end;
+    errno = 0;
+    long long x = strtoll(s, &end, 10);
+    if (*end || errno || x <= 0) return false;
+    *out = x;
+    return true;
+}
+
+typedef struct read_ctx {
+    const char *user;
+    int64_t *ids;
+    size_t n;
+    bool all;
+    int64_t marked, unread;
+} read_ctx;
+
+static int read_tx(ag_db *db, void *ud)
+{
+    read_ctx *c = ud;
+    c->marked = 0;
+    int rc = 0;
+    if (c->all) {
+        rc = nt_mark_all_read(db, c->user, &c->marked);
+    } else {
+        for (size_t i = 0; rc == 0 && i < c->n; i++) {
+            int64_t ch = 0;
+            rc = nt_mark_read(db, c->user, c->ids[i], &ch);
+            c->marked += ch;
+        }
+    }
+    if (rc == 0) rc = nt_unread_count(db, c->user, &c->unread);
+    return rc;
+}
+
+static void mark_read(ag_http_req *req, ag_http_res *res, void *ud)
+{
+    (void)ud;
+    ag_db *db;
+    const ag_caller *me = caller(req, res, &db);
+    if (!me) return;
+    json_t *body;
+    if (ag_req_json(req, res, &body) < 0) return;
+    ag_validator v;
+    ag_v_init(&v);
+    read_ctx c = {.user = me->id};
+    json_t *ids = NULL;
+    if (!json_is_object(body)) {
+        ag_v_fail(&v, "", "the body must be a JSON object");
+    } else {
+        const char *key;
+        json_t *val;
+        json_object_foreach(body, key, val)
+        {
+            if (strcmp(key, "ids") != 0 && strcmp(key, "all") != 0)
+                ag_v_fail(&v, key, "%.64s is not a field of this request", key);
+        }
+        ids = ag_v_array(&v, body, "ids", 0, 1, MAX_IDS);
+        bool all = false;
+        bool has_all = ag_v_bool(&v, body, "all", 0, &all);
+        if (has_all && !all) ag_v_fail(&v, "all", "all must be true when given");
+        c.all = has_all && all;
+        if (ids && c.all) ag_v_fail(&v, "", "give either ids or all, not both");
+        if (!ids && !c.all && ag_v_ok(&v))
+            ag_v_fail(&v, "ids", "ids (a list of notification ids) or all: true is required");
+    }
+    if (ids) {
+        c.ids = ag_calloc(json_array_size(ids), sizeof *c.ids);
+        size_t i;
+        json_t *it;
+        json_array_foreach(ids, i, it)
+        {
+            if (!id_of(it, &c.ids[c.n])) {
+                ag_v_fail(&v, "ids", "ids[%zu] is not a notification id", i);
+                continue;
+            }
+            c.n++;
+        }
+    }
+    if (!ag_v_ok(&v)) {
+        ag_res_validation(res, &v);
+        ag_free(c.ids);
+        json_decref(body);
+        return;
+    }
+    ag_v_release(&v);
+    int rc = ag_store_tx(g_nt.store, read_tx, &c);
+    ag_free(c.ids);
+    json_decref(body);
+    if (rc < 0) {
+        internal_error(req, res, "mark read failed", rc);
+        return;
+    }
+    ag_res_ok(res, 200,
+              json_pack("{s:I, s:I}", "marked", (json_int_t)c.marked, "unreadCount",
+                        (json_int_t)c.unread));
+}
+
+void nt_routes(ag_router *r)
+{
+    ag_router_add(r, "GET", "/v1/notifications", list, NULL, 0);
+    ag_router_add(r, "POST", "/v1/notifications/read", mark_read, NULL, AG_ROUTE_JSON);
+    nt_ws_routes(r);
+    nt_sse_routes(r);
+}

@@ -1,0 +1,904 @@
+"""agora-notifications end to end, with a real agora-users (tokens verified
+through its JWKS) and a real broker (NATS, or RabbitMQ with
+AGORA_TEST_BUS=amqp). Events are published as CloudEvents straight to the
+broker, as agora-users, agora-orders, agora-payments and agora-inventory
+would.
+
+Covered: a user.registered gives a welcome notification and a Maildir
+message (RFC 5322 headers), and the same event delivered twice gives one of
+each; order.* notifications with unreadCount, pagination, ?unread=true and
+marking read by ids and all; payment.failed with and without userId;
+inventory.low_stock to every known admin only; user.deleted; a WebSocket
+client (written here on the socket module) and an SSE client both get a
+new notification live; resume after a disconnect (WS ?since=, WS resume
+message, SSE Last-Event-ID) delivers what was missed exactly once, also
+while events keep coming; auth failures (a bad token at the upgrade is 401,
+a bad first-message token closes 1008, silence closes 1008); the per-user
+cap; protocol errors and their close codes; server pings; a slow client is
+dropped; /openapi.json.
+
+Environment: AGORA_USERSD, AGORA_NOTIFICATIONSD (the binaries),
+AGORA_TEST_NATS_URL or AGORA_TEST_AMQP_URL (tests/harness/with-servers);
+AGORA_TEST_NOTIFICATIONS_STORE=postgres puts the service on PostgreSQL
+(AGORA_TEST_POSTGRES_URL).
+"""
+
+import base64
+import hashlib
+import json
+import os
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+import uuid
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "http"))
+import harness  # noqa: E402
+from amqp_client import bus_client, bus_url  # noqa: E402
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
+from cryptography.hazmat.primitives import serialization  # noqa: E402
+
+USERSD = os.environ.get("AGORA_USERSD")
+NOTIFD = os.environ.get("AGORA_NOTIFICATIONSD")
+ADMIN_EMAIL, ADMIN_PASSWORD = "admin@example.com", "admin-password-1"
+KID = "notifications-test-key-1"
+CAP = 3
+GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+def b64(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def db_url(tmp):
+    if os.environ.get("AGORA_TEST_NOTIFICATIONS_STORE") != "postgres":
+        return "sqlite:%s/notifications.db" % tmp
+    u = urllib.parse.urlparse(os.environ["AGORA_TEST_POSTGRES_URL"])
+    return urllib.parse.urlunparse(
+        u._replace(path="/agora_notifications_test_%s" % uuid.uuid4().hex[:8]))
+
+
+def uid(prefix):
+    return "%s-%s" % (prefix, uuid.uuid4().hex[:12])
+
+
+def cloud_event(type_, subject, data, source="agora/orders", id_=None):
+    return {"specversion": "1.0", "id": id_ or str(uuid.uuid4()), "source": source,
+            "type": type_, "time": "2026-11-21T00:00:00.000Z", "subject": subject,
+            "datacontenttype": "application/json", "data": data}
+
+
+def order_data(order, user, status, total=2599, reason=None, items=None):
+    return {"orderId": order, "userId": user, "status": status, "fromCart": False,
+            "totalCents": total, "currency": "USD",
+            "items": items or [{"productId": "p-1", "name": "Wool socks", "quantity": 2,
+                                "unitPriceCents": 1299}],
+            "reason": reason}
+
+
+# ---- A WebSocket client on the socket module -----------------------------------
+
+
+class WsClosed(Exception):
+    def __init__(self, code, reason):
+        super().__init__("closed %s %r" % (code, reason))
+        self.code, self.reason = code, reason
+
+
+class WS:
+    """A client of RFC 6455: masks its frames, answers pings (unless told
+    not to), and hands over text messages and the server's close."""
+
+    def __init__(self, port, token=None, query="", headers=None, rcvbuf=None, timeout=10):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if rcvbuf:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.sock.settimeout(harness.scaled(timeout))
+        self.sock.connect(("127.0.0.1", port))
+        self.buf = b""
+        self.auto_pong = True
+        self.pings = 0
+        key = base64.b64encode(os.urandom(16)).decode()
+        h = ["GET /v1/ws%s HTTP/1.1" % query, "Host: x", "Upgrade: websocket",
+             "Connection: Upgrade", "Sec-WebSocket-Key: " + key, "Sec-WebSocket-Version: 13"]
+        if token:
+            h.append("Authorization: Bearer " + token)
+        h += list(headers or [])
+        self.sock.sendall(("\r\n".join(h) + "\r\n\r\n").encode())
+        while b"\r\n\r\n" not in self.buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("closed during the handshake: %r" % self.buf)
+            self.buf += chunk
+        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
+        lines = head.decode().split("\r\n")
+        self.status = int(lines[0].split()[1])
+        self.headers = {l.split(":", 1)[0].lower(): l.split(":", 1)[1].strip() for l in lines[1:]}
+        self.body = b""
+        if self.status != 101:
+            n = int(self.headers.get("content-length", "0"))
+            while len(self.buf) < n:
+                self.buf += self.sock.recv(65536)
+            self.body = self.buf[:n]
+            return
+        self.accept_ok = self.headers.get("sec-websocket-accept") == base64.b64encode(
+            hashlib.sha1((key + GUID).encode()).digest()).decode()
+
+    def json(self):
+        return json.loads(self.body)
+
+    def send_frame(self, op, payload, fin=True, mask=True, rsv=0):
+        if isinstance(payload, str):
+            payload = payload.encode()
+        head = bytes([(0x80 if fin else 0) | rsv | op])
+        m = 0x80 if mask else 0
+        n = len(payload)
+        if n < 126:
+            head += bytes([m | n])
+        elif n < 65536:
+            head += bytes([m | 126]) + struct.pack("!H", n)
+        else:
+            head += bytes([m | 127]) + struct.pack("!Q", n)
+        if mask:
+            key = os.urandom(4)
+            payload = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+            head += key
+        self.sock.sendall(head + payload)
+
+    def send_json(self, obj):
+        self.send_frame(1, json.dumps(obj))
+
+    def _need(self, n):
+        while len(self.buf) < n:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("connection closed")
+            self.buf += chunk
+
+    def frame(self):
+        self._need(2)
+        b0, b1 = self.buf[0], self.buf[1]
+        if b1 & 0x80:
+            raise AssertionError("the server masked a frame")
+        n, off = b1 & 0x7F, 2
+        if n == 126:
+            self._need(4)
+            n, off = struct.unpack("!H", self.buf[2:4])[0], 4
+        elif n == 127:
+            self._need(10)
+            n, off = struct.unpack("!Q", self.buf[2:10])[0], 10
+        self._need(off + n)
+        payload = self.buf[off:off + n]
+        self.buf = self.buf[off + n:]
+        return b0 & 0x0F, payload
+
+    def recv(self, timeout=10):
+        """The next text message, parsed. Pings are answered on the way;
+        the server's close raises WsClosed."""
+        self.sock.settimeout(harness.scaled(timeout))
+        while True:
+            op, payload = self.frame()
+            if op == 9:
+                self.pings += 1
+                if self.auto_pong:
+                    self.send_frame(10, payload)
+                continue
+            if op == 10:
+                continue
+            if op == 8:
+                code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005
+                raise WsClosed(code, payload[2:].decode())
+            if op == 1:
+                return json.loads(payload)
+            raise AssertionError("unexpected opcode %d" % op)
+
+    def expect_close(self, timeout=10):
+        try:
+            while True:
+                msg = self.recv(timeout)
+                if msg.get("type") != "notification":
+                    raise AssertionError("message before the close: %r" % msg)
+        except WsClosed as e:
+            return e.code, e.reason
+
+    def notifications(self, n, timeout=10):
+        out = []
+        while len(out) < n:
+            msg = self.recv(timeout)
+            if msg["type"] == "notification":
+                out.append(msg["data"])
+        return out
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+class SSE:
+    """A client of text/event-stream over a raw socket (chunked)."""
+
+    def __init__(self, port, token=None, query="", last_id=None, timeout=10):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=harness.scaled(timeout))
+        h = ["GET /v1/stream%s HTTP/1.1" % query, "Host: x", "Accept: text/event-stream"]
+        if token:
+            h.append("Authorization: Bearer " + token)
+        if last_id is not None:
+            h.append("Last-Event-ID: %s" % last_id)
+        self.sock.sendall(("\r\n".join(h) + "\r\n\r\n").encode())
+        self.raw = b""
+        while b"\r\n\r\n" not in self.raw:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("closed before the head")
+            self.raw += chunk
+        head, self.raw = self.raw.split(b"\r\n\r\n", 1)
+        lines = head.decode().split("\r\n")
+        self.status = int(lines[0].split()[1])
+        self.headers = {l.split(":", 1)[0].lower(): l.split(":", 1)[1].strip() for l in lines[1:]}
+        self.text = ""
+        self.comments = 0
+        self.body = b""
+        if self.status != 200:
+            n = int(self.headers.get("content-length", "0"))
+            while len(self.raw) < n:
+                self.raw += self.sock.recv(65536)
+            self.body = self.raw[:n]
+
+    def _dechunk(self):
+        while True:
+            if b"\r\n" not in self.raw:
+                return
+            size_line, rest = self.raw.split(b"\r\n", 1)
+            size = int(size_line, 16)
+            if len(rest) < size + 2:
+                return
+            if size == 0:
+                raise ConnectionError("stream ended")
+            self.text += rest[:size].decode()
+            self.raw = rest[size + 2:]
+
+    def event(self, timeout=10):
+        """The next event as (event, id, data); comments are counted."""
+        self.sock.settimeout(harness.scaled(timeout))
+        while True:
+            self._dechunk()
+            while "\n\n" in self.text:
+                block, self.text = self.text.split("\n\n", 1)
+                ev = {"event": "message", "id": None, "data": []}
+                only_comments = True
+                for line in block.split("\n"):
+                    if line.startswith(":"):
+                        self.comments += 1
+                        continue
+                    only_comments = False
+                    k, _, v = line.partition(":")
+                    v = v[1:] if v.startswith(" ") else v
+                    if k == "data":
+                        ev["data"].append(v)
+                    elif k in ("event", "id"):
+                        ev[k] = v
+                if not only_comments and ev["data"]:
+                    return ev["event"], ev["id"], json.loads("\n".join(ev["data"]))
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("connection closed")
+            self.raw += chunk
+
+    def notifications(self, n, timeout=10):
+        out = []
+        while len(out) < n:
+            kind, id_, data = self.event(timeout)
+            if kind == "notification":
+                assert id_ == data["id"], (id_, data)
+                out.append(data)
+        return out
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+# ---- The tests ------------------------------------------------------------------
+
+
+class Notifications(harness.ServerTestCase):
+    @classmethod
+    def setUpClass(cls):
+        if not USERSD or not NOTIFD:
+            raise RuntimeError("set AGORA_USERSD and AGORA_NOTIFICATIONSD (run through ctest)")
+        cls.tmp = tempfile.mkdtemp(prefix="agora-notifications-")
+        cls.maildir = os.path.join(cls.tmp, "mail")
+        url = bus_url()
+        cls.signing_key = Ed25519PrivateKey.generate()
+        seed = cls.signing_key.private_bytes(serialization.Encoding.Raw,
+                                             serialization.PrivateFormat.Raw,
+                                             serialization.NoEncryption())
+        pub = cls.signing_key.public_key().public_bytes(serialization.Encoding.Raw,
+                                                        serialization.PublicFormat.Raw)
+        keyfile = os.path.join(cls.tmp, "keys.json")
+        with open(keyfile, "w") as f:
+            json.dump({"keys": [{"kty": "OKP", "crv": "Ed25519", "kid": KID, "alg": "EdDSA",
+                                 "use": "sig", "x": b64(pub), "d": b64(seed)}]}, f)
+        cls.users = harness.Server({
+            "AGORA_DB": "sqlite:%s/users.db" % cls.tmp, "AGORA_BUS": url,
+            "AGORA_ADMIN_EMAIL": ADMIN_EMAIL, "AGORA_ADMIN_PASSWORD": ADMIN_PASSWORD,
+            "AGORA_JWT_KEYS": keyfile,
+        }, name="users", binary=USERSD).start(timeout=harness.scaled(20))
+        cls.bus = bus_client(url)
+        cls.bus.sub("agora.events.>", 1)
+        cls.notif = harness.Server({
+            "AGORA_DB": db_url(cls.tmp), "AGORA_BUS": url,
+            "AGORA_JWKS_URL": "http://127.0.0.1:%d/.well-known/jwks.json" % cls.users.port,
+            "AGORA_BUS_BACKOFF": "200ms", "AGORA_MAIL_DIR": cls.maildir,
+            "AGORA_PUSH_MAX_PER_USER": str(CAP), "AGORA_PUSH_MAX_QUEUE": "64k",
+            "AGORA_WS_PING_INTERVAL": "1s", "AGORA_WS_AUTH_TIMEOUT": "2s",
+            "AGORA_WS_MAX_MESSAGE": "4k", "AGORA_SSE_HEARTBEAT": "500ms",
+        }, name="notifications", binary=NOTIFD).start(timeout=harness.scaled(20))
+        cls.admin = cls.login(ADMIN_EMAIL, ADMIN_PASSWORD)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.bus.close()
+        problems = []
+        for srv in (cls.notif, cls.users):
+            try:
+                srv.stop(timeout=15)
+            except harness.ServerError as e:
+                problems.append(str(e))
+        subprocess.run(["rm", "-rf", cls.tmp], check=False)
+        if problems:
+            raise AssertionError("\n".join(problems))
+
+    # -- helpers ------------------------------------------------------------------
+
+    @classmethod
+    def raw(cls, srv, method, path, token=None, body=None, headers=None):
+        h = list(headers or [])
+        if token:
+            h.append(("Authorization", "Bearer " + token))
+        if body is not None and not isinstance(body, (str, bytes)):
+            body = json.dumps(body)
+        if body is not None:
+            h.append(("Content-Type", "application/json"))
+        with srv.connect(timeout=20) as c:
+            return c.request(method, path, h, body)
+
+    def call(self, method, path, token=None, body=None):
+        return self.raw(self.notif, method, path, token, body)
+
+    @classmethod
+    def login(cls, email, password):
+        r = cls.raw(cls.users, "POST", "/v1/auth/login", body={"email": email, "password": password})
+        assert r.status == 200, r.body
+        return r.json()["data"]["token"]
+
+    @classmethod
+    def forge(cls, sub, role="customer", email=None):
+        now = int(time.time())
+        c = {"iss": "agora-users", "aud": "agora", "iat": now, "exp": now + 3600, "sub": sub,
+             "email": email or sub + "@example.com", "role": role}
+        head = b64(json.dumps({"alg": "EdDSA", "typ": "JWT", "kid": KID}).encode())
+        body = b64(json.dumps(c).encode())
+        sig = cls.signing_key.sign((head + "." + body).encode())
+        return head + "." + body + "." + b64(sig)
+
+    def publish(self, type_, subject, data, id_=None, source="agora/orders"):
+        ev = cloud_event(type_, subject, data, source=source, id_=id_)
+        self.bus.pub("agora.events." + type_, ev)
+        return ev
+
+    def new_user(self, role="customer", register=True):
+        """A user the service knows from user.registered (unless told not
+        to), and a token for them."""
+        user = uid("u")
+        email = user + "@example.com"
+        if register:
+            self.publish("user.registered", user, {"userId": user, "username": user,
+                                                   "email": email, "role": role},
+                         source="agora/users")
+        return user, email, self.forge(user, role, email)
+
+    def listing(self, token, query=""):
+        r = self.call("GET", "/v1/notifications" + query, token)
+        self.assertEqual(r.status, 200, r.body)
+        return r.json()
+
+    def wait_for(self, token, n, query="", timeout=10.0):
+        deadline = time.monotonic() + harness.scaled(timeout)
+        while True:
+            body = self.listing(token, query)
+            if body["pagination"]["total"] >= n:
+                return body
+            if time.monotonic() > deadline:
+                self.fail("wanted %d notifications, have %r" % (n, body))
+            time.sleep(0.05)
+
+    def mails(self, to):
+        out = []
+        for sub in ("new", "cur"):
+            d = os.path.join(self.maildir, sub)
+            if not os.path.isdir(d):
+                continue
+            for name in sorted(os.listdir(d)):
+                with open(os.path.join(d, name), "rb") as f:
+                    text = f.read().decode()
+                if ("To: <%s>" % to) in text:
+                    out.append((name, text))
+        return out
+
+    def wait_mails(self, to, n, timeout=10.0):
+        deadline = time.monotonic() + harness.scaled(timeout)
+        while len(self.mails(to)) < n:
+            if time.monotonic() > deadline:
+                self.fail("wanted %d mails to %s, have %d" % (n, to, len(self.mails(to))))
+            time.sleep(0.05)
+        return self.mails(to)
+
+    def ws(self, token=None, **kw):
+        c = WS(self.notif.port, token, **kw)
+        self.addCleanup(c.close)
+        return c
+
+    def ws_ready(self, token, **kw):
+        c = self.ws(token, **kw)
+        self.assertEqual(c.status, 101, c.body)
+        msg = c.recv()
+        self.assertEqual(msg["type"], "ready", msg)
+        return c
+
+    def sse(self, token=None, **kw):
+        c = SSE(self.notif.port, token, **kw)
+        self.addCleanup(c.close)
+        return c
+
+    def sse_ready(self, token, **kw):
+        c = self.sse(token, **kw)
+        self.assertEqual(c.status, 200, c.body)
+        kind, _, data = c.event()
+        self.assertEqual(kind, "ready")
+        return c
+
+    # -- notifications and mail ------------------------------------------------------
+
+    def test_welcome_notification_and_mail_once(self):
+        user, email = uid("u"), None
+        email = user + "@example.com"
+        ev = self.publish("user.registered", user, {"userId": user, "username": "Zoë " + user,
+                                                   "email": email, "role": "customer"},
+                          source="agora/users")
+        token = self.forge(user, "customer", email)
+        body = self.wait_for(token, 1)
+        n = body["data"][0]
+        self.assertEqual((n["type"], n["title"], n["read"]), ("user.registered", "Welcome to Agora", False))
+        self.assertIn("Zoë", n["message"])
+        self.assertIsInstance(n["id"], str)
+        self.assertEqual(body["unreadCount"], 1)
+        mails = self.wait_mails(email, 1)
+        name, text = mails[0]
+        head, _, msg_body = text.partition("\r\n\r\n")
+        hdrs = dict(l.split(": ", 1) for l in head.split("\r\n"))
+        for k in ("Date", "From", "To", "Subject", "Message-ID"):
+            self.assertIn(k, hdrs, head)
+        self.assertEqual(hdrs["Subject"], "Welcome to Agora")
+        self.assertEqual(hdrs["To"], "<%s>" % email)
+        self.assertIn(ev["id"].replace("-", "-"), hdrs["Message-ID"])
+        self.assertIn("Zoë", msg_body)
+        self.assertFalse(os.listdir(os.path.join(self.maildir, "tmp")))
+        # The same event again (a redelivery), then a marker: once the marker
+        # is in, the duplicate was consumed before it.
+        self.bus.pub("agora.events.user.registered", ev)
+        self.publish("order.created", "o-marker", order_data(uid("o"), user, "PENDING"))
+        body = self.wait_for(token, 2)
+        time.sleep(0.3)
+        body = self.listing(token)
+        self.assertEqual(body["pagination"]["total"], 2, body)
+        self.assertEqual([n["type"] for n in body["data"]], ["order.created", "user.registered"])
+        self.assertEqual(len(self.mails(email)), 1)
+
+    def test_a_real_registration_is_welcomed(self):
+        name = "reg%s" % uuid.uuid4().hex[:8]
+        r = self.raw(self.users, "POST", "/v1/auth/register",
+                     body={"username": name, "email": name + "@example.com",
+                           "password": "password-123"})
+        self.assertEqual(r.status, 201, r.body)
+        token = r.json()["data"]["token"]
+        body = self.wait_for(token, 1, timeout=15)
+        self.assertEqual(body["data"][0]["type"], "user.registered")
+        self.wait_mails(name + "@example.com", 1)
+
+    def test_orders_unread_pagination_and_mark_read(self):
+        user, email, token = self.new_user()
+        other, _, other_token = self.new_user()
+        for status, type_ in (("PENDING", "order.created"), ("CONFIRMED", "order.confirmed"),
+                              ("SHIPPED", "order.shipped"), ("DELIVERED", "order.delivered")):
+            self.publish(type_, "o-1", order_data("o-1-" + user, user, status))
+        self.publish("order.cancelled", "o-2",
+                     order_data("o-2-" + user, user, "CANCELLED", reason="payment declined"))
+        self.publish("order.created", "o-3", order_data("o-3-" + other, other, "PENDING"))
+        body = self.wait_for(token, 6)  # welcome + 5
+        self.assertEqual(body["unreadCount"], 6)
+        self.assertEqual(body["unread"], 6)
+        types = [n["type"] for n in body["data"]]
+        self.assertEqual(types, ["order.cancelled", "order.delivered", "order.shipped",
+                                 "order.confirmed", "order.created", "user.registered"])
+        ids = [int(n["id"]) for n in body["data"]]
+        self.assertEqual(ids, sorted(ids, reverse=True))
+        cancelled = body["data"][0]
+        self.assertIn("payment declined", cancelled["message"])
+        self.assertEqual(cancelled["data"]["orderId"], "o-2-" + user)
+        self.assertEqual(cancelled["data"]["totalCents"], 2599)
+        self.assertIn("25.99 USD", body["data"][3]["message"])
+        # Pages.
+        p = self.listing(token, "?limit=4&page=2")
+        self.assertEqual(p["pagination"], {"page": 2, "limit": 4, "total": 6, "pages": 2})
+        self.assertEqual([n["id"] for n in p["data"]], [n["id"] for n in body["data"][4:]])
+        # Mark two read by id (one as a number), one of another user's too.
+        theirs = self.wait_for(other_token, 2)["data"][0]["id"]
+        r = self.call("POST", "/v1/notifications/read", token,
+                      {"ids": [body["data"][0]["id"], int(body["data"][1]["id"]), theirs]})
+        self.assertEqual(self.assertOk(r), {"marked": 2, "unreadCount": 4})
+        r = self.call("POST", "/v1/notifications/read", token, {"ids": [body["data"][0]["id"]]})
+        self.assertEqual(self.assertOk(r), {"marked": 0, "unreadCount": 4})
+        self.assertEqual(self.listing(other_token)["unreadCount"], 2)
+        unread = self.listing(token, "?unread=true")
+        self.assertEqual(unread["pagination"]["total"], 4)
+        self.assertTrue(all(not n["read"] for n in unread["data"]))
+        self.assertTrue(self.listing(token)["data"][0]["read"])
+        r = self.call("POST", "/v1/notifications/read", token, {"all": True})
+        self.assertEqual(self.assertOk(r), {"marked": 4, "unreadCount": 0})
+        self.assertEqual(self.listing(token, "?unread=true")["data"], [])
+        # Mails: welcome, confirmation, shipping.
+        subjects = sorted(t.split("Subject: ", 1)[1].split("\r\n", 1)[0]
+                          for _, t in self.wait_mails(email, 3))
+        self.assertEqual(subjects, ["Welcome to Agora", "Your Agora order has shipped",
+                                    "Your Agora order is confirmed"])
+        confirmation = [t for _, t in self.mails(email) if "is confirmed" in t][0]
+        self.assertIn("2 x Wool socks", confirmation)
+        # Bad requests.
+        for bad in ({}, {"ids": []}, {"ids": ["x"]}, {"ids": [0]}, {"all": False},
+                    {"ids": ["1"], "all": True}, {"ids": "1"}, {"what": 1}, [1]):
+            self.assertEnvelopeError(self.call("POST", "/v1/notifications/read", token, bad), 422)
+        self.assertEnvelopeError(self.call("GET", "/v1/notifications?limit=0", token), 422)
+        self.assertEnvelopeError(self.call("GET", "/v1/notifications?unread=maybe", token), 422)
+        self.assertEnvelopeError(self.call("GET", "/v1/notifications"), 401)
+        self.assertEnvelopeError(self.call("GET", "/v1/notifications", "bad-token"), 401)
+        self.assertEnvelopeError(self.call("POST", "/v1/notifications/read", None, {"all": True}), 401)
+
+    def test_payment_failed(self):
+        user, _, token = self.new_user()
+        self.publish("payment.failed", "o-9", {"paymentId": "pay-1", "orderId": "o-9",
+                                               "amountCents": 500, "currency": "EUR",
+                                               "failureCode": "card_declined",
+                                               "failureMessage": "the card was declined"},
+                     source="agora/payments")
+        self.publish("payment.failed", "o-10", {"paymentId": "pay-2", "orderId": "o-10",
+                                                "userId": user, "amountCents": 700,
+                                                "currency": "EUR", "failureCode": "card_declined",
+                                                "failureMessage": "the card was declined"},
+                     source="agora/payments")
+        body = self.wait_for(token, 2)
+        n = body["data"][0]
+        self.assertEqual((n["type"], n["title"]), ("payment.failed", "Payment failed"))
+        self.assertIn("7.00 EUR", n["message"])
+        self.assertIn("declined", n["message"])
+        time.sleep(0.2)
+        self.assertEqual(self.listing(token)["pagination"]["total"], 2)
+
+    def test_low_stock_goes_to_admins_only(self):
+        admin2, _, admin2_token = self.new_user(role="admin")
+        _, _, customer = self.new_user()
+        # The bootstrap admin: known from its user.registered on NATS (which
+        # keeps history); on RabbitMQ from its token, once it has called.
+        self.listing(self.admin)
+        self.wait_for(admin2_token, 1)  # its welcome: the projection has it
+        product = uid("p")
+        self.publish("inventory.low_stock", product,
+                     {"productId": product, "quantity": 3, "reserved": 1, "available": 2,
+                      "lowStockLevel": 5, "location": "A1"}, source="agora/inventory")
+        for token in (self.admin, admin2_token):
+            deadline = time.monotonic() + harness.scaled(10)
+            while True:
+                lows = [n for n in self.listing(token, "?limit=100")["data"]
+                        if n["type"] == "inventory.low_stock"
+                        and n["data"]["productId"] == product]
+                if lows or time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
+            self.assertEqual(len(lows), 1, lows)
+            self.assertEqual(lows[0]["title"], "Low stock")
+            self.assertIn("2 available", lows[0]["message"])
+        time.sleep(0.3)
+        self.assertEqual([n["type"] for n in self.listing(customer)["data"]], ["user.registered"])
+
+    def test_user_deleted_drops_their_notifications(self):
+        user, email, token = self.new_user()
+        self.wait_for(token, 1)
+        self.publish("user.deleted", user, {"userId": user, "username": user, "email": email,
+                                            "role": "customer"}, source="agora/users")
+        deadline = time.monotonic() + harness.scaled(10)
+        while self.listing(token)["pagination"]["total"] != 0:
+            self.assertLess(time.monotonic(), deadline, "notifications kept after user.deleted")
+            time.sleep(0.05)
+        # A late order event for them still lands nowhere by mail.
+        self.publish("order.confirmed", "o-x", order_data("o-x-" + user, user, "CONFIRMED"))
+        self.wait_for(token, 1)
+        time.sleep(0.3)
+        self.assertEqual(len(self.mails(email)), 1)  # the welcome only
+
+    # -- push ------------------------------------------------------------------------
+
+    def test_websocket_live_and_resume(self):
+        user, _, token = self.new_user()
+        welcome = self.wait_for(token, 1)["data"][0]
+        c = self.ws_ready(token)
+        self.assertEqual(c.headers.get("upgrade", "").lower(), "websocket")
+        self.assertIn("upgrade", c.headers.get("connection", "").lower())
+        self.assertTrue(c.accept_ok)
+        self.publish("order.created", "o", order_data(uid("o"), user, "PENDING"))
+        live = c.notifications(1)[0]
+        self.assertEqual(live["type"], "order.created")
+        self.assertEqual(set(live), {"id", "type", "title", "message", "data", "read", "createdAt"})
+        # Missed while away: two. Resume from the last seen id.
+        c.send_frame(8, struct.pack("!H", 1000))
+        with self.assertRaises(WsClosed) as cm:
+            c.recv()
+        self.assertEqual(cm.exception.code, 1000)
+        c.close()
+        for s in ("CONFIRMED", "SHIPPED"):
+            self.publish("order." + s.lower(), "o", order_data(uid("o"), user, s))
+        self.wait_for(token, 4)
+        c2 = self.ws_ready(token, query="?since=" + live["id"])
+        got = c2.notifications(2)
+        self.assertEqual([n["type"] for n in got], ["order.confirmed", "order.shipped"])
+        self.publish("order.delivered", "o", order_data(uid("o"), user, "DELIVERED"))
+        self.assertEqual(c2.notifications(1)[0]["type"], "order.delivered")
+        # A resume message replays from an earlier id, in order.
+        c2.send_json({"type": "resume", "since": welcome["id"]})
+        again = c2.notifications(4)
+        self.assertEqual([n["type"] for n in again],
+                         ["order.created", "order.confirmed", "order.shipped", "order.delivered"])
+        c2.send_json({"type": "ping"})
+        self.assertEqual(c2.recv()["type"], "pong")
+        # First-message auth, with since in it.
+        c3 = self.ws()
+        self.assertEqual(c3.status, 101)
+        c3.send_json({"type": "auth", "token": token, "since": live["id"]})
+        self.assertEqual(c3.recv()["type"], "ready")
+        self.assertEqual([n["type"] for n in c3.notifications(3)],
+                         ["order.confirmed", "order.shipped", "order.delivered"])
+
+    def test_sse_live_and_resume(self):
+        user, _, token = self.new_user()
+        self.wait_for(token, 1)
+        c = self.sse_ready(token)
+        self.assertTrue(c.headers["content-type"].startswith("text/event-stream"))
+        self.publish("order.created", "o", order_data(uid("o"), user, "PENDING"))
+        live = c.notifications(1)[0]
+        self.assertEqual(live["type"], "order.created")
+        time.sleep(1.2)
+        self.publish("order.confirmed", "o", order_data(uid("o"), user, "CONFIRMED"))
+        c.notifications(1)
+        self.assertGreaterEqual(c.comments, 1, "no heartbeat comment in 1.2 s")
+        c.close()
+        for s in ("SHIPPED", "DELIVERED"):
+            self.publish("order." + s.lower(), "o", order_data(uid("o"), user, s))
+        self.wait_for(token, 5)
+        c2 = self.sse_ready(token, last_id=int(live["id"]))
+        self.assertEqual([n["type"] for n in c2.notifications(3)],
+                         ["order.confirmed", "order.shipped", "order.delivered"])
+        c3 = self.sse_ready(token, query="?since=" + live["id"])
+        self.assertEqual(len(c3.notifications(3)), 3)
+        # Without a token, or a bad one: 401.
+        for t in (None, "nope", self.forge(user)[:-4] + "AAAA"):
+            r = self.sse(t)
+            self.assertEqual(r.status, 401, r.body)
+            self.assertEqual(json.loads(r.body)["error"]["code"], "UNAUTHENTICATED")
+        r = self.sse(token, query="?since=abc")
+        self.assertEqual(r.status, 400)
+
+    def test_resume_exactly_once_while_events_flow(self):
+        """A client that disconnects and resumes from its last seen id,
+        over and over while events keep coming, sees every notification
+        exactly once and in order, on both transports."""
+        user, _, token = self.new_user()
+        base = int(self.wait_for(token, 1)["data"][0]["id"])
+        total = 60
+        stop = threading.Event()
+
+        def produce():
+            for i in range(total):
+                self.publish("order.created", "o", order_data("flow-%d-%s" % (i, user), user,
+                                                              "PENDING"))
+                time.sleep(0.01)
+            stop.set()
+        th = threading.Thread(target=produce)
+        th.start()
+        seen = []
+        last = base
+        rounds = 0
+        try:
+            while len(seen) < total:
+                rounds += 1
+                transport = rounds % 2
+                if transport:
+                    c = self.ws_ready(token, query="?since=%d" % last)
+                    take = c.notifications
+                else:
+                    c = self.sse_ready(token, last_id=last)
+                    take = c.notifications
+                for n in take(min(7, total - len(seen)), timeout=15):
+                    seen.append(int(n["id"]))
+                    last = int(n["id"])
+                c.close()
+        finally:
+            th.join()
+        self.assertEqual(len(seen), len(set(seen)), "duplicates: %r" % seen)
+        self.assertEqual(seen, sorted(seen))
+        ids = sorted(int(n["id"]) for n in self.listing(token, "?limit=100")["data"]
+                     if n["type"] == "order.created")
+        self.assertEqual(seen, ids)
+        self.assertGreater(rounds, 5)
+
+    def test_websocket_auth_failures(self):
+        user, _, token = self.new_user(register=False)
+        # A bad token at the upgrade: 401, no upgrade.
+        for bad in ("nope", self.forge(user)[:-4] + "AAAA"):
+            c = self.ws(bad)
+            self.assertEqual(c.status, 401, c.body)
+            self.assertEqual(c.json()["error"]["code"], "UNAUTHENTICATED")
+        c = self.ws(headers=["Authorization: Basic Zm9vOmJhcg=="])
+        self.assertEqual(c.status, 401)
+        # No header: the first message must authenticate.
+        c = self.ws()
+        self.assertEqual(c.status, 101)
+        c.send_json({"type": "auth", "token": self.forge(user)[:-4] + "AAAA"})
+        code, reason = c.expect_close()
+        self.assertEqual(code, 1008)
+        self.assertIn("authentication failed", reason)
+        c = self.ws()
+        c.send_json({"type": "resume", "since": 1})
+        code, reason = c.expect_close()
+        self.assertEqual(code, 1008)
+        c = self.ws()
+        t0 = time.monotonic()
+        code, reason = c.expect_close(timeout=10)
+        self.assertEqual(code, 1008)
+        self.assertIn("timeout", reason)
+        self.assertGreater(time.monotonic() - t0, 1.5)
+        # Not a WebSocket handshake at all.
+        r = self.call("GET", "/v1/ws", token)
+        self.assertEnvelopeError(r, 426, "UPGRADE_REQUIRED")
+        self.assertEqual(r.header("Sec-WebSocket-Version"), "13")
+        r = self.raw(self.notif, "GET", "/v1/ws", token,
+                     headers=[("Upgrade", "websocket"), ("Connection", "Upgrade"),
+                              ("Sec-WebSocket-Version", "8"),
+                              ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")])
+        self.assertEnvelopeError(r, 426, "UPGRADE_REQUIRED")
+        r = self.raw(self.notif, "GET", "/v1/ws", token,
+                     headers=[("Upgrade", "websocket"), ("Connection", "Upgrade"),
+                              ("Sec-WebSocket-Version", "13"), ("Sec-WebSocket-Key", "short")])
+        self.assertEnvelopeError(r, 400, "BAD_UPGRADE")
+
+    def test_per_user_cap(self):
+        user, _, token = self.new_user(register=False)
+        open_ = [self.ws_ready(token) for _ in range(CAP - 1)] + [self.sse_ready(token)]
+        extra = self.ws(token)
+        self.assertEqual(extra.status, 101)
+        code, reason = extra.expect_close()
+        self.assertEqual(code, 1008)
+        self.assertIn("too many connections", reason)
+        r = self.sse(token)
+        self.assertEqual(r.status, 429, r.body)
+        self.assertEqual(json.loads(r.body)["error"]["code"], "TOO_MANY_CONNECTIONS")
+        # Another user is not affected; one closing makes room.
+        _, _, other = self.new_user(register=False)
+        self.ws_ready(other)
+        open_[0].close()
+        deadline = time.monotonic() + harness.scaled(5)
+        while True:
+            c = self.ws(token)
+            try:
+                if c.recv()["type"] == "ready":
+                    break
+            except WsClosed:
+                self.assertLess(time.monotonic(), deadline, "the cap did not free a slot")
+                time.sleep(0.1)
+
+    def test_websocket_protocol_errors_and_pings(self):
+        user, _, token = self.new_user(register=False)
+        cases = [
+            (lambda c: c.send_frame(1, '{"type":"ping"}', mask=False), 1002),
+            (lambda c: c.send_frame(1, '{"type":', fin=False), 1008),
+            (lambda c: c.send_frame(1, "x" * 5000), 1009),
+            (lambda c: c.send_frame(2, b"\x00\x01"), 1003),
+            (lambda c: c.send_frame(1, b"\xc3\x28"), 1007),
+            (lambda c: c.send_frame(1, "x", rsv=0x40), 1002),
+            (lambda c: c.send_frame(3, "x"), 1002),
+        ]
+        for act, want in cases:
+            c = self.ws_ready(token)
+            act(c)
+            code, _ = c.expect_close()
+            self.assertEqual(code, want)
+            c.close()
+        # A ping gets its pong; the server pings every second.
+        c = self.ws_ready(token)
+        c.send_frame(9, b"hello")
+        c.sock.settimeout(harness.scaled(5))
+        while True:
+            op, payload = c.frame()
+            if op == 10:
+                self.assertEqual(payload, b"hello")
+                break
+        c.send_json({"type": "ping"})
+        self.assertEqual(c.recv(timeout=5)["type"], "pong")
+        t0 = time.monotonic()
+        while c.pings < 2:
+            c.send_json({"type": "ping"})
+            c.recv(timeout=5)
+            time.sleep(0.2)
+        self.assertLess(time.monotonic() - t0, harness.scaled(6))
+        # A client that never answers is dropped with 1001.
+        c.auto_pong = False
+        code, reason = c.expect_close(timeout=10)
+        self.assertEqual((code, reason), (1001, "ping timeout"))
+        # The client closes: its close frame is echoed.
+        c = self.ws_ready(token)
+        c.send_frame(8, struct.pack("!H", 4001) + b"bye")
+        with self.assertRaises(WsClosed) as cm:
+            c.recv()
+        self.assertEqual(cm.exception.code, 4001)
+
+    def test_slow_client_is_dropped(self):
+        user, _, token = self.new_user(register=False)
+        c = self.ws_ready(token, rcvbuf=4096)
+        c.auto_pong = True
+        # About 30 KB per notification, 6 MB in all: more than the kernel's
+        # socket buffers on loopback (4 MB at most) and the 64 KiB bound.
+        items = [{"productId": "p-%d" % i, "name": "x" * 700, "quantity": 1,
+                  "unitPriceCents": 100} for i in range(40)]
+        n = 200
+        for i in range(n):
+            self.publish("order.created", "o", order_data("slow-%d-%s" % (i, user), user,
+                                                          "PENDING", items=items))
+        self.wait_for(token, n, timeout=60)
+        deadline = time.monotonic() + harness.scaled(10)
+        while not any("too slow" in l for l in self.notif.output(500).split("\n")):
+            self.assertLess(time.monotonic(), deadline, "the slow client was not dropped")
+            time.sleep(0.1)
+        got = 0
+        try:
+            while True:
+                msg = c.recv(timeout=10)
+                got += msg["type"] == "notification"
+        except WsClosed as e:
+            self.assertEqual(e.code, 1008)
+            self.assertIn("too slow", e.reason)
+        except (ConnectionError, OSError):
+            pass
+        self.assertLess(got, n)
+        # It may come back and resume.
+        self.ws_ready(token, query="?since=0").notifications(n, timeout=30)
+
+    def test_openapi_describes_every_route(self):
+        r = self.call("GET", "/openapi.json")
+        self.assertEqual(r.status, 200)
+        doc = r.json()
+        for path in ("/v1/notifications", "/v1/notifications/read", "/v1/ws", "/v1/stream"):
+            self.assertIn(path, doc["paths"])
+        self.assertIn("Error", doc["components"]["schemas"])
+
+
+if __name__ == "__main__":
+    harness.main()
