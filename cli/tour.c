@@ -290,14 +290,17 @@ static void show_history(tour *t, const char *order, bool brief)
     answer_release(&a);
 }
 
-/* Whether the customer's notifications include one about `order`. */
+/* Whether the customer's notifications include the one saying that `order`
+ * is confirmed (order.created may come first; the tour waits for this one). */
 static bool about(json_t *list, const char *order)
 {
     size_t i;
     json_t *n;
     json_array_foreach(list, i, n)
     {
-        if (strcmp(str(json_object_get(n, "data"), "orderId"), order) == 0) return true;
+        if (strcmp(str(json_object_get(n, "data"), "orderId"), order) == 0 &&
+            strstr(str(n, "type"), "confirmed"))
+            return true;
     }
     return false;
 }
@@ -327,7 +330,7 @@ static void show_notifications(tour *t, const char *order)
     json_t *list = data_of(&a);
     printf("   %zu notification(s), %lld unread%s\n", json_array_size(list),
            num(a.doc, "unreadCount"),
-           about(list, order) ? "" : " (none about the order yet, after 10 s)");
+           about(list, order) ? "" : " (not yet the order's confirmation, after 10 s)");
     size_t i;
     json_t *n;
     json_array_foreach(list, i, n)

@@ -10,7 +10,11 @@ default ports is never touched.
     was started is stopped; the environment it got (PORT, {service},
     per-service overrides, URLs, AGORA_REGISTRY)
   - `agora up -d` prints the table, returns, and everything answers /ready;
-    the demo data is there and `agora demo` again adds nothing
+    the demo data is there and `agora demo --load-only` again adds nothing
+  - with orders, inventory and payments built: `agora demo`'s tour through
+    the gateway prints each step, an order CONFIRMED with its total and
+    history, the notification (or that notifications are not running), and
+    a declined card's order CANCELLED with its reason
   - `agora status` shows each component with its pid and "ready"
   - SIGKILL on a service: it is restarted (new pid, ready again) and the
     supervisor's log says so
@@ -20,7 +24,9 @@ default ports is never touched.
     reverse order and exits 0
 
 Environment: AGORA_CLI, AGORA_USERSD, AGORA_CATALOGD, AGORA_CARTD,
-AGORA_HELLOD (executables), optionally AGORA_REGISTRYD; nats-server on PATH.
+AGORA_HELLOD (executables), optionally AGORA_REGISTRYD, AGORA_GATEWAYD,
+AGORA_INVENTORYD + AGORA_PAYMENTSD + AGORA_ORDERSD, AGORA_NOTIFICATIONSD;
+nats-server on PATH.
 """
 
 import json
@@ -122,6 +128,17 @@ def main():
     if os.environ.get("AGORA_REGISTRYD"):
         names.insert(1, "registry")
         execs["registry"] = os.environ["AGORA_REGISTRYD"]
+    # The checkout services, in config/agora.json's order: inventory and
+    # payments after catalog, orders after cart, notifications after orders.
+    shop = all(os.environ.get("AGORA_%sD" % n.upper()) for n in ("inventory", "payments",
+                                                                 "orders"))
+    if shop:
+        for n, after in (("inventory", "catalog"), ("payments", "inventory"), ("orders", "cart")):
+            names.insert(names.index(after) + 1, n)
+            execs[n] = os.environ["AGORA_%sD" % n.upper()]
+        if os.environ.get("AGORA_NOTIFICATIONSD"):
+            names.insert(names.index("orders") + 1, "notifications")
+            execs["notifications"] = os.environ["AGORA_NOTIFICATIONSD"]
     if os.environ.get("AGORA_GATEWAYD"):
         names.append("gateway")  # last, as in config/agora.json
         execs["gateway"] = os.environ["AGORA_GATEWAYD"]
@@ -132,6 +149,9 @@ def main():
             comps.append({"name": "nats", "exec": "nats-server", "port": ports[n],
                           "args": ["-a", "127.0.0.1", "-p", "{port}", "-js", "-sd", "{var}/nats"],
                           "ready": "tcp", "url": "nats://127.0.0.1:{port}"})
+        elif n == "notifications":
+            comps.append({"name": n, "exec": execs[n], "port": ports[n],
+                          "env": {"AGORA_MAIL_DIR": "{var}/mail"}})
         else:
             comps.append({"name": n, "exec": execs[n], "port": ports[n]})
     cfg = {"readyTimeout": "%ds" % (30 * SCALE), "drainTimeout": "10s",
@@ -139,7 +159,10 @@ def main():
                    "AGORA_DB": "sqlite:{var}/{service}.db",
                    "AGORA_ADMIN_EMAIL": "admin@agora.local",
                    "AGORA_ADMIN_PASSWORD": "agora-admin-dev",
-                   "AGORA_JWKS_URL": "{users.url}/.well-known/jwks.json"},
+                   "AGORA_JWKS_URL": "{users.url}/.well-known/jwks.json",
+                   # orders' service account at users (config/agora.json)
+                   "AGORA_SERVICE_CLIENTS": "orders:cli-test-orders-secret",
+                   "AGORA_ORDERS_CLIENT_SECRET": "cli-test-orders-secret"},
            "demo": "services/catalog/demo/load-demo",
            "components": comps}
     cfg_path = os.path.join(tmp, "agora.json")
@@ -241,9 +264,37 @@ def main():
             return json.loads(body)["pagination"]["total"] if st == 200 else None
         before = product_total()
         check(before and before > 0, "the demo products are there (%s)" % before)
-        r = agora("demo")
-        check(r.returncode == 0, "agora demo exits 0: %s %s" % (r.stdout, r.stderr))
-        check(product_total() == before, "agora demo again adds nothing")
+        r = agora("demo", "--load-only")
+        check(r.returncode == 0, "agora demo --load-only exits 0: %s %s" % (r.stdout, r.stderr))
+        check("agora demo:" not in r.stdout, "--load-only runs no tour: %r" % r.stdout)
+        check(product_total() == before, "agora demo --load-only again adds nothing")
+        if "gateway" in ports and shop:
+            # The tour: a new customer through the gateway, each step printed;
+            # the catalogue is loaded again first (adding nothing).
+            r = agora("demo")
+            print(r.stdout, r.stderr, flush=True)
+            out = r.stdout
+            check(r.returncode == 0, "agora demo (the tour) exits 0: %s" % r.stderr[-2000:])
+            check(product_total() == before, "agora demo again adds no product")
+            for i, what in enumerate(["registers", "Browses the products", "Adds two products",
+                                      "Looks at the cart", "Checks out from the cart",
+                                      "history", "notifications", "declined test card"], 1):
+                check(re.search(r"^%d\. .*%s" % (i, what), out, re.M),
+                      "the tour prints step %d (%s)" % (i, what))
+            check(re.search(r"POST /api/v1/orders -> 201", out), "the tour shows its order call")
+            check(re.search(r"^   order \S+ is CONFIRMED: \$\d+\.\d\d", out, re.M),
+                  "the first order is CONFIRMED with its total")
+            check(re.search(r"OrderPlaced.*\n.*StockReserved.*\n.*PaymentCharged.*\n"
+                            r".*OrderConfirmed", out),
+                  "the history lists the confirmed order's events in order")
+            check(re.search(r"^   order \S+ is CANCELLED: .*CARD_DECLINED", out, re.M),
+                  "the declined order is CANCELLED with its reason")
+            if "notifications" in ports:
+                check("[order.confirmed]" in out, "the order's notification is shown")
+            else:
+                check("agora-notifications is not running" in out,
+                      "the tour says plainly that notifications are not running")
+            check("agora demo: tour done" in out, "the tour ends with its summary line")
 
         # 5. status: every component, its pid, ready.
         r = agora("status")
