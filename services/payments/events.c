@@ -9,6 +9,8 @@
  *                      refund), refundedCents (all refunds so far),
  *                      currency, fullyRefunded}
  * method is {type, brand, last4} or {type, walletId}: never a card number.
+ * Each also carries userId: the order's owner when the caller gave one
+ * (agora-orders does), else null.
  * It consumes nothing.
  */
 #include <string.h>
@@ -24,6 +26,7 @@ int publish_payment_result(ag_db *db, const payment *p)
                              p->currency, "method", json_object_get(full, "method"));
     json_decref(full);
     if (!data) return AG_EINVAL;
+    json_object_set_new(data, "userId", p->user_id[0] ? json_string(p->user_id) : json_null());
     if (!ok) {
         json_object_set_new(data, "failureCode", json_string(p->failure_code));
         json_object_set_new(data, "failureMessage", json_string(p->failure_message));
@@ -40,5 +43,6 @@ int publish_payment_refunded(ag_db *db, const payment *p, const char *refund_id,
         (json_int_t)p->refunded_cents, "currency", p->currency, "fullyRefunded",
         p->refunded_cents == p->amount_cents);
     if (!data) return AG_EINVAL;
+    json_object_set_new(data, "userId", p->user_id[0] ? json_string(p->user_id) : json_null());
     return ag_bus_publish(g_pay.bus, db, "payment.refunded", p->order_id, data, NULL);
 }

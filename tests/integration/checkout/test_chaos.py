@@ -175,8 +175,11 @@ class Chaos(unittest.TestCase):
                 seen.clear()
                 page = 1
                 while True:
-                    d = s.call("GET", "/api/v1/notifications?limit=100&page=%d" % page,
-                               cust["token"]).json()
+                    rep = s.call("GET", "/api/v1/notifications?limit=100&page=%d" % page,
+                                 cust["token"])
+                    if rep.status != 200:
+                        raise AssertionError("notifications: %r" % rep)
+                    d = rep.json()
                     for n in d["data"]:
                         oid = (n.get("data") or {}).get("orderId")
                         if oid and n["type"] in ("order.confirmed", "order.cancelled"):
