@@ -128,8 +128,8 @@ def main():
     if os.environ.get("AGORA_REGISTRYD"):
         names.insert(1, "registry")
         execs["registry"] = os.environ["AGORA_REGISTRYD"]
-    # The checkout services, in config/agora.json's order: inventory and
-    # payments after catalog, orders after cart, notifications after orders.
+    # The checkout services, in config/agora.json's order: inventory,
+    # payments and notifications after catalog, orders after cart.
     shop = all(os.environ.get("AGORA_%sD" % n.upper()) for n in ("inventory", "payments",
                                                                  "orders"))
     if shop:
@@ -138,7 +138,7 @@ def main():
             execs[n] = os.environ["AGORA_%sD" % n.upper()]
         # A partial build may have the target without the file.
         if os.access(os.environ.get("AGORA_NOTIFICATIONSD", ""), os.X_OK):
-            names.insert(names.index("orders") + 1, "notifications")
+            names.insert(names.index("payments") + 1, "notifications")
             execs["notifications"] = os.environ["AGORA_NOTIFICATIONSD"]
     if os.environ.get("AGORA_GATEWAYD"):
         names.append("gateway")  # last, as in config/agora.json
