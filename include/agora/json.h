@@ -19,6 +19,7 @@
 
 #include <jansson.h>
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "agora/http.h"
 
@@ -54,6 +55,19 @@ json_t *ag_v_array(ag_validator *v, json_t *obj, const char *field, unsigned fla
 /* A string that looks like an e-mail address (one '@', a dot in the domain,
  * no spaces, at most 254 characters). */
 const char *ag_v_email(ag_validator *v, json_t *obj, const char *field, unsigned flags);
+
+/* Records a problem for every member of object `obj` not named in
+ * `allowed` (NULL-terminated): "<prefix><name> is not a known field".
+ * `prefix` (may be NULL) names the object in nested bodies ("items[].").
+ * A body's unknown fields are refused rather than ignored (DESIGN.md §4). */
+void ag_v_only_fields(ag_validator *v, json_t *obj, const char *prefix,
+                      const char *const *allowed);
+
+/* The query parameter `name` of `req` as an integer in [min, max]: its
+ * value, `def` when absent, or `def` after recording "<name> must be an
+ * integer between <min> and <max>". */
+int64_t ag_v_query_int(ag_validator *v, ag_http_req *req, const char *name, int64_t def,
+                       int64_t min, int64_t max);
 
 /* Answers 422 VALIDATION_FAILED with the collected problems, and releases
  * the validator. */

@@ -28,18 +28,6 @@ static void internal_error(ag_http_req *req, ag_http_res *res, const char *what,
 }
 
 /* Every key of `body` must be one of `allowed` (NULL-terminated). */
-static void only_fields(ag_validator *v, json_t *body, const char *const *allowed)
-{
-    const char *key;
-    json_t *val;
-    json_object_foreach(body, key, val)
-    {
-        bool ok = false;
-        for (const char *const *a = allowed; *a; a++)
-            if (strcmp(key, *a) == 0) ok = true;
-        if (!ok) ag_v_fail(v, key, "%.64s is not a field that can be set", key);
-    }
-}
 
 /* Catalog's ids are UUIDs; anything of letters, digits, '-' and '_' up to
  * CART_PRODUCT_ID_MAX may be one. Nothing else reaches catalog's URL. */
@@ -180,7 +168,7 @@ static void post_item(ag_http_req *req, ag_http_res *res, void *ud)
     if (!json_is_object(body)) {
         ag_v_fail(&v, "", "the body must be a JSON object");
     } else {
-        only_fields(&v, body, allowed);
+        ag_v_only_fields(&v, body, NULL, allowed);
         pid = ag_v_str(&v, body, "productId", AG_V_REQUIRED, 1, CART_PRODUCT_ID_MAX);
         if (pid && !product_id_ok(pid))
             ag_v_fail(&v, "productId", "productId must be a product id (letters, digits, - or _)");
@@ -217,7 +205,7 @@ static void put_item(ag_http_req *req, ag_http_res *res, void *ud)
     if (!json_is_object(body)) {
         ag_v_fail(&v, "", "the body must be a JSON object");
     } else {
-        only_fields(&v, body, allowed);
+        ag_v_only_fields(&v, body, NULL, allowed);
         ag_v_int(&v, body, "quantity", AG_V_REQUIRED, 1, CART_MAX_QUANTITY, &qty);
     }
     json_decref(body);

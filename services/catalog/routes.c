@@ -36,22 +36,6 @@ static bool caller_is(const ag_http_req *req, const char *role)
     return me && strcmp(me->role, role) == 0;
 }
 
-/* An integer query parameter within [min, max]; a bad one is recorded. */
-static int64_t query_int(ag_http_req *req, ag_validator *v, const char *name, int64_t def,
-                         int64_t min, int64_t max)
-{
-    const char *s = ag_req_query(req, name);
-    if (!s) return def;
-    char *end;
-    errno = 0;
-    long long x = strtoll(s, &end, 10);
-    if (*s == '\0' || *end != '\0' || errno || x < min || x > max) {
-        ag_v_fail(v, name, "%s must be an integer between %lld and %lld", name, (long long)min,
-                  (long long)max);
-        return def;
-    }
-    return x;
-}
 
 /* -1 when absent, else 0 or 1. */
 static int query_bool(ag_http_req *req, ag_validator *v, const char *name)
@@ -164,18 +148,6 @@ static bool blank(const char *s)
 }
 
 /* Every key of `body` must be one of `allowed` (NULL-terminated). */
-static void only_fields(ag_validator *v, json_t *body, const char *const *allowed)
-{
-    const char *key;
-    json_t *val;
-    json_object_foreach(body, key, val)
-    {
-        bool ok = false;
-        for (const char *const *a = allowed; *a; a++)
-            if (strcmp(key, *a) == 0) ok = true;
-        if (!ok) ag_v_fail(v, key, "%s is not a field that can be set", key);
-    }
-}
 
 /* The product fields of a POST (create: name, category and priceCents
  * required) or a PUT (every field optional, at least one). */
@@ -188,7 +160,7 @@ static void read_product(ag_validator *v, json_t *body, bool create, product_fie
         ag_v_fail(v, "", "the body must be a JSON object");
         return;
     }
-    only_fields(v, body, allowed);
+    ag_v_only_fields(v, body, NULL, allowed);
     unsigned req = create ? AG_V_REQUIRED : 0;
     f->name = ag_v_str(v, body, "name", req, 1, 200);
     if (f->name && blank(f->name)) ag_v_fail(v, "name", "name must not be blank");
@@ -433,10 +405,10 @@ static void list_products(ag_http_req *req, ag_http_res *res, void *ud)
     ag_v_init(&v);
     product_query q;
     memset(&q, 0, sizeof q);
-    q.page = query_int(req, &v, "page", 1, 1, 1000000);
-    q.limit = query_int(req, &v, "limit", 20, 1, 100);
-    q.min_price = query_int(req, &v, "minPrice", -1, 0, MAX_PRICE_CENTS);
-    q.max_price = query_int(req, &v, "maxPrice", -1, 0, MAX_PRICE_CENTS);
+    q.page = ag_v_query_int(&v, req, "page", 1, 1, 1000000);
+    q.limit = ag_v_query_int(&v, req, "limit", 20, 1, 100);
+    q.min_price = ag_v_query_int(&v, req, "minPrice", -1, 0, MAX_PRICE_CENTS);
+    q.max_price = ag_v_query_int(&v, req, "maxPrice", -1, 0, MAX_PRICE_CENTS);
     if (q.min_price >= 0 && q.max_price >= 0 && q.min_price > q.max_price)
         ag_v_fail(&v, "minPrice", "minPrice must not exceed maxPrice");
     q.in_stock = query_bool(req, &v, "inStock");
@@ -485,7 +457,7 @@ static void get_recommendations(ag_http_req *req, ag_http_res *res, void *ud)
     (void)ud;
     ag_validator v;
     ag_v_init(&v);
-    int64_t limit = query_int(req, &v, "limit", 10, 1, 50);
+    int64_t limit = ag_v_query_int(&v, req, "limit", 10, 1, 50);
     const char *user = query_text(req, &v, "userId", 128);
     if (user && !*user) ag_v_fail(&v, "userId", "userId must not be empty");
     if (!ag_v_ok(&v)) {
@@ -558,7 +530,7 @@ static void post_category(ag_http_req *req, ag_http_res *res, void *ud)
     if (!json_is_object(body)) {
         ag_v_fail(&v, "", "the body must be a JSON object");
     } else {
-        only_fields(&v, body, allowed);
+        ag_v_only_fields(&v, body, NULL, allowed);
         c.name = ag_v_str(&v, body, "name", AG_V_REQUIRED, 1, 100);
         if (c.name && blank(c.name)) ag_v_fail(&v, "name", "name must not be blank");
         c.slug = ag_v_str(&v, body, "slug", AG_V_REQUIRED, 1, 64);
@@ -644,7 +616,7 @@ static void post_review(ag_http_req *req, ag_http_res *res, void *ud)
     if (!json_is_object(body)) {
         ag_v_fail(&v, "", "the body must be a JSON object");
     } else {
-        only_fields(&v, body, allowed);
+        ag_v_only_fields(&v, body, NULL, allowed);
         ag_v_int(&v, body, "rating", AG_V_REQUIRED, 1, 5, &rating);
         c.text = ag_v_str(&v, body, "text", 0, 0, 2000);
     }
@@ -682,8 +654,8 @@ static void list_reviews(ag_http_req *req, ag_http_res *res, void *ud)
     (void)ud;
     ag_validator v;
     ag_v_init(&v);
-    int64_t page = query_int(req, &v, "page", 1, 1, 1000000);
-    int64_t limit = query_int(req, &v, "limit", 20, 1, 100);
+    int64_t page = ag_v_query_int(&v, req, "page", 1, 1, 1000000);
+    int64_t limit = ag_v_query_int(&v, req, "limit", 20, 1, 100);
     if (!ag_v_ok(&v)) {
         ag_res_validation(res, &v);
         return;

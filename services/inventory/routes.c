@@ -49,18 +49,6 @@ static void internal_error(ag_http_req *req, ag_http_res *res, const char *what,
     ag_res_error(res, 500, "INTERNAL", "internal error", NULL);
 }
 
-static void only_fields(ag_validator *v, json_t *body, const char *const *allowed)
-{
-    const char *key;
-    json_t *val;
-    json_object_foreach(body, key, val)
-    {
-        bool ok = false;
-        for (const char *const *a = allowed; *a; a++)
-            if (strcmp(key, *a) == 0) ok = true;
-        if (!ok) ag_v_fail(v, key, "%.64s is not a field that can be set", key);
-    }
-}
 
 /* Product and order ids: letters, digits, '-' and '_', 1 to INV_ID_MAX. */
 static bool id_ok(const char *s)
@@ -85,21 +73,6 @@ static const char *path_id(ag_http_req *req, ag_http_res *res, const char *name,
     return id;
 }
 
-static int64_t query_int(ag_http_req *req, ag_validator *v, const char *name, int64_t def,
-                         int64_t min, int64_t max)
-{
-    const char *s = ag_req_query(req, name);
-    if (!s) return def;
-    char *end;
-    errno = 0;
-    long long x = strtoll(s, &end, 10);
-    if (*s == '\0' || *end != '\0' || errno || x < min || x > max) {
-        ag_v_fail(v, name, "%s must be an integer between %lld and %lld", name, (long long)min,
-                  (long long)max);
-        return def;
-    }
-    return x;
-}
 
 /* ---- Stock ---------------------------------------------------------------------------- */
 
@@ -127,8 +100,8 @@ static void list_stock(ag_http_req *req, ag_http_res *res, void *ud)
     if (!ag_auth_caller_role(req, res, "admin")) return;
     ag_validator v;
     ag_v_init(&v);
-    int64_t page = query_int(req, &v, "page", 1, 1, 1000000);
-    int64_t limit = query_int(req, &v, "limit", 20, 1, 100);
+    int64_t page = ag_v_query_int(&v, req, "page", 1, 1, 1000000);
+    int64_t limit = ag_v_query_int(&v, req, "limit", 20, 1, 100);
     if (!ag_v_ok(&v)) {
         ag_res_validation(res, &v);
         return;
@@ -199,7 +172,7 @@ static void post_adjust(ag_http_req *req, ag_http_res *res, void *ud)
     if (!json_is_object(body)) {
         ag_v_fail(&v, "", "the body must be a JSON object");
     } else {
-        only_fields(&v, body, allowed);
+        ag_v_only_fields(&v, body, NULL, allowed);
         if (ag_v_int(&v, body, "delta", AG_V_REQUIRED, -INV_MAX_QUANTITY, INV_MAX_QUANTITY,
                      &delta) &&
             delta == 0)
@@ -355,7 +328,7 @@ static void post_reservation(ag_http_req *req, ag_http_res *res, void *ud)
     if (!json_is_object(body)) {
         ag_v_fail(&v, "", "the body must be a JSON object");
     } else {
-        only_fields(&v, body, allowed);
+        ag_v_only_fields(&v, body, NULL, allowed);
         order = ag_v_str(&v, body, "orderId", AG_V_REQUIRED, 1, INV_ID_MAX);
         if (order && !id_ok(order))
             ag_v_fail(&v, "orderId", "orderId must be an id (letters, digits, - or _)");
@@ -369,7 +342,7 @@ static void post_reservation(ag_http_req *req, ag_http_res *res, void *ud)
             ag_v_fail(&v, "items", "items[%zu] must be an object", i);
             continue;
         }
-        only_fields(&v, it, item_fields);
+        ag_v_only_fields(&v, it, NULL, item_fields);
         const char *pid = ag_v_str(&v, it, "productId", AG_V_REQUIRED, 1, INV_ID_MAX);
         long long q = 0;
         bool qok = ag_v_int(&v, it, "quantity", AG_V_REQUIRED, 1, INV_MAX_QUANTITY, &q);

@@ -123,20 +123,32 @@ static int reserve(ag_saga_ctx *ctx, void *ud)
     return rc;
 }
 
+/* POST inventory /v1/reservations/<order>/<verb> as a compensation: a 404
+ * (nothing was reserved) or 409 (the reservation failed, or is past this
+ * move) leaves nothing to undo; anything else that is not 200 is retried. */
+static int reservation_undo(ag_saga_ctx *ctx, const char *verb, const char *what)
+{
+    char id[40], path[128], suffix[16];
+    order_of(ctx, id);
+    snprintf(suffix, sizeof suffix, "/%s", verb);
+    peer_reply rep;
+    int rc = peer_call(PEER_INVENTORY, "POST",
+                       path_of(path, sizeof path, "/v1/reservations/", id, suffix), NULL, NULL,
+                       ag_saga_ctx_deadline(ctx), ag_saga_ctx_id(ctx), &rep);
+    if (rc == 0 && (rep.status == 404 || rep.status == 409)) {
+        ag_info("nothing to undo at inventory", AG_FS("orderId", id), AG_FS("verb", verb),
+                AG_FI("status", rep.status));
+        rep.status = 200;
+    }
+    rc = judge(ctx, rc, &rep, 200, what);
+    peer_reply_clear(&rep);
+    return rc == AG_SAGA_FAILED ? AG_EUNAVAIL : rc;
+}
+
 static int release(ag_saga_ctx *ctx, void *ud)
 {
     (void)ud;
-    char id[40], path[128];
-    order_of(ctx, id);
-    peer_reply rep;
-    int rc = peer_call(PEER_INVENTORY, "POST",
-                       path_of(path, sizeof path, "/v1/reservations/", id, "/release"), NULL, NULL,
-                       ag_saga_ctx_deadline(ctx), ag_saga_ctx_id(ctx), &rep);
-    /* 404: nothing was reserved; 409: the reservation failed (nothing held). */
-    if (rc == 0 && (rep.status == 404 || rep.status == 409)) rep.status = 200;
-    rc = judge(ctx, rc, &rep, 200, "release stock");
-    peer_reply_clear(&rep);
-    return rc;
+    return reservation_undo(ctx, "release", "release stock");
 }
 
 /* ---- charge ----------------------------------------------------------------------------------- */
@@ -267,19 +279,7 @@ static int confirm(ag_saga_ctx *ctx, void *ud)
 static int restock(ag_saga_ctx *ctx, void *ud)
 {
     (void)ud;
-    char id[40], path[128];
-    order_of(ctx, id);
-    peer_reply rep;
-    int rc = peer_call(PEER_INVENTORY, "POST",
-                       path_of(path, sizeof path, "/v1/reservations/", id, "/return"), NULL, NULL,
-                       ag_saga_ctx_deadline(ctx), ag_saga_ctx_id(ctx), &rep);
-    if (rc == 0 && (rep.status == 404 || rep.status == 409)) {
-        ag_warn("nothing to return to stock", AG_FS("orderId", id), AG_FI("status", rep.status));
-        rep.status = 200;
-    }
-    rc = judge(ctx, rc, &rep, 200, "return the stock");
-    peer_reply_clear(&rep);
-    return rc == AG_SAGA_FAILED ? AG_EUNAVAIL : rc;
+    return reservation_undo(ctx, "return", "return the stock");
 }
 
 /* ---- Hooks: run inside the transaction that records the saga's progress -------------------- */

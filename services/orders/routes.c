@@ -47,31 +47,7 @@ static bool id_ok(const char *s, size_t max)
     return true;
 }
 
-static void only_fields(ag_validator *v, json_t *obj, const char *prefix,
-                        const char *const *allowed)
-{
-    const char *key;
-    json_t *val;
-    json_object_foreach(obj, key, val) {
-        bool ok = false;
-        for (const char *const *a = allowed; *a; a++)
-            if (strcmp(key, *a) == 0) ok = true;
-        if (!ok) ag_v_fail(v, key, "%s%.64s is not a known field", prefix, key);
-    }
-}
 
-static bool query_int(ag_http_req *req, const char *name, long long def, long long min,
-                      long long max, long long *out)
-{
-    const char *s = ag_req_query(req, name);
-    *out = def;
-    if (!s) return true;
-    char *end;
-    long long v = strtoll(s, &end, 10);
-    if (!*s || *end || v < min || v > max) return false;
-    *out = v;
-    return true;
-}
 
 /* "Prefer: wait=<seconds>" (RFC 7240): seconds to wait, capped at 60; 0 none. */
 static int prefer_wait(ag_http_req *req, ag_http_res *res)
@@ -110,7 +86,16 @@ static int load_for(ag_http_req *req, ag_http_res *res, const ag_caller *me, con
 static void answer_order(ag_http_req *req, ag_http_res *res, const char *id, int status,
                          int wait_s)
 {
-    if (wait_s > 0) ord_wait_final(id, (uint64_t)wait_s * 1000);
+    if (wait_s > 0) { /* within the caller's own deadline, keeping time to answer */
+        uint64_t ms = (uint64_t)wait_s * 1000;
+        ag_deadline dl = ag_req_deadline(req);
+        if (dl != 0 && dl != AG_DEADLINE_NONE) {
+            uint64_t left = ag_deadline_remaining(dl);
+            left = left > 250 ? left - 250 : 0;
+            if (left < ms) ms = left;
+        }
+        ord_wait_final(id, ms);
+    }
     ag_db *db;
     ord_order o;
     int rc = ag_store_db(g_ord.store, &db);
@@ -141,7 +126,7 @@ static void validate_address(ag_validator *v, json_t *a)
         ag_v_fail(v, "shippingAddress", "shippingAddress must be an object");
         return;
     }
-    only_fields(v, a, "shippingAddress.", fields);
+    ag_v_only_fields(v, a, "shippingAddress.", fields);
     ag_v_str(v, a, "name", AG_V_REQUIRED, 1, 100);
     ag_v_str(v, a, "line1", AG_V_REQUIRED, 1, 200);
     ag_v_str(v, a, "line2", 0, 0, 200);
@@ -164,7 +149,7 @@ static bool parse_items(ag_validator *v, json_t *items, line *lines, size_t *n)
             ag_v_fail(v, "items", "each item must be an object");
             return false;
         }
-        only_fields(v, it, "items[].", fields);
+        ag_v_only_fields(v, it, "items[].", fields);
         const char *pid = ag_v_str(v, it, "productId", AG_V_REQUIRED, 1, ORD_ID_MAX);
         long long q = 0;
         ag_v_int(v, it, "quantity", AG_V_REQUIRED, 1, ORD_MAX_QUANTITY, &q);
@@ -370,7 +355,7 @@ static void post_order(ag_http_req *req, ag_http_res *res, void *ud)
     ag_validator v;
     ag_v_init(&v);
     if (!json_is_object(body)) ag_v_fail(&v, "body", "the body must be a JSON object");
-    only_fields(&v, body, "", fields);
+    ag_v_only_fields(&v, body, "", fields);
     bool from_cart = false;
     ag_v_bool(&v, body, "fromCart", 0, &from_cart);
     json_t *items = ag_v_array(&v, body, "items", 0, 1, ORD_MAX_ITEMS);
@@ -507,10 +492,8 @@ static void list_orders(ag_http_req *req, ag_http_res *res, void *ud)
                                 " CANCELLING, CANCELLED");
     if (user && !is_staff(me) && strcmp(user, me->id) != 0)
         ag_v_fail(&v, "userId", "only admins may list other customers' orders");
-    if (!query_int(req, "page", 1, 1, 1000000, &page))
-        ag_v_fail(&v, "page", "page must be an integer of at least 1");
-    if (!query_int(req, "limit", 20, 1, 100, &limit))
-        ag_v_fail(&v, "limit", "limit must be between 1 and 100");
+    page = ag_v_query_int(&v, req, "page", 1, 1, 1000000);
+    limit = ag_v_query_int(&v, req, "limit", 20, 1, 100);
     if (!ag_v_ok(&v)) {
         ag_res_validation(res, &v);
         return;
@@ -628,7 +611,7 @@ static void post_cancel(ag_http_req *req, ag_http_res *res, void *ud)
         ag_validator v;
         ag_v_init(&v);
         if (!json_is_object(body)) ag_v_fail(&v, "body", "the body must be a JSON object");
-        only_fields(&v, body, "", fields);
+        ag_v_only_fields(&v, body, "", fields);
         const char *r = ag_v_str(&v, body, "reason", 0, 1, 200);
         if (!ag_v_ok(&v)) {
             ag_res_validation(res, &v);
@@ -693,7 +676,7 @@ static void put_status(ag_http_req *req, ag_http_res *res, void *ud)
     ag_validator v;
     ag_v_init(&v);
     if (!json_is_object(body)) ag_v_fail(&v, "body", "the body must be a JSON object");
-    only_fields(&v, body, "", fields);
+    ag_v_only_fields(&v, body, "", fields);
     const char *target = ag_v_str(&v, body, "status", AG_V_REQUIRED, 1, 16);
     if (target && strcmp(target, "SHIPPED") != 0 && strcmp(target, "DELIVERED") != 0)
         ag_v_fail(&v, "status", "status must be SHIPPED or DELIVERED");

@@ -41,19 +41,6 @@ static void internal_error(ag_http_req *req, ag_http_res *res, const char *what,
     ag_res_error(res, 500, "INTERNAL", "internal error", NULL);
 }
 
-static void only_fields(ag_validator *v, json_t *body, const char *prefix,
-                        const char *const *allowed)
-{
-    const char *key;
-    json_t *val;
-    json_object_foreach(body, key, val)
-    {
-        bool ok = false;
-        for (const char *const *a = allowed; *a; a++)
-            if (strcmp(key, *a) == 0) ok = true;
-        if (!ok) ag_v_fail(v, key, "%s%.64s is not a known field", prefix, key);
-    }
-}
 
 /* Ids we accept from callers: letters, digits, '-', '_', '.', ':'. */
 static bool id_ok(const char *s, size_t max)
@@ -192,7 +179,7 @@ static void validate_method(ag_validator *v, json_t *pm, pay_method *m)
     if (strcmp(type, "card") == 0) {
         static const char *const allowed[] = {"type", "number", "expMonth", "expYear", "cvc",
                                               NULL};
-        only_fields(v, pm, "paymentMethod.", allowed);
+        ag_v_only_fields(v, pm, "paymentMethod.", allowed);
         snprintf(m->type, sizeof m->type, "card");
         /* Never ag_v_str on the number with a length limit message that could
          * be logged with the value: check it by hand, name no digits. */
@@ -230,7 +217,7 @@ static void validate_method(ag_validator *v, json_t *pm, pay_method *m)
             ag_v_fail(v, "paymentMethod.cvc", "paymentMethod.cvc must be a string of 3 or 4 digits");
     } else if (strcmp(type, "wallet") == 0) {
         static const char *const allowed[] = {"type", "walletId", NULL};
-        only_fields(v, pm, "paymentMethod.", allowed);
+        ag_v_only_fields(v, pm, "paymentMethod.", allowed);
         snprintf(m->type, sizeof m->type, "wallet");
         const char *w = ag_v_str(v, pm, "walletId", AG_V_REQUIRED, 1, PAY_WALLET_ID_MAX);
         if (w && !id_ok(w, PAY_WALLET_ID_MAX))
@@ -298,7 +285,7 @@ static bool parse_charge(ag_http_req *req, ag_http_res *res, charge_req *c, json
     if (!json_is_object(body)) {
         ag_v_fail(&v, "", "the body must be a JSON object");
     } else {
-        only_fields(&v, body, "", allowed);
+        ag_v_only_fields(&v, body, "", allowed);
         c->order_id = ag_v_str(&v, body, "orderId", AG_V_REQUIRED, 1, PAY_ORDER_ID_MAX);
         if (c->order_id && !id_ok(c->order_id, PAY_ORDER_ID_MAX))
             ag_v_fail(&v, "orderId", "orderId may hold letters, digits, '-', '_', '.' and ':'");
@@ -498,7 +485,7 @@ static void post_refund(ag_http_req *req, ag_http_res *res, void *ud)
         if (!json_is_object(body)) {
             ag_v_fail(&v, "", "the body must be a JSON object");
         } else {
-            only_fields(&v, body, "", allowed);
+            ag_v_only_fields(&v, body, "", allowed);
             ag_v_int(&v, body, "amountCents", 0, 1, PAY_MAX_AMOUNT, &requested);
         }
         json_decref(body);
@@ -628,18 +615,6 @@ static void get_payment(ag_http_req *req, ag_http_res *res, void *ud)
         ag_res_ok(res, 200, payment_json(&p));
 }
 
-static bool query_int(ag_http_req *req, const char *name, long long def, long long min,
-                      long long max, long long *out)
-{
-    const char *s = ag_req_query(req, name);
-    *out = def;
-    if (!s) return true;
-    char *end;
-    long long v = strtoll(s, &end, 10);
-    if (!*s || *end || v < min || v > max) return false;
-    *out = v;
-    return true;
-}
 
 static void list_payments(ag_http_req *req, ag_http_res *res, void *ud)
 {
@@ -651,10 +626,8 @@ static void list_payments(ag_http_req *req, ag_http_res *res, void *ud)
     ag_v_init(&v);
     if (order && !id_ok(order, PAY_ORDER_ID_MAX))
         ag_v_fail(&v, "orderId", "orderId may hold letters, digits, '-', '_', '.' and ':'");
-    if (!query_int(req, "page", 1, 1, 1000000, &page))
-        ag_v_fail(&v, "page", "page must be an integer of at least 1");
-    if (!query_int(req, "limit", 20, 1, 100, &limit))
-        ag_v_fail(&v, "limit", "limit must be between 1 and 100");
+    page = ag_v_query_int(&v, req, "page", 1, 1, 1000000);
+    limit = ag_v_query_int(&v, req, "limit", 20, 1, 100);
     if (!ag_v_ok(&v)) {
         ag_res_validation(res, &v);
         return;

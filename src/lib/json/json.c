@@ -1,5 +1,8 @@
 /* json.c — JSON request bodies and field validation (see agora/json.h). */
+#include <errno.h>
 #include <stdarg.h>
+#include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "agora/json.h"
@@ -190,4 +193,33 @@ void ag_res_validation(ag_http_res *res, ag_validator *v)
     v->details = NULL;
     ag_res_error(res, 422, "VALIDATION_FAILED", v->first[0] ? v->first : "validation failed",
                  details);
+}
+
+void ag_v_only_fields(ag_validator *v, json_t *obj, const char *prefix,
+                      const char *const *allowed)
+{
+    const char *key;
+    json_t *val;
+    json_object_foreach(obj, key, val) {
+        bool ok = false;
+        for (const char *const *a = allowed; *a && !ok; a++)
+            ok = strcmp(key, *a) == 0;
+        if (!ok) ag_v_fail(v, key, "%s%.64s is not a known field", prefix ? prefix : "", key);
+    }
+}
+
+int64_t ag_v_query_int(ag_validator *v, ag_http_req *req, const char *name, int64_t def,
+                       int64_t min, int64_t max)
+{
+    const char *s = ag_req_query(req, name);
+    if (!s) return def;
+    char *end;
+    errno = 0;
+    long long x = strtoll(s, &end, 10);
+    if (*s == '\0' || *end != '\0' || errno || x < min || x > max) {
+        ag_v_fail(v, name, "%s must be an integer between %lld and %lld", name, (long long)min,
+                  (long long)max);
+        return def;
+    }
+    return x;
 }
