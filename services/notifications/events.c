@@ -4,7 +4,8 @@
  *
  *   user.registered   projection; a welcome notification and a welcome mail
  *   user.updated      projection (e-mail address, role)
- *   user.deleted      tombstone; the user's notifications and pending mail go
+ *   user.deleted      tombstone; the user's notifications and pending mail go,
+ *                     and later order events for them notify nobody
  *   order.created     "Order placed"       to data.userId
  *   order.confirmed   "Order confirmed"    to data.userId, with a mail
  *   order.cancelled   "Order cancelled"    to data.userId (with data.reason)
@@ -252,6 +253,15 @@ static int on_order(ag_db *db, const ag_event *ev, void *ud, char *why, size_t n
     const char *user = str(ev->data, "userId");
     if (!order) return bad(ev, why, n, "orderId");
     if (!user || strlen(user) >= NT_USER_MAX) return bad(ev, why, n, "a usable userId");
+    nt_user u;
+    int rc = nt_user_get(db, user, &u);
+    if (rc < 0 && rc != AG_ENOTFOUND) return db_fail(db, why, n, rc);
+    bool known = rc == 0;
+    if (known && u.deleted) {
+        ag_info("order event for a deleted user: no notification", AG_FS("userId", user),
+                AG_FS("event", ev->type));
+        return 0;
+    }
     char sid[16], total[48], msg[512];
     short_id(sid, order);
     money(total, sizeof total, json_object_get(ev->data, "totalCents"), str(ev->data, "currency"));
@@ -266,18 +276,15 @@ static int on_order(ag_db *db, const ag_event *ev, void *ud, char *why, size_t n
                              field(ev->data, "totalCents"), "currency",
                              field(ev->data, "currency"), "reason", field(ev->data, "reason"),
                              "items", field(ev->data, "items"));
-    int rc = notify(db, ev, user, t->title, msg, data);
+    rc = notify(db, ev, user, t->title, msg, data);
     json_decref(data);
     if (rc < 0) return db_fail(db, why, n, rc);
     if (!t->subject) return 0;
-    nt_user u;
-    rc = nt_user_get(db, user, &u);
-    if (rc == AG_ENOTFOUND || (rc == 0 && u.deleted)) {
+    if (!known) {
         ag_info("order mail skipped: the user is not known here", AG_FS("userId", user),
                 AG_FS("event", ev->type));
         return 0;
     }
-    if (rc < 0) return db_fail(db, why, n, rc);
     ag_buf body;
     ag_buf_init(&body, 0);
     order_mail_body(&body, t, ev->data, u.username[0] ? u.username : "there", order, total);
