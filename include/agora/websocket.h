@@ -38,9 +38,9 @@
 #include "agora/mem.h"
 
 #define AG_WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-#define AG_WS_ACCEPT_LEN 28     /* base64 of a SHA-1 digest */
-#define AG_WS_MAX_CONTROL 125   /* payload of a ping, pong or close frame */
-#define AG_WS_MAX_HEADER 14     /* 2 + 8 (length) + 4 (mask) */
+#define AG_WS_ACCEPT_LEN 28   /* base64 of a SHA-1 digest */
+#define AG_WS_MAX_CONTROL 125 /* payload of a ping, pong or close frame */
+#define AG_WS_MAX_HEADER 14   /* 2 + 8 (length) + 4 (mask) */
 
 enum ag_ws_opcode {
     AG_WS_CONT = 0x0,
@@ -87,8 +87,8 @@ int ag_ws_handshake_check(const ag_http_req *req, char accept[AG_WS_ACCEPT_LEN +
  * connection over as ag_res_tunnel does: from here on `cbs` receives the
  * client's raw bytes and ag_res_loop_write sends frames. Loop thread of an
  * AG_ROUTE_ASYNC handler only; the same return values as ag_res_tunnel. */
-int ag_ws_upgrade(ag_http_req *req, ag_http_res *res, const char *accept,
-                  const ag_tunnel_cbs *cbs, void *ud);
+int ag_ws_upgrade(ag_http_req *req, ag_http_res *res, const char *accept, const ag_tunnel_cbs *cbs,
+                  void *ud);
 
 /* ---- Encoding ---------------------------------------------------------------------- */
 
@@ -138,11 +138,11 @@ typedef struct ag_ws_parser {
     int opcode;
     uint8_t mask[4];
     uint64_t payload_len, payload_got;
-    int msg_opcode;                      /* TEXT/BINARY of the message in progress, or 0 */
-    ag_buf msg;                          /* the message being assembled */
-    char ctrl[AG_WS_MAX_CONTROL + 1];    /* a control frame's payload */
-    int close_code;                      /* after AG_EPROTO: the code to close with */
-    const char *why;                     /* after AG_EPROTO: a static reason */
+    int msg_opcode;                   /* TEXT/BINARY of the message in progress, or 0 */
+    ag_buf msg;                       /* the message being assembled */
+    char ctrl[AG_WS_MAX_CONTROL + 1]; /* a control frame's payload */
+    int close_code;                   /* after AG_EPROTO: the code to close with */
+    const char *why;                  /* after AG_EPROTO: a static reason */
 } ag_ws_parser;
 
 void ag_ws_parser_init(ag_ws_parser *p, const ag_ws_limits *lim);
@@ -153,8 +153,7 @@ void ag_ws_parser_release(ag_ws_parser *p);
  * of `data` was not consumed), or AG_EPROTO when the peer broke the protocol
  * or a limit: p->close_code (1002, 1007, 1008 or 1009) and p->why tell the
  * caller how to close. After AG_EPROTO every feed returns AG_EPROTO. */
-int ag_ws_parser_feed(ag_ws_parser *p, const void *data, size_t len, ag_ws_message_fn fn,
-                      void *ud);
+int ag_ws_parser_feed(ag_ws_parser *p, const void *data, size_t len, ag_ws_message_fn fn, void *ud);
 
 /* Reads a close frame's payload: *code (AG_WS_NO_STATUS when it is empty),
  * and the reason (borrowed from `data`). AG_EPROTO for a payload of one

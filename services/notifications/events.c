@@ -34,8 +34,8 @@ static struct {
     nt_item *items;
     char **users;
     size_t n, cap;
-    bool mail;     /* a mail was queued */
-    bool hooked;   /* the after-commit hook is registered */
+    bool mail;   /* a mail was queued */
+    bool hooked; /* the after-commit hook is registered */
 } g_pending;
 
 static void pending_reset(void)
@@ -68,8 +68,12 @@ static void hook(ag_db *db)
 static int notify(ag_db *db, const ag_event *ev, const char *user, const char *title,
                   const char *message, json_t *data)
 {
-    nt_new n = {.user_id = user, .event_id = ev->id, .type = ev->type, .title = title,
-                .message = message, .data = data};
+    nt_new n = {.user_id = user,
+                .event_id = ev->id,
+                .type = ev->type,
+                .title = title,
+                .message = message,
+                .data = data};
     int64_t id;
     char *json;
     int rc = nt_insert(db, &n, &id, &json);
@@ -156,9 +160,11 @@ static int user_from_event(const ag_event *ev, nt_user *u, char *why, size_t n)
     const char *id = str(ev->data, "userId");
     if (!id || strlen(id) >= sizeof u->id) return bad(ev, why, n, "a usable userId");
     snprintf(u->id, sizeof u->id, "%s", id);
-    snprintf(u->username, sizeof u->username, "%s", str(ev->data, "username") ? str(ev->data, "username") : "");
+    snprintf(u->username, sizeof u->username, "%s",
+             str(ev->data, "username") ? str(ev->data, "username") : "");
     snprintf(u->email, sizeof u->email, "%s", str(ev->data, "email") ? str(ev->data, "email") : "");
-    snprintf(u->role, sizeof u->role, "%s", str(ev->data, "role") ? str(ev->data, "role") : "customer");
+    snprintf(u->role, sizeof u->role, "%s",
+             str(ev->data, "role") ? str(ev->data, "role") : "customer");
     return 0;
 }
 
@@ -211,7 +217,7 @@ static int on_user_deleted(ag_db *db, const ag_event *ev, void *ud, char *why, s
 
 typedef struct order_text {
     const char *type, *title, *verb; /* "Your order <id> (<total>) <verb>." */
-    const char *subject;            /* a mail's subject, or NULL: no mail */
+    const char *subject;             /* a mail's subject, or NULL: no mail */
 } order_text;
 
 static const order_text k_orders[] = {
@@ -272,10 +278,9 @@ static int on_order(ag_db *db, const ag_event *ev, void *ud, char *why, size_t n
         snprintf(msg + l - 1, sizeof msg - l + 1, ": %.200s.", reason);
     }
     json_t *data = json_pack("{s:s, s:o, s:o, s:o, s:o, s:o}", "orderId", order, "status",
-                             field(ev->data, "status"), "totalCents",
-                             field(ev->data, "totalCents"), "currency",
-                             field(ev->data, "currency"), "reason", field(ev->data, "reason"),
-                             "items", field(ev->data, "items"));
+                             field(ev->data, "status"), "totalCents", field(ev->data, "totalCents"),
+                             "currency", field(ev->data, "currency"), "reason",
+                             field(ev->data, "reason"), "items", field(ev->data, "items"));
     rc = notify(db, ev, user, t->title, msg, data);
     json_decref(data);
     if (rc < 0) return db_fail(db, why, n, rc);
@@ -328,7 +333,8 @@ static int on_low_stock(ag_db *db, const ag_event *ev, void *ud, char *why, size
     size_t na;
     int rc = nt_admins(db, &admins, &na);
     if (rc < 0) return db_fail(db, why, n, rc);
-    if (na == 0) ag_warn("inventory.low_stock: no admin is known to notify", AG_FS("productId", product));
+    if (na == 0)
+        ag_warn("inventory.low_stock: no admin is known to notify", AG_FS("productId", product));
     char msg[512];
     snprintf(msg, sizeof msg, "Product %.64s is low on stock: %lld available (alert level %lld).",
              product, (long long)json_integer_value(json_object_get(ev->data, "available")),

@@ -18,8 +18,8 @@
 
 #define MAX_LOOPS 256
 #define BUCKETS 256
-#define CATCHUP_PAGE 200   /* rows per catch-up read */
-#define PENDING_MAX 1024   /* commits held per connection during a catch-up */
+#define CATCHUP_PAGE 200 /* rows per catch-up read */
+#define PENDING_MAX 1024 /* commits held per connection during a catch-up */
 
 struct hub_loop {
     ag_loop *loop;

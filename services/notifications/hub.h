@@ -71,15 +71,15 @@ struct hub_sub {
     hub_state state;
     bool attached;
     int64_t last_sent;
-    unsigned gen;         /* catch-up generation: a resume outdates older reads */
-    nt_item *pending;     /* commits held during CATCHUP */
+    unsigned gen;     /* catch-up generation: a resume outdates older reads */
+    nt_item *pending; /* commits held during CATCHUP */
     size_t npending, cap_pending;
-    bool overflow;        /* pending was full: read the store again */
-    nt_item *q;           /* CATCHUP: what is being sent (rows read, then pending) */
+    bool overflow; /* pending was full: read the store again */
+    nt_item *q;    /* CATCHUP: what is being sent (rows read, then pending) */
     size_t qn, qpos;
-    bool q_full_page;     /* q is a full page of rows: read again after it */
-    bool q_is_pending;    /* q is the held commits: LIVE after it */
-    bool paused;          /* waiting for hub_sub_drained */
+    bool q_full_page;  /* q is a full page of rows: read again after it */
+    bool q_is_pending; /* q is the held commits: LIVE after it */
+    bool paused;       /* waiting for hub_sub_drained */
 };
 
 /* Loop thread. Sets up `s` on the calling loop with one reference (the

@@ -284,9 +284,11 @@ static void deliver(ag_db *db, const nt_mail *m)
     ag_buf_release(&msg);
     if (rc == 0) {
         rc = nt_mail_sent(db, m->id);
-        if (rc < 0) ag_error("mail sent but not marked", AG_FI("mailId", m->id), AG_FERR(rc));
-        else ag_info("mail sent", AG_FI("mailId", m->id), AG_FS("subject", m->subject),
-                     AG_FS("via", g_nt.cfg.smtp_url ? "smtp" : "maildir"));
+        if (rc < 0)
+            ag_error("mail sent but not marked", AG_FI("mailId", m->id), AG_FERR(rc));
+        else
+            ag_info("mail sent", AG_FI("mailId", m->id), AG_FS("subject", m->subject),
+                    AG_FS("via", g_nt.cfg.smtp_url ? "smtp" : "maildir"));
         return;
     }
     int attempts = m->attempts + 1;

@@ -34,15 +34,15 @@
 #define NT_USER_MAX 128 /* user ids, as in ag_caller */
 
 typedef struct nt_config {
-    int max_conns_per_user;     /* WS + SSE connections of one user (5) */
-    size_t max_queue;           /* bytes queued to a slow client before it is dropped */
-    uint64_t ping_ms;           /* WebSocket server ping interval */
-    uint64_t heartbeat_ms;      /* SSE comment interval */
-    uint64_t auth_timeout_ms;   /* WebSocket: time for the first-message auth */
-    size_t max_message;         /* WebSocket: largest client message */
-    const char *mail_dir;       /* Maildir spool (when no SMTP) */
-    const char *smtp_url;       /* smtp://host:port, or NULL */
-    const char *mail_from;      /* From: address */
+    int max_conns_per_user;   /* WS + SSE connections of one user (5) */
+    size_t max_queue;         /* bytes queued to a slow client before it is dropped */
+    uint64_t ping_ms;         /* WebSocket server ping interval */
+    uint64_t heartbeat_ms;    /* SSE comment interval */
+    uint64_t auth_timeout_ms; /* WebSocket: time for the first-message auth */
+    size_t max_message;       /* WebSocket: largest client message */
+    const char *mail_dir;     /* Maildir spool (when no SMTP) */
+    const char *smtp_url;     /* smtp://host:port, or NULL */
+    const char *mail_from;    /* From: address */
     int mail_max_attempts;
 } nt_config;
 
@@ -73,8 +73,8 @@ typedef struct nt_new {
 int nt_insert(ag_db *db, const nt_new *n, int64_t *id, char **json);
 /* A page of the user's notifications, newest first, appended to `arr`;
  * *total counts those matching the filter, *unread the unread ones. */
-int nt_list(ag_db *db, const char *user, bool unread_only, int64_t page, int64_t limit,
-            json_t *arr, int64_t *total, int64_t *unread);
+int nt_list(ag_db *db, const char *user, bool unread_only, int64_t page, int64_t limit, json_t *arr,
+            int64_t *total, int64_t *unread);
 int nt_unread_count(ag_db *db, const char *user, int64_t *unread);
 /* Marks read: one of the user's notifications (*changed 0 or 1), or all. */
 int nt_mark_read(ag_db *db, const char *user, int64_t id, int64_t *changed);

@@ -96,9 +96,9 @@ static void list(ag_http_req *req, ag_http_res *res, void *ud)
         return;
     }
     ag_res_json(res, 200,
-                json_pack("{s:b, s:o, s:{s:I, s:I, s:I, s:I}, s:I, s:I}", "success", 1, "data",
-                          arr, "pagination", "page", (json_int_t)page, "limit",
-                          (json_int_t)limit, "total", (json_int_t)total, "pages",
+                json_pack("{s:b, s:o, s:{s:I, s:I, s:I, s:I}, s:I, s:I}", "success", 1, "data", arr,
+                          "pagination", "page", (json_int_t)page, "limit", (json_int_t)limit,
+                          "total", (json_int_t)total, "pages",
                           (json_int_t)((total + limit - 1) / limit), "unreadCount",
                           (json_int_t)unread, "unread", (json_int_t)unread));
 }

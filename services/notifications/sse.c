@@ -169,8 +169,7 @@ static void hub_release(hub_sub *s)
     ag_free(of(s));
 }
 
-static const hub_sub_ops k_ops = {hub_deliver, hub_wait_drain, hub_fail, hub_shutdown,
-                                  hub_release};
+static const hub_sub_ops k_ops = {hub_deliver, hub_wait_drain, hub_fail, hub_shutdown, hub_release};
 
 /* ---- Opening ------------------------------------------------------------------------------- */
 
@@ -261,7 +260,8 @@ static void get_stream(ag_http_req *req, ag_http_res *res, void *ud)
     const char *auth = ag_req_header(req, "Authorization");
     const char *token = auth ? nt_bearer(auth) : ag_req_query(req, "access_token");
     if (!token || !nt_token_ok(token)) {
-        ag_res_header(res, "WWW-Authenticate", auth ? "Bearer error=\"invalid_request\"" : "Bearer");
+        ag_res_header(res, "WWW-Authenticate",
+                      auth ? "Bearer error=\"invalid_request\"" : "Bearer");
         ag_res_error(res, 401, "UNAUTHENTICATED",
                      auth ? "the Authorization header must be \"Bearer <token>\""
                           : "authentication required",

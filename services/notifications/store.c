@@ -23,10 +23,10 @@ static json_t *row_json(ag_rows *r)
     json_t *data = json_loads(ag_rows_text(r, 4), 0, NULL);
     char id[24];
     snprintf(id, sizeof id, "%lld", (long long)ag_rows_int(r, 0));
-    return json_pack("{s:s, s:s, s:s, s:s, s:o, s:b, s:s}", "id", id, "type",
-                     ag_rows_text(r, 1), "title", ag_rows_text(r, 2), "message",
-                     ag_rows_text(r, 3), "data", data ? data : json_object(), "read",
-                     ag_rows_bool(r, 5), "createdAt", ag_rows_text(r, 6));
+    return json_pack("{s:s, s:s, s:s, s:s, s:o, s:b, s:s}", "id", id, "type", ag_rows_text(r, 1),
+                     "title", ag_rows_text(r, 2), "message", ag_rows_text(r, 3), "data",
+                     data ? data : json_object(), "read", ag_rows_bool(r, 5), "createdAt",
+                     ag_rows_text(r, 6));
 }
 
 int nt_insert(ag_db *db, const nt_new *n, int64_t *id, char **json)
@@ -80,8 +80,8 @@ int nt_unread_count(ag_db *db, const char *user, int64_t *unread)
     return rc;
 }
 
-int nt_list(ag_db *db, const char *user, bool unread_only, int64_t page, int64_t limit,
-            json_t *arr, int64_t *total, int64_t *unread)
+int nt_list(ag_db *db, const char *user, bool unread_only, int64_t page, int64_t limit, json_t *arr,
+            int64_t *total, int64_t *unread)
 {
     int rc = nt_unread_count(db, user, unread);
     if (rc < 0) return rc;
@@ -344,10 +344,11 @@ int nt_mail_sent(ag_db *db, int64_t id)
     char now[32];
     now_rfc3339(now);
     ag_val p[] = {AG_VINT(id), AG_VTEXT(now)};
-    return ag_db_exec(db,
-                      "UPDATE mail_outbox SET state = 'SENT', sent_at = $2, attempts = attempts + 1, "
-                      "last_error = NULL WHERE id = $1 AND state = 'PENDING'",
-                      p, 2, NULL);
+    return ag_db_exec(
+        db,
+        "UPDATE mail_outbox SET state = 'SENT', sent_at = $2, attempts = attempts + 1, "
+        "last_error = NULL WHERE id = $1 AND state = 'PENDING'",
+        p, 2, NULL);
 }
 
 int nt_mail_failed(ag_db *db, int64_t id, const char *error, int64_t next_ms, bool give_up)

@@ -85,8 +85,8 @@ bool nt_token_ok(const char *t)
     size_t n = 0;
     for (; t[n]; n++) {
         char ch = t[n];
-        bool ok = (ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
-                  strchr("-._~+/=", ch);
+        bool ok = (ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') ||
+                  (ch >= '0' && ch <= '9') || strchr("-._~+/=", ch);
         if (!ok) return false;
     }
     return n > 0 && n <= 8192;

@@ -41,17 +41,24 @@
 
 #define CLOSE_WAIT_MS 2000
 
-typedef enum ws_state { W_CHECK_HEADER, W_AWAIT_AUTH, W_VERIFYING, W_OPEN, W_CLOSING, W_DONE } ws_state;
+typedef enum ws_state {
+    W_CHECK_HEADER,
+    W_AWAIT_AUTH,
+    W_VERIFYING,
+    W_OPEN,
+    W_CLOSING,
+    W_DONE
+} ws_state;
 
 typedef struct ws_conn {
     hub_sub sub; /* first: the hub's callbacks cast back */
     ag_http_req *req;
     ag_http_res *res;
     ws_state state;
-    bool upgraded;     /* the tunnel is ours to close */
-    bool finished;     /* the finishing call was made */
+    bool upgraded; /* the tunnel is ours to close */
+    bool finished; /* the finishing call was made */
     bool client_gone;
-    bool alive;        /* a frame arrived since the last ping */
+    bool alive; /* a frame arrived since the last ping */
     bool timer_open;
     uv_timer_t timer;
     ag_ws_parser parser;
@@ -270,8 +277,7 @@ static void hub_release(hub_sub *s)
     ag_free(c);
 }
 
-static const hub_sub_ops k_ops = {hub_deliver, hub_wait_drain, hub_fail, hub_shutdown,
-                                  hub_release};
+static const hub_sub_ops k_ops = {hub_deliver, hub_wait_drain, hub_fail, hub_shutdown, hub_release};
 
 /* ---- Opening ----------------------------------------------------------------------------- */
 

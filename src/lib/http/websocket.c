@@ -106,8 +106,8 @@ int ag_ws_handshake_check(const ag_http_req *req, char accept[AG_WS_ACCEPT_LEN +
     return 0;
 }
 
-int ag_ws_upgrade(ag_http_req *req, ag_http_res *res, const char *accept,
-                  const ag_tunnel_cbs *cbs, void *ud)
+int ag_ws_upgrade(ag_http_req *req, ag_http_res *res, const char *accept, const ag_tunnel_cbs *cbs,
+                  void *ud)
 {
     (void)req;
     /* "Connection: Upgrade" is written by the server for every 101. */
@@ -298,7 +298,8 @@ static int header_done(ag_ws_parser *p)
         return 0;
     }
     if (p->opcode == AG_WS_CONT) {
-        if (!p->msg_opcode) return fail(p, AG_WS_PROTOCOL_ERROR, "a continuation without a message");
+        if (!p->msg_opcode)
+            return fail(p, AG_WS_PROTOCOL_ERROR, "a continuation without a message");
     } else {
         if (p->msg_opcode)
             return fail(p, AG_WS_PROTOCOL_ERROR, "a new message before the last one ended");
@@ -341,8 +342,7 @@ static int frame_done(ag_ws_parser *p, ag_ws_message_fn fn, void *ud)
     return fn(ud, op, p->msg.data, n);
 }
 
-int ag_ws_parser_feed(ag_ws_parser *p, const void *data, size_t len, ag_ws_message_fn fn,
-                      void *ud)
+int ag_ws_parser_feed(ag_ws_parser *p, const void *data, size_t len, ag_ws_message_fn fn, void *ud)
 {
     const uint8_t *in = data;
     size_t i = 0;

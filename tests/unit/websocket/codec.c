@@ -316,7 +316,10 @@ static void test_close_frames(void **state)
     assert_int_equal(ag_ws_close_parse("\x13\x88", 2, &code, &reason, &rl), AG_EPROTO); /* 5000 */
     /* The parser hands a good close frame over. */
     ag_buf_init(&b, 0);
-    frame(&b, AG_WS_CLOSE, true, "\x03\xe8" "bye", 5);
+    frame(&b, AG_WS_CLOSE, true,
+          "\x03\xe8"
+          "bye",
+          5);
     ag_ws_parser p = server_parser(1024, false);
     got g = {0};
     assert_int_equal(ag_ws_parser_feed(&p, b.data, b.len, collect, &g), 0);
