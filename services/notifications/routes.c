@@ -36,22 +36,6 @@ static void internal_error(ag_http_req *req, ag_http_res *res, const char *what,
     ag_res_error(res, 500, "INTERNAL", "internal error", NULL);
 }
 
-static int64_t query_int(ag_http_req *req, ag_validator *v, const char *name, int64_t def,
-                         int64_t min, int64_t max)
-{
-    const char *s = ag_req_query(req, name);
-    if (!s) return def;
-    char *end;
-    errno = 0;
-    long long x = strtoll(s, &end, 10);
-    if (*s == '\0' || *end != '\0' || errno || x < min || x > max) {
-        ag_v_fail(v, name, "%s must be an integer between %lld and %lld", name, (long long)min,
-                  (long long)max);
-        return def;
-    }
-    return x;
-}
-
 /* The caller, recorded in the projection when new. */
 static const ag_caller *caller(ag_http_req *req, ag_http_res *res, ag_db **db)
 {
@@ -74,8 +58,8 @@ static void list(ag_http_req *req, ag_http_res *res, void *ud)
     if (!me) return;
     ag_validator v;
     ag_v_init(&v);
-    int64_t page = query_int(req, &v, "page", 1, 1, 1000000);
-    int64_t limit = query_int(req, &v, "limit", 20, 1, 100);
+    int64_t page = ag_v_query_int(&v, req, "page", 1, 1, 1000000);
+    int64_t limit = ag_v_query_int(&v, req, "limit", 20, 1, 100);
     const char *u = ag_req_query(req, "unread");
     bool unread_only = false;
     if (u && strcmp(u, "true") == 0)
@@ -161,13 +145,8 @@ static void mark_read(ag_http_req *req, ag_http_res *res, void *ud)
     if (!json_is_object(body)) {
         ag_v_fail(&v, "", "the body must be a JSON object");
     } else {
-        const char *key;
-        json_t *val;
-        json_object_foreach(body, key, val)
-        {
-            if (strcmp(key, "ids") != 0 && strcmp(key, "all") != 0)
-                ag_v_fail(&v, key, "%.64s is not a field of this request", key);
-        }
+        static const char *const allowed[] = {"ids", "all", NULL};
+        ag_v_only_fields(&v, body, NULL, allowed);
         ids = ag_v_array(&v, body, "ids", 0, 1, MAX_IDS);
         bool all = false;
         bool has_all = ag_v_bool(&v, body, "all", 0, &all);
