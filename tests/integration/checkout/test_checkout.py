@@ -26,7 +26,7 @@ import unittest
 import uuid
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(HERE, "..", "lib"))
 import stack as st  # noqa: E402
 
 VISA = "4242424242424242"

@@ -1,5 +1,8 @@
-"""A whole shop for a test: agora-users, catalog, inventory, payments, cart,
-orders (and notifications when built) behind agora-gateway, on free ports,
+"""The system for a test, shared by every test that runs more than one
+service (checkout, chat, cli): agora-users, catalog, inventory, payments,
+cart, orders, notifications, rooms, messages and files (those whose binary
+the test run names in AGORA_<NAME>D; a test may ask for a subset) behind
+agora-gateway, on free ports,
 with a private temporary directory, on the store and bus the test run asks
 for (AGORA_TEST_STACK_STORE=postgres, AGORA_TEST_STACK_BUS=rabbitmq; the
 servers themselves come from tests/harness/with-servers).
@@ -25,7 +28,8 @@ import harness  # noqa: E402
 
 ADMIN_EMAIL, ADMIN_PASSWORD = "admin@example.com", "admin-password-1"
 CLIENT_SECRET = "orders-test-secret"
-SERVICES = ["users", "catalog", "inventory", "payments", "cart", "orders", "notifications"]
+SERVICES = ["users", "catalog", "inventory", "payments", "cart", "orders", "notifications",
+            "rooms", "messages", "files"]
 
 
 def binary(name):
@@ -92,6 +96,8 @@ class Stack:
             env.update({"AGORA_CLIENT_SECRET": CLIENT_SECRET})
         if name == "notifications":
             env.update({"AGORA_MAIL_DIR": os.path.join(self.tmp, "mail")})
+        if name == "files":
+            env.update({"AGORA_FILES_DIR": os.path.join(self.tmp, "files")})
         for k, v in self.extra.items():
             if k.startswith("AGORA_%s_" % name.upper()) or not any(
                     k.startswith("AGORA_%s_" % s.upper()) for s in SERVICES):
