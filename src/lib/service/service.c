@@ -23,6 +23,11 @@ typedef struct ready_check {
     void *ud;
 } ready_check;
 
+typedef struct owned {
+    void (*free_fn)(void *);
+    void *p;
+} owned;
+
 typedef struct stop_hook {
     void (*fn)(void *);
     void *ud;
@@ -63,6 +68,8 @@ struct ag_service {
     int signals_seen;
     ag_store *store;
     ag_bus *bus;
+    owned *owned; /* freed in reverse order after the pool stopped (ag__service_own) */
+    int nowned;
 };
 
 static int read_config(ag_service *s, int default_port)
@@ -421,13 +428,24 @@ err_loops:
     return rc;
 }
 
+void ag__service_own(ag_service *s, void (*free_fn)(void *), void *p);
+void ag__service_own(ag_service *s, void (*free_fn)(void *), void *p)
+{
+    s->owned = ag_realloc(s->owned, (size_t)(s->nowned + 1) * sizeof *s->owned);
+    s->owned[s->nowned++] = (owned){free_fn, p};
+}
+
 void ag_service_free(ag_service *s)
 {
     if (!s) return;
-    ag_discovery_free(s->discovery);
     ag_http_server_free(s->server);
     ag_pool_free(s->pool);
     ag_loopset_free(s->loops);
+    /* Peers, the verifier and the HTTP client: nothing calls them any more. */
+    for (int i = s->nowned - 1; i >= 0; i--)
+        s->owned[i].free_fn(s->owned[i].p);
+    ag_free(s->owned);
+    ag_discovery_free(s->discovery);
     ag_bus_free(s->bus);
     ag_store_close(s->store);
     ag_router_free(s->router);
