@@ -69,18 +69,17 @@ const char *ag_peer_name(const ag_peer *p);
 ag_breaker *ag_peer_breaker(ag_peer *p);
 
 typedef struct ag_peer_reply {
-    int status;     /* the HTTP status */
-    json_t *doc;    /* the parsed body, or NULL (not JSON, empty) */
-    char code[64];  /* error.code of an error envelope, or "" */
+    int status;    /* the HTTP status */
+    json_t *doc;   /* the parsed body, or NULL (not JSON, empty) */
+    char code[64]; /* error.code of an error envelope, or "" */
 } ag_peer_reply;
 
 /* Calls the peer (blocking: worker threads and the bus thread only). 0 with
  * *rep filled (any status); AG_EUNAVAIL when its breaker is open,
  * AG_ETIMEDOUT past the deadline, another negative AG_E* code when no answer
  * came (nothing to clear then). `body` is borrowed (NULL: none). */
-int ag_peer_call(ag_peer *p, const char *method, const char *path, json_t *body,
-                 const char *auth, ag_deadline deadline, const char *request_id,
-                 ag_peer_reply *rep);
+int ag_peer_call(ag_peer *p, const char *method, const char *path, json_t *body, const char *auth,
+                 ag_deadline deadline, const char *request_id, ag_peer_reply *rep);
 void ag_peer_reply_clear(ag_peer_reply *rep);
 
 #endif

@@ -27,7 +27,8 @@ int chat_members_init(ag_store *store)
     int rc = ag_store_db(store, &db);
     for (size_t i = 0; rc == 0 && i < sizeof k_schema / sizeof *k_schema; i++)
         rc = ag_db_exec(db, k_schema[i], NULL, 0, NULL);
-    if (rc < 0) ag_error("the membership replica's tables", AG_FERR(rc), AG_FS("db", ag_db_error(db)));
+    if (rc < 0)
+        ag_error("the membership replica's tables", AG_FERR(rc), AG_FS("db", ag_db_error(db)));
     return rc;
 }
 
@@ -67,17 +68,18 @@ static int put_room(ag_db *db, const char *room, json_t *data, int64_t version, 
 {
     const char *name = json_string_value(json_object_get(data, "name"));
     json_t *priv = json_object_get(data, "isPrivate");
-    ag_val p[] = {AG_VTEXT(room), AG_VTEXT(name), AG_VINT(json_is_true(priv) ? 1 : 0),
+    ag_val p[] = {AG_VTEXT(room),           AG_VTEXT(name),   AG_VINT(json_is_true(priv) ? 1 : 0),
                   AG_VINT(deleted ? 1 : 0), AG_VINT(version), AG_VINT(priv ? 1 : 0)};
-    return ag_db_exec(db,
-                      "INSERT INTO chat_rooms (room_id, name, is_private, deleted, version) "
-                      "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (room_id) DO UPDATE SET "
-                      "name = COALESCE(excluded.name, chat_rooms.name), "
-                      "is_private = CASE WHEN $6 = 1 THEN excluded.is_private "
-                      "ELSE chat_rooms.is_private END, "
-                      "deleted = CASE WHEN chat_rooms.deleted = 1 THEN 1 ELSE excluded.deleted END, "
-                      "version = excluded.version WHERE chat_rooms.version < excluded.version",
-                      p, 6, NULL);
+    return ag_db_exec(
+        db,
+        "INSERT INTO chat_rooms (room_id, name, is_private, deleted, version) "
+        "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (room_id) DO UPDATE SET "
+        "name = COALESCE(excluded.name, chat_rooms.name), "
+        "is_private = CASE WHEN $6 = 1 THEN excluded.is_private "
+        "ELSE chat_rooms.is_private END, "
+        "deleted = CASE WHEN chat_rooms.deleted = 1 THEN 1 ELSE excluded.deleted END, "
+        "version = excluded.version WHERE chat_rooms.version < excluded.version",
+        p, 6, NULL);
 }
 
 int chat_members_apply(ag_db *db, const ag_event *ev, char *why, size_t why_len)
@@ -182,7 +184,8 @@ static bool room_deleted(ag_db *db, const char *room)
 {
     ag_val p[] = {AG_VTEXT(room)};
     int64_t n = 0;
-    return ag_db_query_int(db, "SELECT deleted FROM chat_rooms WHERE room_id = $1", p, 1, &n) == 0 &&
+    return ag_db_query_int(db, "SELECT deleted FROM chat_rooms WHERE room_id = $1", p, 1, &n) ==
+               0 &&
            n == 1;
 }
 

@@ -64,6 +64,21 @@ static void hook(ag_db *db)
     ag_db_after_commit(db, after_commit, NULL);
 }
 
+void nt_push_after_commit(ag_db *db, int64_t id, const char *kind, char *json, const char *user)
+{
+    if (g_pending.n == g_pending.cap) {
+        g_pending.cap = g_pending.cap ? g_pending.cap * 2 : 8;
+        g_pending.items = ag_realloc(g_pending.items, g_pending.cap * sizeof *g_pending.items);
+        g_pending.users = ag_realloc(g_pending.users, g_pending.cap * sizeof *g_pending.users);
+    }
+    nt_item *it = &g_pending.items[g_pending.n];
+    *it = (nt_item){.id = id, .json = json, .len = strlen(json)};
+    snprintf(it->kind, sizeof it->kind, "%s", kind);
+    g_pending.users[g_pending.n] = ag_strdup(user);
+    g_pending.n++;
+    hook(db);
+}
+
 /* Stores one notification and remembers it for the push. */
 static int notify(ag_db *db, const ag_event *ev, const char *user, const char *title,
                   const char *message, json_t *data)
@@ -78,15 +93,7 @@ static int notify(ag_db *db, const ag_event *ev, const char *user, const char *t
     char *json;
     int rc = nt_insert(db, &n, &id, &json);
     if (rc < 0 || id == 0) return rc; /* an error, or this event had notified them */
-    if (g_pending.n == g_pending.cap) {
-        g_pending.cap = g_pending.cap ? g_pending.cap * 2 : 8;
-        g_pending.items = ag_realloc(g_pending.items, g_pending.cap * sizeof *g_pending.items);
-        g_pending.users = ag_realloc(g_pending.users, g_pending.cap * sizeof *g_pending.users);
-    }
-    g_pending.items[g_pending.n] = (nt_item){.id = id, .json = json, .len = strlen(json)};
-    g_pending.users[g_pending.n] = ag_strdup(user);
-    g_pending.n++;
-    hook(db);
+    nt_push_after_commit(db, id, "notification", json, user);
     return 0;
 }
 
@@ -354,6 +361,7 @@ int nt_subscribe(ag_bus *bus)
         rc = ag_bus_subscribe(bus, k_orders[i].type, on_order, (void *)&k_orders[i]);
     if (rc == 0) rc = ag_bus_subscribe(bus, "payment.failed", on_payment_failed, NULL);
     if (rc == 0) rc = ag_bus_subscribe(bus, "inventory.low_stock", on_low_stock, NULL);
+    if (rc == 0) rc = nt_chat_subscribe(bus);
     return rc;
 }
 

@@ -41,6 +41,16 @@ static struct {
     atomic_long nconns;
 } g_hub = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
+/* A presence change's number (g_hub.mu held): microseconds of wall time,
+ * forced to grow, so that a restart continues above what it numbered. */
+static int64_t presence_seq(void)
+{
+    static int64_t last;
+    int64_t now = (int64_t)ag_wall_ms() * 1000;
+    last = now > last ? now : last + 1;
+    return last;
+}
+
 static unsigned bucket_of(const char *user)
 {
     uint32_t h = 2166136261u; /* FNV-1a */
@@ -141,8 +151,10 @@ int hub_attach(hub_sub *s, const char *user, bool resume, int64_t since)
         uc->next = g_hub.counts[b];
         g_hub.counts[b] = uc;
     }
-    uc->n++;
+    bool first = uc->n++ == 0;
+    int64_t seq = first ? presence_seq() : 0;
     pthread_mutex_unlock(&g_hub.mu);
+    if (first) nt_presence_changed(user, true, seq);
     atomic_fetch_add(&g_hub.nconns, 1);
     snprintf(s->user, sizeof s->user, "%s", user);
     s->attached = true;
@@ -181,24 +193,42 @@ void hub_detach(hub_sub *s)
     ucount **pp = &g_hub.counts[b];
     while (*pp && strcmp((*pp)->user, s->user) != 0)
         pp = &(*pp)->next;
+    bool last = false;
+    int64_t seq = 0;
     if (*pp && --(*pp)->n == 0) {
         ucount *dead = *pp;
         *pp = dead->next;
         ag_free(dead);
+        last = true;
+        seq = presence_seq();
     }
     pthread_mutex_unlock(&g_hub.mu);
+    if (last) nt_presence_changed(s->user, false, seq);
+}
+
+bool hub_user_online(const char *user)
+{
+    unsigned b = bucket_of(user);
+    pthread_mutex_lock(&g_hub.mu);
+    ucount *uc = g_hub.counts[b];
+    while (uc && strcmp(uc->user, user) != 0)
+        uc = uc->next;
+    bool on = uc && uc->n > 0;
+    pthread_mutex_unlock(&g_hub.mu);
+    return on;
 }
 
 /* ---- Sending and catching up ----------------------------------------------------------- */
 
 /* Sends one notification unless it was sent already: 0, AG_EBUSY (sent;
  * pause the catch-up), or < 0 when the connection is going away. */
-static int send_one(hub_sub *s, int64_t id, const char *json, size_t len, bool catchup)
+static int send_one(hub_sub *s, const nt_item *it, bool catchup)
 {
     if (s->state == HS_DEAD) return AG_ECLOSED;
-    if (id <= s->last_sent) return 0;
-    int rc = s->ops->deliver(s, id, json, len, catchup);
-    if (rc == 0 || rc == AG_EBUSY) s->last_sent = id;
+    if (it->id == 0) return s->ops->deliver(s, it, catchup); /* ephemeral */
+    if (it->id <= s->last_sent) return 0;
+    int rc = s->ops->deliver(s, it, catchup);
+    if (rc == 0 || rc == AG_EBUSY) s->last_sent = it->id;
     return rc;
 }
 
@@ -222,7 +252,7 @@ static void catchup_continue(hub_sub *s)
     while (s->state == HS_CATCHUP && !s->paused) {
         if (s->qpos < s->qn) {
             nt_item *it = &s->q[s->qpos++];
-            int rc = send_one(s, it->id, it->json, it->len, true);
+            int rc = send_one(s, it, true);
             if (rc == AG_EBUSY) {
                 s->paused = true;
                 s->ops->wait_drain(s);
@@ -364,8 +394,7 @@ static void hold(hub_sub *s, const nt_item *it)
         s->pending = ag_realloc(s->pending, s->cap_pending * sizeof *s->pending);
     }
     nt_item *p = &s->pending[s->npending++];
-    p->id = it->id;
-    p->len = it->len;
+    *p = *it;
     p->json = ag_strndup(it->json, it->len);
 }
 
@@ -383,8 +412,8 @@ static void batch_task(void *arg)
             if (strcmp(s->user, b->users[i]) == 0) {
                 hub_sub_ref(s);
                 if (s->state == HS_LIVE)
-                    send_one(s, it->id, it->json, it->len, false);
-                else if (s->state == HS_CATCHUP)
+                    send_one(s, it, false);
+                else if (s->state == HS_CATCHUP && it->id > 0)
                     hold(s, it);
                 /* `next` stays valid: only `s` can have left the chain. */
                 hub_sub_unref(s);
@@ -403,8 +432,7 @@ void hub_publish(const nt_item *items, const char *const *users, size_t n)
     b->items = ag_calloc(n, sizeof *b->items);
     b->users = ag_calloc(n, sizeof *b->users);
     for (size_t i = 0; i < n; i++) {
-        b->items[i].id = items[i].id;
-        b->items[i].len = items[i].len;
+        b->items[i] = items[i];
         b->items[i].json = ag_strndup(items[i].json, items[i].len);
         b->users[i] = ag_strdup(users[i]);
     }

@@ -30,7 +30,12 @@
  * again instead of holding more.
  *
  * Each hub_sub is counted against its user's cap (every loop together)
- * from hub_attach to hub_detach.
+ * from hub_attach to hub_detach. The count going 0 -> 1 and 1 -> 0 is the
+ * user's presence (nt_presence_changed), numbered under the same lock so
+ * that the changes keep their order wherever they are published from.
+ *
+ * Ephemeral items (id 0: typing, presence) go only to LIVE connections and
+ * are neither held during a catch-up nor replayed.
  */
 #ifndef AGORA_NOTIFICATIONS_HUB_H
 #define AGORA_NOTIFICATIONS_HUB_H
@@ -47,7 +52,7 @@ typedef struct hub_sub_ops {
      * is queued to the client that the hub should wait: it then calls
      * wait_drain. A live item that finds too much queued is the slow-client
      * case: the owner drops the connection. */
-    int (*deliver)(hub_sub *s, int64_t id, const char *json, size_t len, bool catchup);
+    int (*deliver)(hub_sub *s, const nt_item *it, bool catchup);
     /* Call hub_sub_drained(s) once the client has read most of its queue. */
     void (*wait_drain)(hub_sub *s);
     /* The catch-up could not be done (pool full, store failing): the owner
@@ -105,6 +110,8 @@ void hub_detach(hub_sub *s);
 void hub_publish(const nt_item *items, const char *const *users, size_t n);
 /* Any thread: asks every connection to close (the service drains). */
 void hub_drain(void);
+/* Whether the user has a connection open now (any loop). */
+bool hub_user_online(const char *user);
 /* Open connections right now (every loop), for /metrics. */
 double hub_connections(void *ud);
 /* After the loops stopped: frees the hub's state. */

@@ -95,7 +95,7 @@ int main(void)
     const char *schema;
     if (read_config(&schema) < 0 || ag_service_use_store(svc, schema, &g_nt.store) < 0 ||
         ag_service_use_bus(svc, &g_nt.bus) < 0 || nt_subscribe(g_nt.bus) < 0 ||
-        nt_mailer_start() < 0) {
+        nt_presence_reset() < 0 || nt_mailer_start() < 0) {
         ag_jwks_client_free(g_nt.jwks);
         ag_http_client_free(g_nt.http);
         ag_service_free(svc);

@@ -80,16 +80,36 @@ int nt_unread_count(ag_db *db, const char *user, int64_t *unread);
 int nt_mark_read(ag_db *db, const char *user, int64_t id, int64_t *changed);
 int nt_mark_all_read(ag_db *db, const char *user, int64_t *changed);
 
-/* One notification for a push: its id and JSON text. */
+/* One item for a push: its id (0: ephemeral, never replayed: typing,
+ * presence), its kind (the frame's type: "notification", "message.sent",
+ * "room.user_joined", "typing", "presence") and its JSON text. */
 typedef struct nt_item {
     int64_t id;
     char *json;
     size_t len;
+    char kind[32];
 } nt_item;
-/* The user's notifications with id > since in id order, at most `limit`;
- * *out (ag_free, and each json) and *n. */
+/* What a resume from `since` replays: the user's notifications and the
+ * chat feed rows of their rooms (and of their own membership changes) with
+ * id > since, merged in id order, at most `limit`; *out (ag_free, and each
+ * json) and *n. */
 int nt_since(ag_db *db, const char *user, int64_t since, int limit, nt_item **out, size_t *n);
 void nt_items_free(nt_item *items, size_t n);
+/* The next id of the one sequence notifications and chat feed rows share
+ * (a counter row, so it commits with the transaction, in commit order). */
+int nt_next_push_id(ag_db *db, int64_t *id);
+/* Stores a chat feed row (an event of a room) under a fresh push id; *id 0
+ * when the event had one already. `user` is the member a membership event
+ * is about (may be NULL). */
+int nt_feed_insert(ag_db *db, const char *room, const char *user, const char *event_id,
+                   const char *type, const char *json, int64_t *id);
+/* Presence: records the user's state when `seq` is newer than what is
+ * known; *changed says whether it changed (online <-> offline). */
+int nt_presence_put(ag_db *db, const char *user, bool online, int64_t seq, bool *changed);
+/* The users with a stored state, appended to `arr` as {userId, status, changedAt}. */
+int nt_presence_get(ag_db *db, json_t *ids, json_t *arr);
+/* Users the store says are online (a previous run's), appended to `arr`. */
+int nt_presence_online(ag_db *db, json_t *arr);
 
 /* The users projection. */
 typedef struct nt_user {
@@ -133,6 +153,22 @@ int nt_mail_failed(ag_db *db, int64_t id, const char *error, int64_t next_ms, bo
 /* ---- events.c ------------------------------------------------------------------------ */
 
 int nt_subscribe(ag_bus *bus);
+/* Pushes `json` (stolen) as `kind` under `id` to `user` after the current
+ * transaction commits (the pending batch of events.c). */
+void nt_push_after_commit(ag_db *db, int64_t id, const char *kind, char *json, const char *user);
+
+/* ---- chat.c: the chat's realtime (docs/internals/chat.md) ---------------------------------- */
+
+/* Subscribes room.*, message.*, user.online and user.offline. */
+int nt_chat_subscribe(ag_bus *bus);
+/* The hub saw a user's first connection open or last one close (loop
+ * thread; `seq` orders the changes): publishes user.online/offline. */
+void nt_presence_changed(const char *user, bool online, int64_t seq);
+/* At start: users a previous run left online are published offline. */
+int nt_presence_reset(void);
+/* A member typing in a room (loop thread): told to the room's other
+ * connected members, when `user` is one of them. */
+void nt_typing(const char *user, const char *room);
 /* Frees what the consumer kept between events (after the bus stopped). */
 void nt_events_free(void);
 

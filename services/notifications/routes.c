@@ -7,6 +7,8 @@
  *                                 gateway's dashboard reads) beside the page
  *   POST /v1/notifications/read   {"ids": [...]} or {"all": true}: marks the
  *                                 caller's as read; answers how many changed
+ *   GET  /v1/presence?userIds=a,b online or offline now, for each (at most
+ *                                 100 ids; unknown users are offline)
  *   GET  /v1/ws                   ws.c
  *   GET  /v1/stream               sse.c
  *
@@ -188,8 +190,46 @@ static void mark_read(ag_http_req *req, ag_http_res *res, void *ud)
                         (json_int_t)c.unread));
 }
 
+static void presence(ag_http_req *req, ag_http_res *res, void *ud)
+{
+    (void)ud;
+    if (!ag_auth_caller_required(req, res)) return;
+    const char *q = ag_req_query(req, "userIds");
+    if (!q || !*q) {
+        ag_res_error(res, 422, "VALIDATION_FAILED", "userIds is required (comma-separated ids)",
+                     NULL);
+        return;
+    }
+    json_t *ids = json_array();
+    const char *p = q;
+    while (*p) {
+        const char *e = strchr(p, ',');
+        size_t n = e ? (size_t)(e - p) : strlen(p);
+        if (n == 0 || n >= NT_USER_MAX || json_array_size(ids) >= 100) {
+            json_decref(ids);
+            ag_res_error(res, 422, "VALIDATION_FAILED",
+                         "userIds: 1 to 100 non-empty ids, comma-separated", NULL);
+            return;
+        }
+        json_array_append_new(ids, json_stringn(p, n));
+        p += n + (e ? 1 : 0);
+    }
+    json_t *out = json_array();
+    ag_db *db;
+    int rc = ag_store_db(g_nt.store, &db);
+    if (rc == 0) rc = nt_presence_get(db, ids, out);
+    json_decref(ids);
+    if (rc < 0) {
+        json_decref(out);
+        internal_error(req, res, "presence read failed", rc);
+        return;
+    }
+    ag_res_ok(res, 200, out);
+}
+
 void nt_routes(ag_router *r)
 {
+    ag_router_add(r, "GET", "/v1/presence", presence, NULL, 0);
     ag_router_add(r, "GET", "/v1/notifications", list, NULL, 0);
     ag_router_add(r, "POST", "/v1/notifications/read", mark_read, NULL, AG_ROUTE_JSON);
     nt_ws_routes(r);

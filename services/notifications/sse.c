@@ -115,13 +115,14 @@ static void on_heartbeat(uv_timer_t *t)
 
 /* ---- Hub callbacks ------------------------------------------------------------------------ */
 
-static int hub_deliver(hub_sub *s, int64_t id, const char *json, size_t len, bool catchup)
+static int hub_deliver(hub_sub *s, const nt_item *it, bool catchup)
 {
     sse_conn *c = of(s);
     ag_buf b;
     ag_buf_init(&b, 0);
-    ag_buf_printf(&b, "id: %lld\nevent: notification\ndata: ", (long long)id);
-    ag_buf_append(&b, json, len);
+    if (it->id > 0) ag_buf_printf(&b, "id: %lld\n", (long long)it->id);
+    ag_buf_printf(&b, "event: %s\ndata: ", it->kind);
+    ag_buf_append(&b, it->json, it->len);
     ag_buf_appends(&b, "\n\n");
     long long q = sse_write_q(c, b.data, b.len, catchup);
     ag_buf_release(&b);

@@ -33,18 +33,21 @@ int nt_insert(ag_db *db, const nt_new *n, int64_t *id, char **json)
 {
     *id = 0;
     if (json) *json = NULL;
+    int64_t pid;
+    int rc = nt_next_push_id(db, &pid);
+    if (rc < 0) return rc;
     char *data = json_dumps(n->data ? n->data : json_object(), JSON_COMPACT);
     char now[32];
     now_rfc3339(now);
     ag_val p[] = {AG_VTEXT(n->user_id), AG_VTEXT(n->event_id), AG_VTEXT(n->type),
                   AG_VTEXT(n->title),   AG_VTEXT(n->message),  AG_VTEXT(data),
-                  AG_VTEXT(now)};
+                  AG_VTEXT(now),        AG_VINT(pid)};
     ag_rows *r;
-    int rc = ag_db_query(db,
-                         "INSERT INTO notifications (user_id, event_id, type, title, message, "
-                         "data, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7) "
-                         "ON CONFLICT (event_id, user_id) DO NOTHING RETURNING " NT_COLS,
-                         p, 7, &r);
+    rc = ag_db_query(db,
+                     "INSERT INTO notifications (id, user_id, event_id, type, title, message, "
+                     "data, created_at) VALUES ($8, $1, $2, $3, $4, $5, $6, $7) "
+                     "ON CONFLICT (event_id, user_id) DO NOTHING RETURNING " NT_COLS,
+                     p, 8, &r);
     if (rc < 0) {
         free(data);
         return rc;
@@ -132,37 +135,153 @@ void nt_items_free(nt_item *items, size_t n)
     ag_free(items);
 }
 
+int nt_next_push_id(ag_db *db, int64_t *id)
+{
+    return ag_db_query_int(db, "UPDATE push_seq SET n = n + 1 RETURNING n", NULL, 0, id);
+}
+
+/* Rows of `sql` (id, kind-or-NULL, then either NT_COLS' rest or a JSON text
+ * column) appended to items[*k..limit). */
+static int since_rows(ag_db *db, const char *sql, const ag_val *p, int np, bool feed,
+                      nt_item *items, size_t *k, size_t limit)
+{
+    ag_rows *r;
+    int rc = ag_db_query(db, sql, p, np, &r);
+    if (rc < 0) return rc;
+    while (*k < limit && (rc = ag_rows_next(r)) == 1) {
+        nt_item *it = &items[(*k)++];
+        it->id = ag_rows_int(r, 0);
+        if (feed) {
+            snprintf(it->kind, sizeof it->kind, "%s", ag_rows_text(r, 1));
+            it->json = ag_strdup(ag_rows_text(r, 2));
+        } else {
+            snprintf(it->kind, sizeof it->kind, "notification");
+            json_t *j = row_json(r);
+            char *s = json_dumps(j, JSON_COMPACT);
+            json_decref(j);
+            it->json = ag_strdup(s);
+            free(s);
+        }
+        it->len = strlen(it->json);
+    }
+    ag_rows_free(r);
+    return rc < 0 ? rc : 0;
+}
+
+static int item_cmp(const void *a, const void *b)
+{
+    int64_t x = ((const nt_item *)a)->id, y = ((const nt_item *)b)->id;
+    return x < y ? -1 : x > y;
+}
+
 int nt_since(ag_db *db, const char *user, int64_t since, int limit, nt_item **out, size_t *n)
 {
     *out = NULL;
     *n = 0;
     ag_val p[] = {AG_VTEXT(user), AG_VINT(since), AG_VINT(limit)};
-    ag_rows *r;
-    int rc = ag_db_query(db,
-                         "SELECT " NT_COLS " FROM notifications WHERE user_id = $1 AND id > $2 "
-                         "ORDER BY id LIMIT $3",
-                         p, 3, &r);
-    if (rc < 0) return rc;
-    nt_item *items = ag_calloc((size_t)limit, sizeof *items);
+    /* The first `limit` of the merge are among the first `limit` of each. */
+    nt_item *items = ag_calloc((size_t)limit * 2, sizeof *items);
     size_t k = 0;
-    while ((rc = ag_rows_next(r)) == 1 && k < (size_t)limit) {
-        json_t *j = row_json(r);
-        char *s = json_dumps(j, JSON_COMPACT);
-        json_decref(j);
-        items[k].id = ag_rows_int(r, 0);
-        items[k].len = strlen(s);
-        items[k].json = ag_strdup(s);
-        free(s);
-        k++;
-    }
-    ag_rows_free(r);
+    int rc = since_rows(db,
+                        "SELECT " NT_COLS " FROM notifications WHERE user_id = $1 AND id > $2 "
+                        "ORDER BY id LIMIT $3",
+                        p, 3, false, items, &k, (size_t)limit);
+    if (rc == 0)
+        rc = since_rows(db,
+                        "SELECT f.id, f.type, f.data FROM chat_feed f LEFT JOIN chat_members m "
+                        "ON m.room_id = f.room_id AND m.user_id = $1 AND m.role IS NOT NULL "
+                        "WHERE f.id > $2 AND (m.user_id IS NOT NULL OR f.user_id = $1) "
+                        "ORDER BY f.id LIMIT $3",
+                        p, 3, true, items, &k, (size_t)limit * 2);
     if (rc < 0) {
         nt_items_free(items, k);
         return rc;
     }
+    qsort(items, k, sizeof *items, item_cmp);
+    while (k > (size_t)limit)
+        ag_free(items[--k].json);
     *out = items;
     *n = k;
     return 0;
+}
+
+int nt_feed_insert(ag_db *db, const char *room, const char *user, const char *event_id,
+                   const char *type, const char *json, int64_t *id)
+{
+    *id = 0;
+    int64_t pid;
+    int rc = nt_next_push_id(db, &pid);
+    if (rc < 0) return rc;
+    char now[32];
+    now_rfc3339(now);
+    ag_val p[] = {AG_VINT(pid),   AG_VTEXT(room), AG_VTEXT(user), AG_VTEXT(event_id),
+                  AG_VTEXT(type), AG_VTEXT(json), AG_VTEXT(now)};
+    int64_t changes = 0;
+    rc =
+        ag_db_exec(db,
+                   "INSERT INTO chat_feed (id, room_id, user_id, event_id, type, data, created_at) "
+                   "VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (event_id) DO NOTHING",
+                   p, 7, &changes);
+    if (rc == 0 && changes == 1) *id = pid;
+    return rc;
+}
+
+int nt_presence_put(ag_db *db, const char *user, bool online, int64_t seq, bool *changed)
+{
+    *changed = false;
+    char now[32];
+    now_rfc3339(now);
+    ag_val q[] = {AG_VTEXT(user)};
+    int64_t was = -1;
+    int rc = ag_db_query_int(db, "SELECT online FROM presence WHERE user_id = $1", q, 1, &was);
+    if (rc < 0 && rc != AG_ENOTFOUND) return rc;
+    ag_val p[] = {AG_VTEXT(user), AG_VINT(online ? 1 : 0), AG_VINT(seq), AG_VTEXT(now)};
+    int64_t changes = 0;
+    rc = ag_db_exec(
+        db,
+        "INSERT INTO presence (user_id, online, seq, changed_at) VALUES ($1, $2, $3, $4) "
+        "ON CONFLICT (user_id) DO UPDATE SET online = excluded.online, "
+        "seq = excluded.seq, changed_at = excluded.changed_at "
+        "WHERE presence.seq < excluded.seq",
+        p, 4, &changes);
+    if (rc == 0 && changes == 1 && was != (online ? 1 : 0)) *changed = true;
+    return rc;
+}
+
+int nt_presence_get(ag_db *db, json_t *ids, json_t *arr)
+{
+    size_t i;
+    json_t *v;
+    json_array_foreach(ids, i, v)
+    {
+        ag_val p[] = {AG_VTEXT(json_string_value(v))};
+        ag_rows *r;
+        int rc =
+            ag_db_query(db, "SELECT online, changed_at FROM presence WHERE user_id = $1", p, 1, &r);
+        if (rc < 0) return rc;
+        bool on = false;
+        const char *at = NULL;
+        if ((rc = ag_rows_next(r)) == 1) {
+            on = ag_rows_int(r, 0) == 1;
+            at = ag_rows_text(r, 1);
+        }
+        json_array_append_new(arr, json_pack("{s:s, s:s, s:s?}", "userId", json_string_value(v),
+                                             "status", on ? "online" : "offline", "changedAt", at));
+        ag_rows_free(r);
+        if (rc < 0) return rc;
+    }
+    return 0;
+}
+
+int nt_presence_online(ag_db *db, json_t *arr)
+{
+    ag_rows *r;
+    int rc = ag_db_query(db, "SELECT user_id FROM presence WHERE online = 1", NULL, 0, &r);
+    if (rc < 0) return rc;
+    while ((rc = ag_rows_next(r)) == 1)
+        json_array_append_new(arr, json_string(ag_rows_text(r, 0)));
+    ag_rows_free(r);
+    return rc < 0 ? rc : 0;
 }
 
 /* ---- Users ------------------------------------------------------------------------------ */

@@ -16,7 +16,9 @@
  *   client going away ─► DONE (tunnel closed, hub detached)
  *
  * OPEN: "ready" is sent, then the hub delivers (catch-up from `since`, then
- * live). The client may send {"type":"resume","since":N} and
+ * live): {"type": kind, "id", "data"} (kind "notification" or a chat event
+ * type; typing and presence without an id). The client may send
+ * {"type":"resume","since":N}, {"type":"typing","roomId"} and
  * {"type":"ping"}; a ping frame gets a pong. The server pings every
  * ping_ms; a client that answered nothing since the last ping is closed
  * (1001). A protocol error closes with the parser's code (1002, 1007, 1008
@@ -64,6 +66,8 @@ typedef struct ws_conn {
     ag_ws_parser parser;
     bool resume;
     int64_t since;
+    uint64_t typing_ms; /* the last typing message passed on, and its room */
+    char typing_room[NT_USER_MAX];
     char accept[AG_WS_ACCEPT_LEN + 1];
 } ws_conn;
 
@@ -229,15 +233,17 @@ static void ws_finish(ws_conn *c)
 
 /* ---- Hub callbacks --------------------------------------------------------------------- */
 
-static int hub_deliver(hub_sub *s, int64_t id, const char *json, size_t len, bool catchup)
+static int hub_deliver(hub_sub *s, const nt_item *it, bool catchup)
 {
-    (void)id;
     ws_conn *c = of(s);
     if (c->state != W_OPEN) return AG_ECLOSED;
     ag_buf b;
     ag_buf_init(&b, 0);
-    ag_buf_appends(&b, "{\"type\":\"notification\",\"data\":");
-    ag_buf_append(&b, json, len);
+    /* kind is ours (an event type or a word), never a client's: no escaping. */
+    ag_buf_printf(&b, "{\"type\":\"%s\",", it->kind);
+    if (it->id > 0) ag_buf_printf(&b, "\"id\":\"%lld\",", (long long)it->id);
+    ag_buf_appends(&b, "\"data\":");
+    ag_buf_append(&b, it->json, it->len);
     ag_buf_appends(&b, "}");
     long long q = ws_send_q(c, AG_WS_TEXT, b.data, b.len, catchup);
     ag_buf_release(&b);
@@ -405,10 +411,21 @@ static void on_text(ws_conn *c, const char *data, size_t len)
                 ws_error_message(c, "resume needs since: the last notification id seen");
         } else if (type && strcmp(type, "ping") == 0) {
             ws_send_json(c, json_pack("{s:s}", "type", "pong"));
+        } else if (type && strcmp(type, "typing") == 0) {
+            const char *room = json_string_value(json_object_get(msg, "roomId"));
+            uint64_t now = ag_now_ms();
+            if (!room || !*room || strlen(room) >= NT_USER_MAX)
+                ws_error_message(c, "typing needs roomId");
+            else if (now - c->typing_ms >= 1000 || strcmp(room, c->typing_room) != 0) {
+                /* At most one a second per room: a client sends one per key. */
+                c->typing_ms = now;
+                snprintf(c->typing_room, sizeof c->typing_room, "%s", room);
+                nt_typing(c->sub.user, room);
+            }
         } else if (type && strcmp(type, "auth") == 0) {
             ws_error_message(c, "already authenticated");
         } else {
-            ws_error_message(c, "unknown message type (expected resume or ping)");
+            ws_error_message(c, "unknown message type (expected resume, typing or ping)");
         }
     }
     json_decref(msg);

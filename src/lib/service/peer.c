@@ -145,7 +145,7 @@ static void peer_free(void *p)
 int ag_service_peer(ag_service *svc, const char *name, const char *default_url, ag_peer **out)
 {
     size_t nlen = strlen(name);
-    if (nlen == 0 || nlen >= sizeof ((ag_peer *)0)->name) return AG_EINVAL;
+    if (nlen == 0 || nlen >= sizeof((ag_peer *)0)->name) return AG_EINVAL;
     char var[96];
     snprintf(var, sizeof var, "AGORA_%s_URL", name);
     for (char *c = var; *c; c++)
@@ -195,8 +195,8 @@ void ag_peer_reply_clear(ag_peer_reply *rep)
 
 /* One HTTP exchange with an instance of the peer, no breaker, no retry. */
 static int raw_call(ag_peer *p, const char *method, const char *path, const char *body,
-                    size_t body_len, const char *auth, ag_deadline deadline,
-                    const char *request_id, ag_peer_reply *rep)
+                    size_t body_len, const char *auth, ag_deadline deadline, const char *request_id,
+                    ag_peer_reply *rep)
 {
     memset(rep, 0, sizeof *rep);
     ag_instance inst;
@@ -240,7 +240,8 @@ static int raw_call(ag_peer *p, const char *method, const char *path, const char
     if (rc < 0) return rc;
     rep->status = hr.status;
     if (hr.body.len) rep->doc = json_loadb(hr.body.data, hr.body.len, 0, NULL);
-    const char *code = json_string_value(json_object_get(json_object_get(rep->doc, "error"), "code"));
+    const char *code =
+        json_string_value(json_object_get(json_object_get(rep->doc, "error"), "code"));
     if (code) snprintf(rep->code, sizeof rep->code, "%s", code);
     ag_http_reply_release(&hr);
     return 0;
@@ -296,9 +297,8 @@ static int service_token(svc_extra *x, char *out, size_t n, bool renew)
     return rc;
 }
 
-int ag_peer_call(ag_peer *p, const char *method, const char *path, json_t *body,
-                 const char *auth, ag_deadline deadline, const char *request_id,
-                 ag_peer_reply *rep)
+int ag_peer_call(ag_peer *p, const char *method, const char *path, json_t *body, const char *auth,
+                 ag_deadline deadline, const char *request_id, ag_peer_reply *rep)
 {
     memset(rep, 0, sizeof *rep);
     ag_breaker_ticket t;
