@@ -23,6 +23,7 @@
 
 #include "agora/mem.h"
 #include "cli.h"
+#include "tour.h"
 
 extern char **environ;
 
@@ -128,7 +129,8 @@ int cli_demo(cli_config *cfg, bool load_only)
     }
     if (load_only) return 0;
     printf("\n");
-    return cli_tour(cfg);
+    rc = cli_tour(cfg);
+    return rc != 0 ? rc : cli_chat_tour(cfg, 9);
 }
 
 /* ---- status ---- */

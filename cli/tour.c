@@ -35,62 +35,45 @@
 #include "agora/id.h"
 #include "agora/mem.h"
 #include "cli.h"
+#include "tour.h"
 
-#define TOUR_WAIT_S 8          /* Prefer: wait; the gateway allows orders 10 s */
-#define TOUR_FINAL_S 60        /* how long an order may take to end */
-#define TOUR_NOTIFY_S 10       /* how long to wait for the order's notification */
-#define TOUR_RETRY_BUDGET_S 60 /* Retry-After waits, in all, per call */
-
-typedef struct tour {
-    char api[512];    /* "http://127.0.0.1:8080/api/v1" */
-    char token[4096]; /* the customer's, once registered */
-    char user[96];    /* the customer's id */
-} tour;
-
-/* What one call brought back. */
-typedef struct answer {
-    int status;  /* the HTTP status, or a negative AG_E* code */
-    json_t *doc; /* the parsed body, or NULL */
-    double ms;
-} answer;
-
-static double now_s(void)
+double tour_now_s(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static void pause_ms(long ms)
+void tour_pause_ms(long ms)
 {
     struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L};
     nanosleep(&ts, NULL);
 }
 
-static void answer_release(answer *a)
+void tour_answer_release(answer *a)
 {
     json_decref(a->doc);
     a->doc = NULL;
 }
 
-static const char *str(json_t *o, const char *k)
+const char *tour_str(json_t *o, const char *k)
 {
     const char *s = json_string_value(json_object_get(o, k));
     return s ? s : "";
 }
 
-static long long num(json_t *o, const char *k)
+long long tour_num(json_t *o, const char *k)
 {
     return (long long)json_integer_value(json_object_get(o, k));
 }
 
-static json_t *data_of(const answer *a)
+json_t *tour_data(const answer *a)
 {
     return json_object_get(a->doc, "data");
 }
 
 /* "$12.99" for USD, "12.99 EUR" for anything else. */
-static const char *money(char *out, size_t n, long long cents, const char *currency)
+const char *tour_money(char *out, size_t n, long long cents, const char *currency)
 {
     if (!currency || !*currency || strcmp(currency, "USD") == 0)
         snprintf(out, n, "$%lld.%02lld", cents / 100, cents % 100);
@@ -100,7 +83,7 @@ static const char *money(char *out, size_t n, long long cents, const char *curre
 }
 
 /* "429 RATE_LIMITED: too many requests" or "no answer (connection refused)". */
-static const char *why(const answer *a, char *out, size_t n)
+const char *tour_why(const answer *a, char *out, size_t n)
 {
     if (a->status < 0) {
         snprintf(out, n, "no answer (%s)", ag_strerror(a->status));
@@ -108,17 +91,15 @@ static const char *why(const answer *a, char *out, size_t n)
     }
     json_t *err = json_object_get(a->doc, "error");
     if (json_is_object(err))
-        snprintf(out, n, "%d %s: %s", a->status, str(err, "code"), str(err, "message"));
+        snprintf(out, n, "%d %s: %s", a->status, tour_str(err, "code"), tour_str(err, "message"));
     else
         snprintf(out, n, "%d", a->status);
     return out;
 }
 
-/* One call to <api><path>, with the customer's token once there is one. The
- * request and its status are printed unless `quiet`. `extra` headers are
- * "Name: value" strings, NULL-terminated (may be NULL). */
-static void call(tour *t, const char *method, const char *path, json_t *body,
-                 const char *const *extra, bool quiet, answer *a)
+/* One exchange with <api><path> (tour.h's tour_call and tour_call_raw). */
+static void exchange(tour *t, const char *method, const char *path, const void *body, size_t len,
+                     const char *content_type, const char *const *extra, bool quiet, answer *a)
 {
     char url[1024], auth[4200];
     snprintf(url, sizeof url, "%s%s", t->api, path);
@@ -131,15 +112,15 @@ static void call(tour *t, const char *method, const char *path, json_t *body,
     for (size_t i = 0; extra && extra[i] && nh < 7; i++)
         headers[nh++] = extra[i];
     headers[nh] = NULL;
-    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
     ag_http_call c = {.method = method,
                       .url = url,
                       .headers = headers,
-                      .body = text,
-                      .body_len = text ? strlen(text) : 0,
+                      .body = body,
+                      .body_len = len,
+                      .content_type = content_type,
                       .timeout_ms = (TOUR_WAIT_S + 5) * 1000};
     a->doc = NULL;
-    double t0 = now_s(), waited = 0;
+    double t0 = tour_now_s(), waited = 0;
     for (;;) {
         ag_http_reply rep;
         a->status = cli_http_do(&c, &rep);
@@ -155,7 +136,7 @@ static void call(tour *t, const char *method, const char *path, json_t *body,
             if (!quiet)
                 printf("   (rate limited; trying again in %.0f s, as Retry-After says)\n", retry);
             fflush(stdout);
-            pause_ms((long)(retry * 1000));
+            tour_pause_ms((long)(retry * 1000));
             waited += retry;
             continue;
         }
@@ -163,8 +144,7 @@ static void call(tour *t, const char *method, const char *path, json_t *body,
         ag_http_reply_release(&rep);
         break;
     }
-    a->ms = (now_s() - t0 - waited) * 1000.0;
-    free(text);
+    a->ms = (tour_now_s() - t0 - waited) * 1000.0;
     if (!quiet) {
         if (a->status < 0)
             printf("   %s /api/v1%s -> no answer (%s)\n", method, path, ag_strerror(a->status));
@@ -174,8 +154,49 @@ static void call(tour *t, const char *method, const char *path, json_t *body,
     }
 }
 
-static void step(int n, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void step(int n, const char *fmt, ...)
+void tour_call(tour *t, const char *method, const char *path, json_t *body,
+               const char *const *extra, bool quiet, answer *a)
+{
+    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    exchange(t, method, path, text, text ? strlen(text) : 0, NULL, extra, quiet, a);
+    free(text);
+}
+
+void tour_call_raw(tour *t, const char *method, const char *path, const void *body, size_t len,
+                   const char *content_type, bool quiet, answer *a)
+{
+    exchange(t, method, path, body, len, content_type, NULL, quiet, a);
+}
+
+int tour_register(tour *t, const char *prefix, char *name_out, size_t name_len)
+{
+    char id[AG_ID_LEN + 1], name[32], email[64];
+    ag_id_new_str(id);
+    /* The id's random tail: its head is the time, the same for two quick runs. */
+    snprintf(name, sizeof name, "%s%.4s%.4s", prefix, id + 24, id + 32);
+    snprintf(email, sizeof email, "%s@example.com", name);
+    json_t *body = json_pack("{s:s, s:s, s:s}", "username", name, "email", email, "password",
+                             "tour-password-1");
+    answer a;
+    tour_call(t, "POST", "/auth/register", body, NULL, false, &a);
+    json_decref(body);
+    const char *token = tour_str(tour_data(&a), "token");
+    if (a.status != 201 || !*token) {
+        int rc = tour_failed("registering", &a);
+        tour_answer_release(&a);
+        return rc;
+    }
+    snprintf(t->token, sizeof t->token, "%s", token);
+    snprintf(t->user, sizeof t->user, "%s",
+             tour_str(json_object_get(tour_data(&a), "user"), "id"));
+    if (name_out) snprintf(name_out, name_len, "%s", name);
+    printf("   %s <%s> has an account (id %s) and is signed in: the answer carries a token\n", name,
+           email, t->user);
+    tour_answer_release(&a);
+    return 0;
+}
+
+void tour_step(int n, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -187,10 +208,10 @@ static void step(int n, const char *fmt, ...)
 }
 
 /* Prints why the step failed; returns 1 (the tour's exit status). */
-static int failed(const char *what, const answer *a)
+int tour_failed(const char *what, const answer *a)
 {
     char w[512];
-    fprintf(stderr, "agora demo: %s failed: %s\n", what, why(a, w, sizeof w));
+    fprintf(stderr, "agora demo: %s failed: %s\n", what, tour_why(a, w, sizeof w));
     if (a->status == 502 || a->status == 503 || a->status == 504 || a->status < 0)
         fprintf(stderr, "agora demo: is everything up? see agora status\n");
     return 1;
@@ -230,25 +251,25 @@ static int place(tour *t, json_t *body, answer *a)
     snprintf(prefer, sizeof prefer, "Prefer: wait=%d", TOUR_WAIT_S);
     const char *headers[] = {key, prefer, NULL};
     printf("   (Idempotency-Key: %s, Prefer: wait=%d)\n", idem, TOUR_WAIT_S);
-    double t0 = now_s();
-    call(t, "POST", "/orders", body, headers, false, a);
+    double t0 = tour_now_s();
+    tour_call(t, "POST", "/orders", body, headers, false, a);
     if (a->status != 201) return -1;
     char path[256];
-    snprintf(path, sizeof path, "/orders/%s", str(data_of(a), "id"));
+    snprintf(path, sizeof path, "/orders/%s", tour_str(tour_data(a), "id"));
     bool said = false;
-    while (strcmp(str(data_of(a), "status"), "CONFIRMED") != 0 &&
-           strcmp(str(data_of(a), "status"), "CANCELLED") != 0 && now_s() - t0 < TOUR_FINAL_S) {
+    while (strcmp(tour_str(tour_data(a), "status"), "CONFIRMED") != 0 &&
+           strcmp(tour_str(tour_data(a), "status"), "CANCELLED") != 0 && tour_now_s() - t0 < TOUR_FINAL_S) {
         if (!said)
-            printf("   still %s; asking again (GET /api/v1%s)\n", str(data_of(a), "status"), path);
+            printf("   still %s; asking again (GET /api/v1%s)\n", tour_str(tour_data(a), "status"), path);
         said = true;
-        pause_ms(250);
+        tour_pause_ms(250);
         answer next;
-        call(t, "GET", path, NULL, NULL, true, &next);
+        tour_call(t, "GET", path, NULL, NULL, true, &next);
         if (next.status == 200) {
-            answer_release(a);
+            tour_answer_release(a);
             *a = next;
         } else {
-            answer_release(&next);
+            tour_answer_release(&next);
         }
     }
     return 0;
@@ -259,19 +280,19 @@ static void show_history(tour *t, const char *order, bool brief)
     char path[256];
     snprintf(path, sizeof path, "/orders/%s/history", order);
     answer a;
-    call(t, "GET", path, NULL, NULL, brief, &a);
-    json_t *events = json_object_get(data_of(&a), "events");
+    tour_call(t, "GET", path, NULL, NULL, brief, &a);
+    json_t *events = json_object_get(tour_data(&a), "events");
     if (a.status != 200 || !json_is_array(events)) {
         char w[512];
-        printf("   the history is not available: %s\n", why(&a, w, sizeof w));
-        answer_release(&a);
+        printf("   the history is not available: %s\n", tour_why(&a, w, sizeof w));
+        tour_answer_release(&a);
         return;
     }
     size_t i;
     json_t *e;
     if (brief) {
         printf("   its history:");
-        json_array_foreach(events, i, e) printf("%s %s", i ? "," : "", str(e, "type"));
+        json_array_foreach(events, i, e) printf("%s %s", i ? "," : "", tour_str(e, "type"));
         printf("\n");
     } else {
         json_array_foreach(events, i, e)
@@ -279,15 +300,15 @@ static void show_history(tour *t, const char *order, bool brief)
             json_t *d = json_object_get(e, "data");
             const char *detail = "";
             char buf[256] = "";
-            if (*str(d, "paymentId"))
-                snprintf(buf, sizeof buf, "  payment %s", str(d, "paymentId"));
-            else if (*str(d, "reason"))
-                snprintf(buf, sizeof buf, "  %s", str(d, "reason"));
+            if (*tour_str(d, "paymentId"))
+                snprintf(buf, sizeof buf, "  payment %s", tour_str(d, "paymentId"));
+            else if (*tour_str(d, "reason"))
+                snprintf(buf, sizeof buf, "  %s", tour_str(d, "reason"));
             detail = buf;
-            printf("   %lld  %-18s %s%s\n", num(e, "seq"), str(e, "type"), str(e, "at"), detail);
+            printf("   %lld  %-18s %s%s\n", tour_num(e, "seq"), tour_str(e, "type"), tour_str(e, "at"), detail);
         }
     }
-    answer_release(&a);
+    tour_answer_release(&a);
 }
 
 /* Whether the customer's notifications include the one saying that `order`
@@ -298,8 +319,8 @@ static bool about(json_t *list, const char *order)
     json_t *n;
     json_array_foreach(list, i, n)
     {
-        if (strcmp(str(json_object_get(n, "data"), "orderId"), order) == 0 &&
-            strstr(str(n, "type"), "confirmed"))
+        if (strcmp(tour_str(json_object_get(n, "data"), "orderId"), order) == 0 &&
+            strstr(tour_str(n, "type"), "confirmed"))
             return true;
     }
     return false;
@@ -308,36 +329,36 @@ static bool about(json_t *list, const char *order)
 static void show_notifications(tour *t, const char *order)
 {
     answer a;
-    call(t, "GET", "/notifications?limit=10", NULL, NULL, false, &a);
-    double t0 = now_s();
+    tour_call(t, "GET", "/notifications?limit=10", NULL, NULL, false, &a);
+    double t0 = tour_now_s();
     /* Notifications follow the order's events over the bus: give them a
      * moment to arrive. */
-    while (a.status == 200 && json_is_array(data_of(&a)) && !about(data_of(&a), order) &&
-           now_s() - t0 < TOUR_NOTIFY_S) {
-        answer_release(&a);
-        pause_ms(250);
-        call(t, "GET", "/notifications?limit=10", NULL, NULL, true, &a);
+    while (a.status == 200 && json_is_array(tour_data(&a)) && !about(tour_data(&a), order) &&
+           tour_now_s() - t0 < TOUR_NOTIFY_S) {
+        tour_answer_release(&a);
+        tour_pause_ms(250);
+        tour_call(t, "GET", "/notifications?limit=10", NULL, NULL, true, &a);
     }
     char w[512];
-    if (a.status != 200 || !json_is_array(data_of(&a))) {
+    if (a.status != 200 || !json_is_array(tour_data(&a))) {
         printf("   agora-notifications is not running here (%s):\n"
                "   the order's notification would be listed here, and pushed over\n"
                "   WebSocket (/api/v1/ws) and Server-Sent Events as it arrives\n",
-               why(&a, w, sizeof w));
-        answer_release(&a);
+               tour_why(&a, w, sizeof w));
+        tour_answer_release(&a);
         return;
     }
-    json_t *list = data_of(&a);
+    json_t *list = tour_data(&a);
     printf("   %zu notification(s), %lld unread%s\n", json_array_size(list),
-           num(a.doc, "unreadCount"),
+           tour_num(a.doc, "unreadCount"),
            about(list, order) ? "" : " (not yet the order's confirmation, after 10 s)");
     size_t i;
     json_t *n;
     json_array_foreach(list, i, n)
     {
-        printf("   [%s] %s: %s\n", str(n, "type"), str(n, "title"), str(n, "message"));
+        printf("   [%s] %s: %s\n", tour_str(n, "type"), tour_str(n, "title"), tour_str(n, "message"));
     }
-    answer_release(&a);
+    tour_answer_release(&a);
 }
 
 int cli_tour(cli_config *cfg)
@@ -356,37 +377,21 @@ int cli_tour(cli_config *cfg)
     printf("agora demo: a tour of the shop through the gateway, %s\n", t->api);
 
     /* 1. Register. */
-    char id[AG_ID_LEN + 1], name[32], email[64];
-    ag_id_new_str(id);
-    /* The id's random tail: its head is the time, the same for two quick runs. */
-    snprintf(name, sizeof name, "tour%.4s%.4s", id + 24, id + 32);
-    snprintf(email, sizeof email, "%s@example.com", name);
-    step(1, "A new customer, %s, registers", name);
-    json_t *body = json_pack("{s:s, s:s, s:s}", "username", name, "email", email, "password",
-                             "tour-password-1");
-    call(t, "POST", "/auth/register", body, NULL, false, &a);
-    json_decref(body);
-    const char *token = str(data_of(&a), "token");
-    if (a.status != 201 || !*token) {
-        rc = failed("registering", &a);
-        goto out;
-    }
-    snprintf(t->token, sizeof t->token, "%s", token);
-    snprintf(t->user, sizeof t->user, "%s", str(json_object_get(data_of(&a), "user"), "id"));
-    printf("   %s <%s> has an account (id %s) and is signed in: the answer carries a token\n", name,
-           email, t->user);
-    answer_release(&a);
+    tour_step(1, "A new customer registers");
+    if (tour_register(t, "tour", NULL, 0) != 0) goto out;
+
+    json_t *body;
 
     /* 2. Browse. */
-    step(2, "Browses the products");
-    call(t, "GET", "/products?limit=20", NULL, NULL, false, &a);
-    json_t *products = data_of(&a);
+    tour_step(2, "Browses the products");
+    tour_call(t, "GET", "/products?limit=20", NULL, NULL, false, &a);
+    json_t *products = tour_data(&a);
     if (a.status != 200 || !json_is_array(products)) {
-        rc = failed("listing the products", &a);
+        rc = tour_failed("listing the products", &a);
         goto out;
     }
     printf("   %lld products in the catalogue; the first %zu:\n",
-           num(json_object_get(a.doc, "pagination"), "total"),
+           tour_num(json_object_get(a.doc, "pagination"), "total"),
            json_array_size(products) < 5 ? json_array_size(products) : (size_t)5);
     const char *pick[2] = {NULL, NULL};
     size_t npick = 0, i;
@@ -394,11 +399,11 @@ int cli_tour(cli_config *cfg)
     json_array_foreach(products, i, p)
     {
         if (i < 5)
-            printf("   %-36.36s %10s  %s\n", str(p, "name"),
-                   money(m, sizeof m, num(p, "priceCents"), str(p, "currency")),
+            printf("   %-36.36s %10s  %s\n", tour_str(p, "name"),
+                   tour_money(m, sizeof m, tour_num(p, "priceCents"), tour_str(p, "currency")),
                    json_is_true(json_object_get(p, "inStock")) ? "in stock" : "out of stock");
-        if (npick < 2 && json_is_true(json_object_get(p, "inStock")) && num(p, "stock") >= 3)
-            pick[npick++] = str(p, "id");
+        if (npick < 2 && json_is_true(json_object_get(p, "inStock")) && tour_num(p, "stock") >= 3)
+            pick[npick++] = tour_str(p, "id");
     }
     if (npick < 2) {
         fprintf(stderr,
@@ -409,104 +414,104 @@ int cli_tour(cli_config *cfg)
     }
 
     /* 3. Fill the cart: one of the first, two of the second. */
-    step(3, "Adds two products to the cart");
+    tour_step(3, "Adds two products to the cart");
     for (int k = 0; k < 2; k++) {
         answer line;
         body = json_pack("{s:s, s:i}", "productId", pick[k], "quantity", k + 1);
-        call(t, "POST", "/cart/items", body, NULL, false, &line);
+        tour_call(t, "POST", "/cart/items", body, NULL, false, &line);
         json_decref(body);
         if (line.status != 201 && line.status != 200) {
-            rc = failed("adding to the cart", &line);
-            answer_release(&line);
+            rc = tour_failed("adding to the cart", &line);
+            tour_answer_release(&line);
             goto out;
         }
-        printf("   %lld x %s\n", num(data_of(&line), "quantity"), str(data_of(&line), "name"));
-        answer_release(&line);
+        printf("   %lld x %s\n", tour_num(tour_data(&line), "quantity"), tour_str(tour_data(&line), "name"));
+        tour_answer_release(&line);
     }
 
     /* 4. The cart, priced by the catalog. */
-    step(4, "Looks at the cart");
+    tour_step(4, "Looks at the cart");
     answer cart;
-    call(t, "GET", "/cart", NULL, NULL, false, &cart);
-    json_t *items = json_object_get(data_of(&cart), "items");
+    tour_call(t, "GET", "/cart", NULL, NULL, false, &cart);
+    json_t *items = json_object_get(tour_data(&cart), "items");
     if (cart.status != 200 || !json_is_array(items)) {
-        rc = failed("reading the cart", &cart);
-        answer_release(&cart);
+        rc = tour_failed("reading the cart", &cart);
+        tour_answer_release(&cart);
         goto out;
     }
     json_array_foreach(items, i, p)
     {
-        printf("   %lld x %-34.34s %10s  %10s\n", num(p, "quantity"), str(p, "name"),
-               money(m, sizeof m, num(p, "priceCents"), str(p, "currency")),
-               money(m2, sizeof m2, num(p, "lineTotalCents"), str(p, "currency")));
+        printf("   %lld x %-34.34s %10s  %10s\n", tour_num(p, "quantity"), tour_str(p, "name"),
+               tour_money(m, sizeof m, tour_num(p, "priceCents"), tour_str(p, "currency")),
+               tour_money(m2, sizeof m2, tour_num(p, "lineTotalCents"), tour_str(p, "currency")));
     }
-    json_array_foreach(json_object_get(data_of(&cart), "subtotals"), i, p)
+    json_array_foreach(json_object_get(tour_data(&cart), "subtotals"), i, p)
     {
         printf("   %-39s %22s\n", "subtotal",
-               money(m, sizeof m, num(p, "subtotalCents"), str(p, "currency")));
+               tour_money(m, sizeof m, tour_num(p, "subtotalCents"), tour_str(p, "currency")));
     }
-    answer_release(&cart);
+    tour_answer_release(&cart);
 
     /* 5. Check out from the cart with a card that is accepted. */
-    step(5, "Checks out from the cart, paying with the test card 4242 4242 4242 4242");
+    tour_step(5, "Checks out from the cart, paying with the test card 4242 4242 4242 4242");
     body = order_body(NULL, "4242424242424242");
     int prc = place(t, body, &confirmed);
     json_decref(body);
-    json_t *o = data_of(&confirmed);
+    json_t *o = tour_data(&confirmed);
     if (prc < 0) {
-        rc = failed("placing the order", &confirmed);
+        rc = tour_failed("placing the order", &confirmed);
         goto out;
     }
     char order[128];
-    snprintf(order, sizeof order, "%s", str(o, "id"));
+    snprintf(order, sizeof order, "%s", tour_str(o, "id"));
     printf("   order %s is %s: %s, %zu line(s), paid by %s card ending %s\n", order,
-           str(o, "status"), money(m, sizeof m, num(o, "totalCents"), str(o, "currency")),
+           tour_str(o, "status"), tour_money(m, sizeof m, tour_num(o, "totalCents"), tour_str(o, "currency")),
            json_array_size(json_object_get(o, "items")),
-           str(json_object_get(o, "paymentMethod"), "brand"),
-           str(json_object_get(o, "paymentMethod"), "last4"));
-    if (strcmp(str(o, "status"), "CONFIRMED") != 0) {
-        fprintf(stderr, "agora demo: the order ended %s (%s), not CONFIRMED\n", str(o, "status"),
-                *str(o, "reason") ? str(o, "reason") : "no reason given");
+           tour_str(json_object_get(o, "paymentMethod"), "brand"),
+           tour_str(json_object_get(o, "paymentMethod"), "last4"));
+    if (strcmp(tour_str(o, "status"), "CONFIRMED") != 0) {
+        fprintf(stderr, "agora demo: the order ended %s (%s), not CONFIRMED\n", tour_str(o, "status"),
+                *tour_str(o, "reason") ? tour_str(o, "reason") : "no reason given");
         goto out;
     }
 
     /* 6. What happened to it, from its events. */
-    step(6, "Reads the order's history (its events, oldest first)");
+    tour_step(6, "Reads the order's history (its events, oldest first)");
     show_history(t, order, false);
 
     /* 7. The notification. */
-    step(7, "Reads the notifications that arrived");
+    tour_step(7, "Reads the notifications that arrived");
     show_notifications(t, order);
 
     /* 8. A card that is declined. */
-    step(8, "Orders once more, paying with the declined test card 4000 0000 0000 0002");
+    tour_step(8, "Orders once more, paying with the declined test card 4000 0000 0000 0002");
     body = order_body(pick[0], "4000000000000002");
     prc = place(t, body, &declined);
     json_decref(body);
-    o = data_of(&declined);
+    o = tour_data(&declined);
     if (prc < 0) {
-        rc = failed("placing the second order", &declined);
+        rc = tour_failed("placing the second order", &declined);
         goto out;
     }
-    printf("   order %s is %s: %s\n", str(o, "id"), str(o, "status"),
-           *str(o, "reason") ? str(o, "reason") : "(no reason given)");
-    show_history(t, str(o, "id"), true);
-    if (strcmp(str(o, "status"), "CANCELLED") != 0) {
+    printf("   order %s is %s: %s\n", tour_str(o, "id"), tour_str(o, "status"),
+           *tour_str(o, "reason") ? tour_str(o, "reason") : "(no reason given)");
+    show_history(t, tour_str(o, "id"), true);
+    if (strcmp(tour_str(o, "status"), "CANCELLED") != 0) {
         fprintf(stderr, "agora demo: the declined order ended %s, not CANCELLED\n",
-                str(o, "status"));
+                tour_str(o, "status"));
         goto out;
     }
     printf("\nagora demo: tour done: order %s CONFIRMED (%s), order %s CANCELLED "
            "(card declined)\n",
            order,
-           money(m, sizeof m, num(data_of(&confirmed), "totalCents"),
-                 str(data_of(&confirmed), "currency")),
-           str(o, "id"));
+           tour_money(m, sizeof m, tour_num(tour_data(&confirmed), "totalCents"),
+                 tour_str(tour_data(&confirmed), "currency")),
+           tour_str(o, "id"));
     rc = 0;
 out:
-    answer_release(&a);
-    answer_release(&confirmed);
-    answer_release(&declined);
+    tour_answer_release(&a);
+    tour_answer_release(&confirmed);
+    tour_answer_release(&declined);
     fflush(stdout);
     ag_free(t);
     return rc;

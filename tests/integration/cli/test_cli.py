@@ -15,6 +15,9 @@ default ports is never touched.
     the gateway prints each step, an order CONFIRMED with its total and
     history, the notification (or that notifications are not running), and
     a declined card's order CANCELLED with its reason
+  - with rooms, messages and files built: the chat's tour after the shop's
+    (two people, a private room, a message arriving live on a WebSocket, a
+    reply and a reaction, a file and a ranged download, presence)
   - `agora status` shows each component with its pid and "ready"
   - SIGKILL on a service: it is restarted (new pid, ready again) and the
     supervisor's log says so
@@ -140,6 +143,13 @@ def main():
         if os.access(os.environ.get("AGORA_NOTIFICATIONSD", ""), os.X_OK):
             names.insert(names.index("payments") + 1, "notifications")
             execs["notifications"] = os.environ["AGORA_NOTIFICATIONSD"]
+    # The chat, after cart as in config/agora.json, when its services are built.
+    chat = shop and all(os.access(os.environ.get("AGORA_%sD" % n.upper(), ""), os.X_OK)
+                        for n in ("rooms", "messages", "files")) and "notifications" in names
+    if chat:
+        for n, after in (("rooms", "cart"), ("messages", "rooms"), ("files", "messages")):
+            names.insert(names.index(after) + 1, n)
+            execs[n] = os.environ["AGORA_%sD" % n.upper()]
     if os.environ.get("AGORA_GATEWAYD"):
         names.append("gateway")  # last, as in config/agora.json
         execs["gateway"] = os.environ["AGORA_GATEWAYD"]
@@ -153,6 +163,9 @@ def main():
         elif n == "notifications":
             comps.append({"name": n, "exec": execs[n], "port": ports[n],
                           "env": {"AGORA_MAIL_DIR": "{var}/mail"}})
+        elif n == "files":
+            comps.append({"name": n, "exec": execs[n], "port": ports[n],
+                          "env": {"AGORA_FILES_DIR": "{var}/files"}})
         else:
             comps.append({"name": n, "exec": execs[n], "port": ports[n]})
     cfg = {"readyTimeout": "%ds" % (30 * SCALE), "drainTimeout": "10s",
@@ -296,6 +309,22 @@ def main():
                 check("agora-notifications is not running" in out,
                       "the tour says plainly that notifications are not running")
             check("agora demo: tour done" in out, "the tour ends with its summary line")
+            if chat:
+                for i, what in enumerate(["Two people register", "makes a private room",
+                                          "opens the realtime connection", "writes in the room",
+                                          "answers and reacts", "shares a file",
+                                          "sees bob\\S* online"], 9):
+                    check(re.search(r"^%d\. .*%s" % (i, what), out, re.M),
+                          "the chat tour prints step %d (%s)" % (i, what))
+                check(re.search(r"socket: message.sent \"Hello Bob!.*\" \(push id \d+\)", out),
+                      "the message arrives on Bob's WebSocket")
+                check(re.search(r"\(a reply\) It did, thanks", out) and "x1]" in out,
+                      "the history shows the reply and the reaction")
+                check(re.search(r"got \"Agora tour \" \(bytes 0-10/\d+", out),
+                      "Bob downloads the file's first bytes (206 with Content-Range)")
+                check(re.search(r"bob\S* is online\n.*\n?.*bob\S* is offline", out),
+                      "Bob online, then offline after closing")
+                check("agora demo: chat tour done" in out, "the chat tour ends with its summary")
 
         # 5. status: every component, its pid, ready.
         r = agora("status")
