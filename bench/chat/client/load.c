@@ -24,8 +24,8 @@
  * marks (message, connection) seen, so lost, duplicate and wrong-room
  * deliveries are counted once the stage's answers are in and a drain time
  * has passed. The ramp stops after the first stage that was not kept up
- * (sends below 95 % of the rate, a skipped turn, an error answer, a loss, or
- * a p99 over --p99-max). Prints one JSON object on stdout; progress on
+ * (sends below 95 % of the rate, over 1 % of turns skipped, an error answer,
+ * a loss, or a p99 over --p99-max). Prints one JSON object on stdout; progress on
  * stderr. Exit status 1 when it could not run (bad arguments, a connection
  * that could not be opened).
  */
@@ -947,7 +947,8 @@ int main(int argc, char **argv)
         double mx = hist_max(s->hist, s->over);
         double pp50 = hist_pct(s->post_hist, s->post_over, s->post_n, 50);
         double pp99 = hist_pct(s->post_hist, s->post_over, s->post_n, 99);
-        bool kept = sent_ps >= 0.95 * s->rate && s->errors == 0 && s->skipped == 0 && lost == 0 &&
+        /* A turn skipped now and then (a stall of the shared machine) is tolerated: 1 %. */
+        bool kept = sent_ps >= 0.95 * s->rate && s->errors == 0 && s->skipped * 100 <= s->sent + s->skipped && lost == 0 &&
                     p99 >= 0 && p99 <= p99_max;
         fprintf(o, "%s{\"rate\":%.1f,\"seconds\":%.2f,\"sentPerS\":%.1f,\"posted\":%ld,\"ok\":%ld,"
                    "\"errors\":%ld,\"errors429\":%ld,\"errors4xx\":%ld,\"errors5xx\":%ld,\"errorsConn\":%ld,"
