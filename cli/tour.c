@@ -187,8 +187,7 @@ int tour_register(tour *t, const char *prefix, char *name_out, size_t name_len)
         return rc;
     }
     snprintf(t->token, sizeof t->token, "%s", token);
-    snprintf(t->user, sizeof t->user, "%s",
-             tour_str(json_object_get(tour_data(&a), "user"), "id"));
+    snprintf(t->user, sizeof t->user, "%s", tour_str(json_object_get(tour_data(&a), "user"), "id"));
     if (name_out) snprintf(name_out, name_len, "%s", name);
     printf("   %s <%s> has an account (id %s) and is signed in: the answer carries a token\n", name,
            email, t->user);
@@ -258,9 +257,11 @@ static int place(tour *t, json_t *body, answer *a)
     snprintf(path, sizeof path, "/orders/%s", tour_str(tour_data(a), "id"));
     bool said = false;
     while (strcmp(tour_str(tour_data(a), "status"), "CONFIRMED") != 0 &&
-           strcmp(tour_str(tour_data(a), "status"), "CANCELLED") != 0 && tour_now_s() - t0 < TOUR_FINAL_S) {
+           strcmp(tour_str(tour_data(a), "status"), "CANCELLED") != 0 &&
+           tour_now_s() - t0 < TOUR_FINAL_S) {
         if (!said)
-            printf("   still %s; asking again (GET /api/v1%s)\n", tour_str(tour_data(a), "status"), path);
+            printf("   still %s; asking again (GET /api/v1%s)\n", tour_str(tour_data(a), "status"),
+                   path);
         said = true;
         tour_pause_ms(250);
         answer next;
@@ -305,7 +306,8 @@ static void show_history(tour *t, const char *order, bool brief)
             else if (*tour_str(d, "reason"))
                 snprintf(buf, sizeof buf, "  %s", tour_str(d, "reason"));
             detail = buf;
-            printf("   %lld  %-18s %s%s\n", tour_num(e, "seq"), tour_str(e, "type"), tour_str(e, "at"), detail);
+            printf("   %lld  %-18s %s%s\n", tour_num(e, "seq"), tour_str(e, "type"),
+                   tour_str(e, "at"), detail);
         }
     }
     tour_answer_release(&a);
@@ -356,7 +358,8 @@ static void show_notifications(tour *t, const char *order)
     json_t *n;
     json_array_foreach(list, i, n)
     {
-        printf("   [%s] %s: %s\n", tour_str(n, "type"), tour_str(n, "title"), tour_str(n, "message"));
+        printf("   [%s] %s: %s\n", tour_str(n, "type"), tour_str(n, "title"),
+               tour_str(n, "message"));
     }
     tour_answer_release(&a);
 }
@@ -425,7 +428,8 @@ int cli_tour(cli_config *cfg)
             tour_answer_release(&line);
             goto out;
         }
-        printf("   %lld x %s\n", tour_num(tour_data(&line), "quantity"), tour_str(tour_data(&line), "name"));
+        printf("   %lld x %s\n", tour_num(tour_data(&line), "quantity"),
+               tour_str(tour_data(&line), "name"));
         tour_answer_release(&line);
     }
 
@@ -465,12 +469,14 @@ int cli_tour(cli_config *cfg)
     char order[128];
     snprintf(order, sizeof order, "%s", tour_str(o, "id"));
     printf("   order %s is %s: %s, %zu line(s), paid by %s card ending %s\n", order,
-           tour_str(o, "status"), tour_money(m, sizeof m, tour_num(o, "totalCents"), tour_str(o, "currency")),
+           tour_str(o, "status"),
+           tour_money(m, sizeof m, tour_num(o, "totalCents"), tour_str(o, "currency")),
            json_array_size(json_object_get(o, "items")),
            tour_str(json_object_get(o, "paymentMethod"), "brand"),
            tour_str(json_object_get(o, "paymentMethod"), "last4"));
     if (strcmp(tour_str(o, "status"), "CONFIRMED") != 0) {
-        fprintf(stderr, "agora demo: the order ended %s (%s), not CONFIRMED\n", tour_str(o, "status"),
+        fprintf(stderr, "agora demo: the order ended %s (%s), not CONFIRMED\n",
+                tour_str(o, "status"),
                 *tour_str(o, "reason") ? tour_str(o, "reason") : "no reason given");
         goto out;
     }
@@ -505,7 +511,7 @@ int cli_tour(cli_config *cfg)
            "(card declined)\n",
            order,
            tour_money(m, sizeof m, tour_num(tour_data(&confirmed), "totalCents"),
-                 tour_str(tour_data(&confirmed), "currency")),
+                      tour_str(tour_data(&confirmed), "currency")),
            tour_str(o, "id"));
     rc = 0;
 out:

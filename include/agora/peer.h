@@ -59,12 +59,19 @@ ag_http_client *ag_service_http(ag_service *svc);
  * AGORA_BREAKER_MIN_CALLS (5), AGORA_BREAKER_PROBES (3); each may be given
  * per service (AGORA_CART_BREAKER_OPEN). AG_ECONFIG on a bad value. */
 int ag_breaker_opts_from_env(ag_breaker_opts *o, ag_metrics *m);
+/* The same with another default for AGORA_BREAKER_MIN_CALLS. */
+int ag_breaker_opts_from_env_min(ag_breaker_opts *o, ag_metrics *m, int min_calls_default);
 
 typedef struct ag_peer ag_peer;
 
 /* A peer named `name` (lower case: "rooms"); see above. The service owns
  * it and frees it after its pool stopped. */
 int ag_service_peer(ag_service *svc, const char *name, const char *default_url, ag_peer **out);
+/* The same with the breaker's settings given (`o` NULL: from the
+ * environment): a service whose peers want other defaults reads them with
+ * ag_breaker_opts_from_env and changes what it must. */
+int ag_service_peer_with(ag_service *svc, const char *name, const char *default_url,
+                         const ag_breaker_opts *o, ag_peer **out);
 const char *ag_peer_name(const ag_peer *p);
 ag_breaker *ag_peer_breaker(ag_peer *p);
 

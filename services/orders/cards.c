@@ -41,8 +41,10 @@ static void wipe(json_t *method)
     json_t *num = json_object_get(method, "number");
     json_t *cvc = json_object_get(method, "cvc");
     /* jansson keeps the string's bytes in the value; wipe them before free. */
-    if (json_is_string(num)) sodium_memzero((char *)json_string_value(num), json_string_length(num));
-    if (json_is_string(cvc)) sodium_memzero((char *)json_string_value(cvc), json_string_length(cvc));
+    if (json_is_string(num))
+        sodium_memzero((char *)json_string_value(num), json_string_length(num));
+    if (json_is_string(cvc))
+        sodium_memzero((char *)json_string_value(cvc), json_string_length(cvc));
     json_decref(method);
 }
 
@@ -154,8 +156,7 @@ bool cards_validate(ag_validator *v, json_t *m, json_t **safe)
     /* Messages never echo the number. */
     if (!num || !digits(num, 12, 19) || !luhn(num))
         ag_v_fail(v, "paymentMethod.number", "number must be a card number of 12-19 digits");
-    if (!cvc || !digits(cvc, 3, 4))
-        ag_v_fail(v, "paymentMethod.cvc", "cvc must be 3 or 4 digits");
+    if (!cvc || !digits(cvc, 3, 4)) ag_v_fail(v, "paymentMethod.cvc", "cvc must be 3 or 4 digits");
     ag_v_int(v, m, "expMonth", AG_V_REQUIRED, 1, 12, &month);
     ag_v_int(v, m, "expYear", AG_V_REQUIRED, 2000, 2100, &year);
     if (json_object_size(m) != 5)

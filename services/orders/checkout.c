@@ -86,7 +86,8 @@ static const char *path_of(char *buf, size_t n, const char *prefix, const char *
     return buf;
 }
 
-/* ---- reserve ---------------------------------------------------------------------------------- */
+/* ---- reserve ----------------------------------------------------------------------------------
+ */
 
 static int reserve(ag_saga_ctx *ctx, void *ud)
 {
@@ -108,7 +109,8 @@ static int reserve(ag_saga_ctx *ctx, void *ud)
                    ag_saga_ctx_deadline(ctx), ag_saga_ctx_id(ctx), &rep);
     json_decref(body);
     if (rc == 0 && rep.status == 409 && strcmp(rep.code, "INSUFFICIENT_STOCK") == 0) {
-        json_t *d = json_array_get(json_object_get(json_object_get(rep.doc, "error"), "details"), 0);
+        json_t *d =
+            json_array_get(json_object_get(json_object_get(rep.doc, "error"), "details"), 0);
         const char *pid = json_string_value(json_object_get(d, "productId"));
         ag_saga_ctx_fail(ctx, "INSUFFICIENT_STOCK: %s has %lld available, %lld requested",
                          pid ? pid : "a product",
@@ -151,7 +153,8 @@ static int release(ag_saga_ctx *ctx, void *ud)
     return reservation_undo(ctx, "release", "release stock");
 }
 
-/* ---- charge ----------------------------------------------------------------------------------- */
+/* ---- charge -----------------------------------------------------------------------------------
+ */
 
 static int charge(ag_saga_ctx *ctx, void *ud)
 {
@@ -164,8 +167,8 @@ static int charge(ag_saga_ctx *ctx, void *ud)
         return AG_SAGA_FAILED;
     }
     const char *type = json_string_value(json_object_get(o.payment_method, "type"));
-    json_t *method = type && strcmp(type, "card") == 0 ? cards_get(o.id)
-                                                       : json_incref(o.payment_method);
+    json_t *method =
+        type && strcmp(type, "card") == 0 ? cards_get(o.id) : json_incref(o.payment_method);
     if (!method) {
         ag_saga_ctx_fail(ctx, "PAYMENT_DETAILS_LOST: the card details were held in memory only"
                               " and the service restarted before the charge; nothing was"
@@ -224,15 +227,17 @@ static int refund(ag_saga_ctx *ctx, void *ud)
     if (known) {
         snprintf(pid, sizeof pid, "%s", known);
     } else {
-        rc = peer_call(PEER_PAYMENTS, "GET", path_of(path, sizeof path, "/v1/payments?orderId=", id, ""),
-                       NULL, NULL, ag_saga_ctx_deadline(ctx), ag_saga_ctx_id(ctx), &rep);
+        rc = peer_call(PEER_PAYMENTS, "GET",
+                       path_of(path, sizeof path, "/v1/payments?orderId=", id, ""), NULL, NULL,
+                       ag_saga_ctx_deadline(ctx), ag_saga_ctx_id(ctx), &rep);
         if ((rc = judge(ctx, rc, &rep, 200, "find the payment")) != 0) {
             peer_reply_clear(&rep);
             return rc == AG_SAGA_FAILED ? AG_EUNAVAIL : rc;
         }
         json_t *p;
         size_t i;
-        json_array_foreach(json_object_get(rep.doc, "data"), i, p) {
+        json_array_foreach(json_object_get(rep.doc, "data"), i, p)
+        {
             const char *st = json_string_value(json_object_get(p, "status"));
             const char *pi = json_string_value(json_object_get(p, "id"));
             if (st && pi && strcmp(st, "SUCCEEDED") == 0) snprintf(pid, sizeof pid, "%s", pi);
@@ -240,8 +245,9 @@ static int refund(ag_saga_ctx *ctx, void *ud)
         peer_reply_clear(&rep);
         if (!pid[0]) return 0; /* nothing was charged */
     }
-    rc = peer_call(PEER_PAYMENTS, "POST", path_of(path, sizeof path, "/v1/payments/", pid, "/refund"),
-                   NULL, NULL, ag_saga_ctx_deadline(ctx), ag_saga_ctx_id(ctx), &rep);
+    rc = peer_call(PEER_PAYMENTS, "POST",
+                   path_of(path, sizeof path, "/v1/payments/", pid, "/refund"), NULL, NULL,
+                   ag_saga_ctx_deadline(ctx), ag_saga_ctx_id(ctx), &rep);
     /* Already refunded in full (a repeat after a crash), or not refundable
      * because it never succeeded: either way nothing is left to give back. */
     if (rc == 0 && rep.status == 409 &&
@@ -284,8 +290,7 @@ static int restock(ag_saga_ctx *ctx, void *ud)
 
 /* ---- Hooks: run inside the transaction that records the saga's progress -------------------- */
 
-static int record(ag_saga_ctx *ctx, ag_db *db, const char *type, json_t *data,
-                  const char *publish)
+static int record(ag_saga_ctx *ctx, ag_db *db, const char *type, json_t *data, const char *publish)
 {
     ord_order o;
     int rc = load(ctx, db, &o);
@@ -295,8 +300,8 @@ static int record(ag_saga_ctx *ctx, ag_db *db, const char *type, json_t *data,
     }
     rc = ord_append(db, &o, type, data, "saga");
     if (rc == AG_ESTATE) { /* already there: a repeat after a crash */
-        ag_warn("order event does not apply; skipped", AG_FS("orderId", o.id),
-                AG_FS("event", type), AG_FS("status", o.status));
+        ag_warn("order event does not apply; skipped", AG_FS("orderId", o.id), AG_FS("event", type),
+                AG_FS("status", o.status));
         rc = 0;
     } else if (rc == 0 && publish) {
         rc = ord_publish(db, publish, &o);
@@ -359,7 +364,8 @@ static int on_cancellation_stuck(ag_saga_ctx *ctx, ag_db *db, void *ud)
     return 0;
 }
 
-/* ---- Definitions ------------------------------------------------------------------------------- */
+/* ---- Definitions -------------------------------------------------------------------------------
+ */
 
 static ag_saga_step g_checkout_steps[] = {
     {.name = "reserve", .action = reserve, .compensate = release, .max_attempts = 8},

@@ -117,8 +117,8 @@ static int apply(ord_order *o, const char *type, json_t *d, const char *at)
 
 /* ---- The projection row ------------------------------------------------------------------ */
 
-#define ORDER_COLS                                                                            \
-    "id, user_id, status, total_cents, currency, from_cart, shipping_address,"                \
+#define ORDER_COLS                                                                                 \
+    "id, user_id, status, total_cents, currency, from_cart, shipping_address,"                     \
     " payment_method, payment_id, reason, cancel_requested, version, created_at, updated_at"
 
 static json_t *parse_text(const char *s)
@@ -264,8 +264,9 @@ int ord_append(ag_db *db, ord_order *o, const char *type, json_t *data, const ch
     int rc = apply(o, type, data, at);
     if (rc == 0) {
         char *text = json_dumps(data, JSON_COMPACT | JSON_SORT_KEYS);
-        ag_val p[] = {AG_VTEXT(o->id), AG_VINT(o->version), AG_VTEXT(type),
-                      AG_VTEXT(text ? text : "{}"), AG_VTEXT(actor), AG_VTEXT(at)};
+        ag_val p[] = {AG_VTEXT(o->id), AG_VINT(o->version),
+                      AG_VTEXT(type),  AG_VTEXT(text ? text : "{}"),
+                      AG_VTEXT(actor), AG_VTEXT(at)};
         rc = ag_db_exec(db,
                         "INSERT INTO order_events (order_id, seq, type, data, actor, at)"
                         " VALUES ($1, $2, $3, $4, $5, $6)",
@@ -285,21 +286,21 @@ json_t *ord_order_json(const ord_order *o)
     json_t *items = json_array();
     for (size_t i = 0; i < o->nitems; i++) {
         const ord_item *it = &o->items[i];
-        json_array_append_new(
-            items, json_pack("{s:s, s:s, s:I, s:I, s:I}", "productId", it->product_id, "name",
-                             it->name, "quantity", (json_int_t)it->quantity, "unitPriceCents",
-                             (json_int_t)it->unit_price_cents, "lineTotalCents",
-                             (json_int_t)(it->quantity * it->unit_price_cents)));
+        json_array_append_new(items, json_pack("{s:s, s:s, s:I, s:I, s:I}", "productId",
+                                               it->product_id, "name", it->name, "quantity",
+                                               (json_int_t)it->quantity, "unitPriceCents",
+                                               (json_int_t)it->unit_price_cents, "lineTotalCents",
+                                               (json_int_t)(it->quantity * it->unit_price_cents)));
     }
     json_t *j = json_pack(
-        "{s:s, s:s, s:s, s:o, s:I, s:s, s:b, s:O, s:O, s:b, s:I, s:s, s:s}", "id", o->id,
-        "userId", o->user_id, "status", o->status, "items", items, "totalCents",
-        (json_int_t)o->total_cents, "currency", o->currency, "fromCart", o->from_cart,
-        "shippingAddress", o->shipping_address ? o->shipping_address : json_null(),
-        "paymentMethod", o->payment_method ? o->payment_method : json_null(), "cancelRequested",
-        o->cancel_requested, "version", (json_int_t)o->version, "createdAt", o->created_at,
-        "updatedAt", o->updated_at);
-    json_object_set_new(j, "paymentId", o->payment_id[0] ? json_string(o->payment_id) : json_null());
+        "{s:s, s:s, s:s, s:o, s:I, s:s, s:b, s:O, s:O, s:b, s:I, s:s, s:s}", "id", o->id, "userId",
+        o->user_id, "status", o->status, "items", items, "totalCents", (json_int_t)o->total_cents,
+        "currency", o->currency, "fromCart", o->from_cart, "shippingAddress",
+        o->shipping_address ? o->shipping_address : json_null(), "paymentMethod",
+        o->payment_method ? o->payment_method : json_null(), "cancelRequested", o->cancel_requested,
+        "version", (json_int_t)o->version, "createdAt", o->created_at, "updatedAt", o->updated_at);
+    json_object_set_new(j, "paymentId",
+                        o->payment_id[0] ? json_string(o->payment_id) : json_null());
     json_object_set_new(j, "reason", o->reason[0] ? json_string(o->reason) : json_null());
     return j;
 }
@@ -353,10 +354,11 @@ int ord_list(ag_db *db, const char *user, const char *status, int64_t limit, int
 {
     *out = NULL;
     ag_val p[] = {AG_VTEXT(user), AG_VTEXT(status), AG_VINT(limit), AG_VINT(offset)};
-    int rc = ag_db_query_int(db,
-                             "SELECT COUNT(*) FROM orders WHERE (CAST($1 AS TEXT) IS NULL OR user_id = $1)"
-                             " AND (CAST($2 AS TEXT) IS NULL OR status = $2)",
-                             p, 2, total);
+    int rc = ag_db_query_int(
+        db,
+        "SELECT COUNT(*) FROM orders WHERE (CAST($1 AS TEXT) IS NULL OR user_id = $1)"
+        " AND (CAST($2 AS TEXT) IS NULL OR status = $2)",
+        p, 2, total);
     if (rc < 0) return rc;
     ag_rows *r;
     rc = ag_db_query(db,
@@ -365,7 +367,7 @@ int ord_list(ag_db *db, const char *user, const char *status, int64_t limit, int
                      " ORDER BY created_at DESC, id DESC LIMIT $3 OFFSET $4",
                      p, 4, &r);
     if (rc < 0) return rc;
-    char (*ids)[40] = ag_calloc((size_t)limit, sizeof *ids);
+    char(*ids)[40] = ag_calloc((size_t)limit, sizeof *ids);
     size_t n = 0;
     while (n < (size_t)limit && (rc = ag_rows_next(r)) == 1)
         set_str(ids[n++], sizeof ids[0], ag_rows_text(r, 0));
@@ -403,7 +405,7 @@ int ord_pending_of_user(ag_db *db, const char *user, char (**ids)[40], size_t *n
                          " AND cancel_requested = 0 ORDER BY id LIMIT 1000",
                          p, 1, &r);
     if (rc < 0) return rc;
-    char (*out)[40] = NULL;
+    char(*out)[40] = NULL;
     size_t count = 0;
     while ((rc = ag_rows_next(r)) == 1) {
         if (!out) out = ag_calloc(1000, sizeof *out);
@@ -463,9 +465,8 @@ static int rebuild_one(ag_db *db, void *ud)
     c->changed = false;
     ag_val p[] = {AG_VTEXT(c->id)};
     ag_rows *r;
-    int rc = ag_db_query(db,
-                         "SELECT type, data, at FROM order_events WHERE order_id = $1 ORDER BY seq",
-                         p, 1, &r);
+    int rc = ag_db_query(
+        db, "SELECT type, data, at FROM order_events WHERE order_id = $1 ORDER BY seq", p, 1, &r);
     if (rc < 0) return rc;
     ord_order folded;
     memset(&folded, 0, sizeof folded);
@@ -520,7 +521,7 @@ int ord_rebuild(ag_store *s, const char *id, int64_t *checked, int64_t *changed)
                      p, 1, &r);
     if (rc < 0) return rc;
     size_t cap = 64, n = 0;
-    char (*ids)[40] = ag_calloc(cap, sizeof *ids);
+    char(*ids)[40] = ag_calloc(cap, sizeof *ids);
     while ((rc = ag_rows_next(r)) == 1) {
         if (n == cap) {
             ids = ag_realloc(ids, cap * 2 * sizeof *ids);

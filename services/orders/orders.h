@@ -35,6 +35,7 @@
 #include <pthread.h>
 
 #include "agora/agora.h"
+#include "agora/peer.h"
 #include "agora/auth.h"
 #include "agora/bus.h"
 #include "agora/discovery.h"
@@ -59,16 +60,10 @@ typedef enum ord_peer {
 typedef struct orders_ctx {
     ag_store *store;
     ag_bus *bus;
-    ag_http_client *http;
-    ag_jwks_client *jwks;
-    ag_auth auth;
     ag_saga_engine *sagas;
-    ag_discovery *disc;                /* with a registry; else NULL (static URLs) */
-    char *peer_url[PEER_COUNT];        /* "http://127.0.0.1:7002", no trailing slash */
-    ag_breaker *breaker[PEER_COUNT];
-    const char *client_id, *client_secret; /* for the service token */
-    uint64_t lookup_timeout_ms;        /* catalog and cart during POST /v1/orders */
-    uint64_t step_deadline_ms;         /* each saga step's call */
+    const char *client_secret;  /* for the service token (checked at start) */
+    uint64_t lookup_timeout_ms; /* catalog and cart during POST /v1/orders */
+    uint64_t step_deadline_ms;  /* each saga step's call */
     /* Waiters of Prefer: wait, woken after each order change commits. */
     pthread_mutex_t wait_mu;
     pthread_cond_t wait_cv;
@@ -161,19 +156,18 @@ bool cards_validate(ag_validator *v, json_t *method, json_t **safe);
 
 /* ---- peers.c: outbound calls ----------------------------------------------------------- */
 
-typedef struct peer_reply {
-    int status;  /* 0 when no answer came */
-    json_t *doc; /* the parsed body or NULL; owned */
-    char code[64]; /* error.code of an error envelope, "" otherwise */
-} peer_reply;
+typedef ag_peer_reply peer_reply;
+
+/* Makes the peers (at start, before the routes). */
+int peers_open(ag_service *svc);
 
 /* Calls `peer` (through the registry when there is one, else its URL)
  * behind its circuit breaker. `auth` is the Authorization header value
  * (NULL: the service token). Returns 0 when an answer arrived (any status),
  * AG_EUNAVAIL when the breaker is open or no instance is up, or the
  * transport error. The caller releases `rep` with peer_reply_clear. */
-int peer_call(ord_peer peer, const char *method, const char *path, json_t *body,
-              const char *auth, ag_deadline deadline, const char *request_id, peer_reply *rep);
+int peer_call(ord_peer peer, const char *method, const char *path, json_t *body, const char *auth,
+              ag_deadline deadline, const char *request_id, peer_reply *rep);
 void peer_reply_clear(peer_reply *rep);
 const char *peer_name(ord_peer p);
 

@@ -47,8 +47,6 @@ static bool id_ok(const char *s, size_t max)
     return true;
 }
 
-
-
 /* "Prefer: wait=<seconds>" (RFC 7240): seconds to wait, capped at 60; 0 none. */
 static int prefer_wait(ag_http_req *req, ag_http_res *res)
 {
@@ -83,8 +81,7 @@ static int load_for(ag_http_req *req, ag_http_res *res, const ag_caller *me, con
 }
 
 /* Answers the order as it is now, after waiting when asked to. */
-static void answer_order(ag_http_req *req, ag_http_res *res, const char *id, int status,
-                         int wait_s)
+static void answer_order(ag_http_req *req, ag_http_res *res, const char *id, int status, int wait_s)
 {
     if (wait_s > 0) { /* within the caller's own deadline, keeping time to answer */
         uint64_t ms = (uint64_t)wait_s * 1000;
@@ -120,8 +117,8 @@ typedef struct line {
 
 static void validate_address(ag_validator *v, json_t *a)
 {
-    static const char *const fields[] = {"name", "line1", "line2", "city", "postalCode",
-                                         "country", NULL};
+    static const char *const fields[] = {"name",       "line1",   "line2", "city",
+                                         "postalCode", "country", NULL};
     if (!json_is_object(a)) {
         ag_v_fail(v, "shippingAddress", "shippingAddress must be an object");
         return;
@@ -134,7 +131,8 @@ static void validate_address(ag_validator *v, json_t *a)
     ag_v_str(v, a, "postalCode", AG_V_REQUIRED, 1, 20);
     const char *c = ag_v_str(v, a, "country", AG_V_REQUIRED, 2, 2);
     if (c && (!isupper((unsigned char)c[0]) || !isupper((unsigned char)c[1])))
-        ag_v_fail(v, "shippingAddress.country", "country must be two upper-case letters (ISO 3166)");
+        ag_v_fail(v, "shippingAddress.country",
+                  "country must be two upper-case letters (ISO 3166)");
 }
 
 /* The items of the request body into lines; false (and v failed) when bad. */
@@ -144,7 +142,8 @@ static bool parse_items(ag_validator *v, json_t *items, line *lines, size_t *n)
     *n = 0;
     size_t i;
     json_t *it;
-    json_array_foreach(items, i, it) {
+    json_array_foreach(items, i, it)
+    {
         if (!json_is_object(it)) {
             ag_v_fail(v, "items", "each item must be an object");
             return false;
@@ -154,11 +153,13 @@ static bool parse_items(ag_validator *v, json_t *items, line *lines, size_t *n)
         long long q = 0;
         ag_v_int(v, it, "quantity", AG_V_REQUIRED, 1, ORD_MAX_QUANTITY, &q);
         if (pid && !id_ok(pid, ORD_ID_MAX))
-            ag_v_fail(v, "items.productId", "productId may hold letters, digits, '-', '_', '.', ':'");
+            ag_v_fail(v, "items.productId",
+                      "productId may hold letters, digits, '-', '_', '.', ':'");
         if (!ag_v_ok(v)) return false;
         for (size_t k = 0; k < *n; k++)
             if (strcmp(lines[k].product_id, pid) == 0) {
-                ag_v_fail(v, "items", "product %.64s appears twice; give one line per product", pid);
+                ag_v_fail(v, "items", "product %.64s appears twice; give one line per product",
+                          pid);
                 return false;
             }
         snprintf(lines[*n].product_id, sizeof lines[0].product_id, "%s", pid);
@@ -172,9 +173,10 @@ static int cart_lines(ag_http_req *req, ag_http_res *res, line *lines, size_t *n
 {
     *n = 0;
     peer_reply rep;
-    int rc = peer_call(PEER_CART, "GET", "/v1/cart", NULL, ag_req_header(req, "Authorization"),
-                       ag_deadline_min(ag_req_deadline(req), ag_deadline_in(g_ord.lookup_timeout_ms)),
-                       ag_req_id(req), &rep);
+    int rc =
+        peer_call(PEER_CART, "GET", "/v1/cart", NULL, ag_req_header(req, "Authorization"),
+                  ag_deadline_min(ag_req_deadline(req), ag_deadline_in(g_ord.lookup_timeout_ms)),
+                  ag_req_id(req), &rep);
     if (rc < 0 || rep.status != 200) {
         ag_warn("cart unavailable for an order", AG_FI("status", rep.status), AG_FERR(rc));
         ag_res_header(res, "Retry-After", "2");
@@ -184,7 +186,8 @@ static int cart_lines(ag_http_req *req, ag_http_res *res, line *lines, size_t *n
     }
     json_t *l;
     size_t i;
-    json_array_foreach(json_object_get(json_object_get(rep.doc, "data"), "items"), i, l) {
+    json_array_foreach(json_object_get(json_object_get(rep.doc, "data"), "items"), i, l)
+    {
         const char *pid = json_string_value(json_object_get(l, "productId"));
         json_int_t q = json_integer_value(json_object_get(l, "quantity"));
         if (!pid || !id_ok(pid, ORD_ID_MAX) || q < 1 || *n >= ORD_MAX_ITEMS) continue;
@@ -300,10 +303,11 @@ static int place_tx(ag_db *db, void *ud)
     ag_time_rfc3339(now, sizeof now, ag_wall_ms());
     ag_val p[] = {AG_VTEXT(c->user), AG_VTEXT(c->key), AG_VTEXT(c->hash), AG_VTEXT(c->o->id),
                   AG_VTEXT(now)};
-    rc = ag_db_exec(db,
-                    "INSERT INTO idempotency_keys (user_id, key, request_hash, order_id, created_at)"
-                    " VALUES ($1, $2, $3, $4, $5)",
-                    p, 5, NULL);
+    rc =
+        ag_db_exec(db,
+                   "INSERT INTO idempotency_keys (user_id, key, request_hash, order_id, created_at)"
+                   " VALUES ($1, $2, $3, $4, $5)",
+                   p, 5, NULL);
     /* The order as a fresh aggregate: a transaction retry starts over. */
     char id[40];
     snprintf(id, sizeof id, "%s", c->o->id);
@@ -378,8 +382,8 @@ static void post_order(ag_http_req *req, ag_http_res *res, void *ud)
 
     /* The request as it is remembered for the key: no card number in it. */
     json_t *canon = json_pack("{s:O, s:O, s:b, s:O?}", "shippingAddress",
-                              json_object_get(body, "shippingAddress"), "paymentMethod", safe_method,
-                              "fromCart", from_cart, "items", items);
+                              json_object_get(body, "shippingAddress"), "paymentMethod",
+                              safe_method, "fromCart", from_cart, "items", items);
     char hash[65];
     request_hash(canon, hash);
     json_decref(canon);
@@ -424,11 +428,10 @@ static void post_order(ag_http_req *req, ag_http_res *res, void *ud)
                               priced[i].name, "quantity", (json_int_t)priced[i].quantity,
                               "unitPriceCents", (json_int_t)priced[i].unit_price_cents));
     ag_free(priced);
-    json_t *placed = json_pack("{s:s, s:o, s:I, s:s, s:b, s:O, s:o}", "userId", me->id, "items",
-                               jitems, "totalCents", (json_int_t)total, "currency", currency,
-                               "fromCart", from_cart, "shippingAddress",
-                               json_object_get(body, "shippingAddress"), "paymentMethod",
-                               safe_method);
+    json_t *placed = json_pack(
+        "{s:s, s:o, s:I, s:s, s:b, s:O, s:o}", "userId", me->id, "items", jitems, "totalCents",
+        (json_int_t)total, "currency", currency, "fromCart", from_cart, "shippingAddress",
+        json_object_get(body, "shippingAddress"), "paymentMethod", safe_method);
     ord_order o;
     memset(&o, 0, sizeof o);
     ag_id_new_str(o.id);
@@ -455,7 +458,8 @@ static void post_order(ag_http_req *req, ag_http_res *res, void *ud)
     ord_order_clear(&o);
 }
 
-/* ---- Reading ----------------------------------------------------------------------------------- */
+/* ---- Reading -----------------------------------------------------------------------------------
+ */
 
 static void get_order(ag_http_req *req, ag_http_res *res, void *ud)
 {
@@ -470,7 +474,7 @@ static void get_order(ag_http_req *req, ag_http_res *res, void *ud)
 
 static bool status_ok(const char *s)
 {
-    static const char *const all[] = {"PENDING", "CONFIRMED", "SHIPPED", "DELIVERED",
+    static const char *const all[] = {"PENDING",    "CONFIRMED", "SHIPPED", "DELIVERED",
                                       "CANCELLING", "CANCELLED", NULL};
     for (const char *const *a = all; *a; a++)
         if (strcmp(s, *a) == 0) return true;
@@ -488,8 +492,9 @@ static void list_orders(ag_http_req *req, ag_http_res *res, void *ud)
     ag_validator v;
     ag_v_init(&v);
     if (status && !status_ok(status))
-        ag_v_fail(&v, "status", "status must be one of PENDING, CONFIRMED, SHIPPED, DELIVERED,"
-                                " CANCELLING, CANCELLED");
+        ag_v_fail(&v, "status",
+                  "status must be one of PENDING, CONFIRMED, SHIPPED, DELIVERED,"
+                  " CANCELLING, CANCELLED");
     if (user && !is_staff(me) && strcmp(user, me->id) != 0)
         ag_v_fail(&v, "userId", "only admins may list other customers' orders");
     page = ag_v_query_int(&v, req, "page", 1, 1, 1000000);
@@ -556,13 +561,14 @@ static void get_saga(ag_http_req *req, ag_http_res *res, void *ud)
     }
 }
 
-/* ---- Changing ---------------------------------------------------------------------------------- */
+/* ---- Changing ----------------------------------------------------------------------------------
+ */
 
 typedef struct cancel_ctx {
     const char *id, *reason, *actor;
-    char status[16];  /* as found */
-    bool requested;   /* already asked before */
-    int outcome;      /* the HTTP status to answer */
+    char status[16]; /* as found */
+    bool requested;  /* already asked before */
+    int outcome;     /* the HTTP status to answer */
 } cancel_ctx;
 
 static int cancel_tx(ag_db *db, void *ud)
@@ -598,7 +604,8 @@ static void post_cancel(ag_http_req *req, ag_http_res *res, void *ud)
     if (load_for(req, res, me, ag_req_param(req, "id"), &o) < 0) return;
     char reason[256];
     snprintf(reason, sizeof reason, "%s",
-             strcmp(o.user_id, me->id) == 0 ? "cancelled by the customer" : "cancelled by an admin");
+             strcmp(o.user_id, me->id) == 0 ? "cancelled by the customer"
+                                            : "cancelled by an admin");
     size_t blen = 0;
     ag_req_body(req, &blen);
     if (blen > 0) { /* optional {"reason": "..."} */
@@ -722,8 +729,9 @@ static void post_rebuild(ag_http_req *req, ag_http_res *res, void *ud)
         return;
     }
     ag_info("order projections rebuilt", AG_FI("checked", checked), AG_FI("changed", changed));
-    ag_res_ok(res, 200, json_pack("{s:I, s:I}", "checked", (json_int_t)checked, "changed",
-                                  (json_int_t)changed));
+    ag_res_ok(
+        res, 200,
+        json_pack("{s:I, s:I}", "checked", (json_int_t)checked, "changed", (json_int_t)changed));
 }
 
 void orders_routes(ag_router *r)

@@ -106,13 +106,18 @@ int ag_service_use_auth(ag_service *svc, unsigned flags, ag_auth **out)
 
 int ag_breaker_opts_from_env(ag_breaker_opts *o, ag_metrics *m)
 {
+    return ag_breaker_opts_from_env_min(o, m, 5);
+}
+
+int ag_breaker_opts_from_env_min(ag_breaker_opts *o, ag_metrics *m, int min_calls_default)
+{
     long long window, min_calls, probes;
     int rc = 0;
     memset(o, 0, sizeof *o);
     rc |= ag_config_duration_ms("AGORA_BREAKER_OPEN", 5000, &o->open_ms);
     rc |= ag_config_duration_ms("AGORA_BREAKER_MAX_OPEN", 60000, &o->max_open_ms);
     rc |= ag_config_int("AGORA_BREAKER_WINDOW", 20, 1, 1000, &window);
-    rc |= ag_config_int("AGORA_BREAKER_MIN_CALLS", 5, 1, 1000, &min_calls);
+    rc |= ag_config_int("AGORA_BREAKER_MIN_CALLS", min_calls_default, 1, 1000, &min_calls);
     rc |= ag_config_int("AGORA_BREAKER_PROBES", 3, 1, 100, &probes);
     if (rc < 0) return AG_ECONFIG;
     if (o->open_ms == 0) o->open_ms = 1; /* zero means "the default" to the breaker */
@@ -144,6 +149,12 @@ static void peer_free(void *p)
 
 int ag_service_peer(ag_service *svc, const char *name, const char *default_url, ag_peer **out)
 {
+    return ag_service_peer_with(svc, name, default_url, NULL, out);
+}
+
+int ag_service_peer_with(ag_service *svc, const char *name, const char *default_url,
+                         const ag_breaker_opts *given, ag_peer **out)
+{
     size_t nlen = strlen(name);
     if (nlen == 0 || nlen >= sizeof((ag_peer *)0)->name) return AG_EINVAL;
     char var[96];
@@ -153,8 +164,9 @@ int ag_service_peer(ag_service *svc, const char *name, const char *default_url, 
     const char *url;
     ag_breaker_opts bo;
     if (ag_config_str(var, default_url, &url) < 0 || !url ||
-        ag_breaker_opts_from_env(&bo, ag_service_metrics(svc)) < 0)
+        (!given && ag_breaker_opts_from_env(&bo, ag_service_metrics(svc)) < 0))
         return AG_ECONFIG;
+    if (given) bo = *given;
     if (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0) {
         ag_error("invalid configuration", AG_FS("variable", var),
                  AG_FS("reason", "expected an http:// or https:// URL"), AG_FS("value", url));

@@ -25,7 +25,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "lib"))
 import stack as st  # noqa: E402
 from push import SSE, WS, WsClosed  # noqa: E402
 
-CHAT = ["users", "rooms", "messages", "files", "notifications"]
+CHAT = st.CHAT
 CHAT_TYPES = ("message.sent", "message.updated", "message.deleted", "room.user_joined",
               "room.user_left", "room.updated", "room.deleted")
 

@@ -30,6 +30,8 @@ ADMIN_EMAIL, ADMIN_PASSWORD = "admin@example.com", "admin-password-1"
 CLIENT_SECRET = "orders-test-secret"
 SERVICES = ["users", "catalog", "inventory", "payments", "cart", "orders", "notifications",
             "rooms", "messages", "files"]
+SHOP = SERVICES[:7]  # what a checkout needs (the default)
+CHAT = ["users", "rooms", "messages", "files", "notifications"]
 
 
 def binary(name):
@@ -65,7 +67,7 @@ class Stack:
         self.bus = (os.environ["AGORA_TEST_AMQP_URL"] if self.bus_kind == "rabbitmq"
                     else os.environ["AGORA_TEST_NATS_URL"])
         self.extra = dict(env or {})
-        self.names = [s for s in (services or SERVICES) if binary(s)]
+        self.names = [s for s in (services or SHOP) if binary(s)]
         self.dbs = {}
         self.servers = {}
         self.ports = {}
