@@ -237,17 +237,19 @@ static int rows_into(ag_db *db, const char *sql, const ag_val *p, int n, json_t 
     return rc < 0 ? rc : 0;
 }
 
-int msg_attach_reactions(ag_db *db, json_t *arr)
+/* One lookup of the reactions of arr[from, from + n), n <= REACTIONS_BATCH
+ * (the store takes at most 64 parameters a statement). */
+#define REACTIONS_BATCH 50
+
+static int attach_batch(ag_db *db, json_t *arr, size_t from, size_t n)
 {
-    size_t n = json_array_size(arr);
-    if (n == 0) return 0;
     ag_buf sql;
     ag_buf_init(&sql, 0);
     ag_buf_appends(&sql, "SELECT message_id, emoji, user_id FROM reactions WHERE message_id IN (");
-    ag_val *p = ag_calloc(n, sizeof *p);
+    ag_val p[REACTIONS_BATCH];
     json_t *byid = json_object();
     for (size_t i = 0; i < n; i++) {
-        json_t *m = json_array_get(arr, i);
+        json_t *m = json_array_get(arr, from + i);
         const char *id = json_string_value(json_object_get(m, "id"));
         p[i] = AG_VTEXT(id);
         json_object_set(byid, id, json_object_get(m, "reactions"));
@@ -264,9 +266,18 @@ int msg_attach_reactions(ag_db *db, json_t *arr)
         ag_rows_free(r);
     }
     json_decref(byid);
-    ag_free(p);
     ag_buf_release(&sql);
     return rc < 0 ? rc : 0;
+}
+
+int msg_attach_reactions(ag_db *db, json_t *arr)
+{
+    size_t total = json_array_size(arr);
+    int rc = 0;
+    for (size_t from = 0; rc == 0 && from < total; from += REACTIONS_BATCH)
+        rc = attach_batch(db, arr, from,
+                          total - from < REACTIONS_BATCH ? total - from : REACTIONS_BATCH);
+    return rc;
 }
 
 int msg_history(ag_db *db, const char *room, int64_t before_seq, int64_t limit, json_t *arr,

@@ -233,7 +233,10 @@ class Messages(unittest.TestCase):
         self.assertEqual([m["content"] for m in got],
                          ["message %d" % i for i in range(124, -1, -1)])
         self.assertEqual(pages[-1]["cursor"], {"before": got[-1]["id"], "hasMore": False})
-        # Default page of 50; limit past 100 refused; a before of another room refused.
+        # The largest page; the default of 50; limit past 100 refused; a before of another room refused.
+        big = self.history(self.alice, room, limit=100)
+        self.assertEqual([m["seq"] for m in big["data"]], list(range(125, 25, -1)))
+        self.assertTrue(big["cursor"]["hasMore"])
         self.assertEqual(len(self.history(self.alice, room)["data"]), 50)
         self.error(self.s.call("GET", "/api/v1/messages?limit=101&roomId=" + room,
                                self.alice["token"]), 422)
