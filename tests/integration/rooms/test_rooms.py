@@ -466,6 +466,24 @@ class Rooms(unittest.TestCase):
                          ([self.alice["id"]], self.alice["id"]))
         self.assertEqual(self.ok(self.call("GET", "/" + r4, self.bob))["version"], 3)
 
+    def test_invite_while_users_is_down(self):
+        rid = self.room(self.alice)["id"]
+        self.s.kill("users")
+        try:
+            self.error(self.call("POST", "/%s/members" % rid, self.alice,
+                                 {"userId": self.bob["id"]}), 503, "USERS_UNAVAILABLE")
+            # Refusals the room decides need no agora-users.
+            self.error(self.call("POST", "/%s/members" % rid, self.bob,
+                                 {"userId": self.bob["id"]}), 403, "FORBIDDEN")
+        finally:
+            self.s.restart("users")
+        room = self.get(self.alice, rid)
+        self.assertEqual((room["memberCount"], room["version"]), (1, 1))
+        st.wait_until(lambda: self.call("POST", "/%s/members" % rid, self.alice,
+                                        {"userId": self.bob["id"]}).status == 201,
+                      "the invite once agora-users is back")
+        self.assertEqual(self.get(self.bob, rid)["myRole"], "member")
+
     def test_openapi_describes_every_route(self):
         r = self.s.call("GET", "/openapi.json", port=self.s.ports["rooms"])
         self.assertEqual(r.status, 200, r)
