@@ -21,6 +21,8 @@ of a room observe.
     no more access
   - SIGKILL during concurrent sends, restart: every message that got a 201
     is in the history exactly once, positions 1..N without holes
+  - message.sent, message.updated (edit, reactions), message.deleted on
+    the bus with the data of docs/internals/chat.md
   - /openapi.json describes every route
 """
 
@@ -34,7 +36,9 @@ import uuid
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "lib"))
+sys.path.insert(0, os.path.join(HERE, "..", "http"))
 import stack as st  # noqa: E402
+from amqp_client import bus_client  # noqa: E402
 
 RATE, BURST = 10, 30
 
@@ -49,9 +53,12 @@ class Messages(unittest.TestCase):
         cls.s = st.Stack("messages", env={
             "AGORA_MESSAGES_RATE": str(RATE), "AGORA_MESSAGES_BURST": str(BURST),
         }, services=services).start()
+        cls.bus = bus_client(cls.s.bus)
+        cls.bus.sub("agora.events.message.>", 1)
 
     @classmethod
     def tearDownClass(cls):
+        cls.bus.close()
         problems = cls.s.stop()
         if problems:
             raise AssertionError("\n".join(problems))
@@ -482,6 +489,53 @@ class Messages(unittest.TestCase):
         self.assertFalse(missing, "acknowledged messages lost: %s" % sorted(missing)[:5])
         seqs = [m["seq"] for m in self.all_history(self.bob, room)]
         self.assertEqual(seqs, list(range(len(seqs), 0, -1)))
+
+    # -- events ----------------------------------------------------------------------------
+
+    def events_of(self, mid, want):
+        """The message.* events about `mid` in arrival order, once `want` of
+        them arrived (or the wait ran out)."""
+        deadline = time.time() + 15
+        while True:
+            got = [m[1] for m in self.bus.wait_for(lambda e: e.get("subject") == mid, 0.2)]
+            if len(got) >= want or time.time() > deadline:
+                return [(e["type"], e) for e in got]
+            time.sleep(0.05)
+
+    def test_events_on_the_bus(self):
+        room = self.room(self.alice, [self.bob])
+        q = self.send(self.bob, room, "first")
+        m = self.send(self.alice, room, "hello bus", replyTo=q["id"])
+        self.s.ok(self.s.call("PATCH", "/api/v1/messages/" + m["id"], self.alice["token"],
+                              {"content": "hello, bus"}))
+        self.s.ok(self.s.call("POST", "/api/v1/messages/%s/reactions" % m["id"],
+                              self.bob["token"], {"emoji": "ok"}))
+        self.s.ok(self.s.call("POST", "/api/v1/messages/%s/reactions" % m["id"],
+                              self.bob["token"], {"emoji": "ok"}))  # no change, no event
+        self.s.ok(self.s.call("DELETE", "/api/v1/messages/" + m["id"], self.alice["token"]))
+        evs = self.events_of(m["id"], 4)
+        self.assertEqual([t for t, _ in evs],
+                         ["message.sent", "message.updated", "message.updated", "message.deleted"])
+        for _, e in evs:
+            self.assertEqual(e["source"], "agora/messages")
+        sent, edit, react, gone = [e["data"] for _, e in evs]
+        self.assertEqual(sent, {"messageId": m["id"], "roomId": room, "userId": self.alice["id"],
+                                "username": m["username"], "content": "hello bus",
+                                "replyTo": q["id"], "attachment": None, "seq": 2,
+                                "createdAt": m["createdAt"]})
+        self.assertEqual(edit["content"], "hello, bus")
+        self.assertTrue(edit["editedAt"])
+        self.assertEqual(edit["reactions"], [])
+        self.assertEqual((edit["messageId"], edit["roomId"], edit["userId"], edit["seq"]),
+                         (m["id"], room, self.alice["id"], 2))
+        self.assertEqual(react["reactions"], [{"emoji": "ok", "count": 1,
+                                               "userIds": [self.bob["id"]]}])
+        self.assertEqual(gone, {"messageId": m["id"], "roomId": room, "userId": self.alice["id"],
+                                "deletedBy": self.alice["id"], "seq": 2})
+        # A refused change publishes nothing.
+        self.s.call("PATCH", "/api/v1/messages/" + q["id"], self.alice["token"], {"content": "x"})
+        time.sleep(0.5)
+        self.assertEqual([t for t, _ in self.events_of(q["id"], 1)], ["message.sent"])
 
     # -- description -----------------------------------------------------------------------
 
