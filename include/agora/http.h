@@ -54,8 +54,20 @@ const char *ag_req_header(const ag_http_req *r, const char *name);
 /* Header count and the i-th name and value, for iteration. */
 size_t ag_req_header_count(const ag_http_req *r);
 void ag_req_header_at(const ag_http_req *r, size_t i, const char **name, const char **value);
-/* The body (decoded from chunked if it was), NUL-terminated; len may be NULL. */
+/* The body (decoded from chunked if it was), NUL-terminated; len may be NULL.
+ * A spooled request (below) has "" here: its body is in a file. */
 const char *ag_req_body(const ag_http_req *r, size_t *len);
+/* The body of a spooled request (AG_ROUTE_SPOOL, or a body policy that
+ * chose to spool): an anonymous file holding exactly the body's bytes
+ * (decoded from chunked), `*size` of them. The descriptor is borrowed: the
+ * server closes it when the response is done, so read it with pread (its
+ * offset is unspecified) and do not close it. It is made with O_TMPFILE
+ * where the filesystem allows, so linkat(AT_FDCWD, "/proc/self/fd/<fd>",
+ * AT_FDCWD, dest, AT_SYMLINK_FOLLOW) can give it a name on the same
+ * filesystem without copying; elsewhere it was created and unlinked at
+ * once (linkat then fails with ENOENT: copy it). AG_ENOTFOUND when the
+ * request has no spooled body (not spooled, or no body at all). */
+int ag_req_body_file(const ag_http_req *r, int *fd, uint64_t *size);
 /* The request id: X-Request-Id from the client when it is sane, or a new id. */
 const char *ag_req_id(const ag_http_req *r);
 /* When this request must be answered by: the server's own request timeout,
@@ -192,6 +204,7 @@ enum ag_route_flags {
     AG_ROUTE_INLINE = 1 << 0, /* run on the I/O loop: must not block */
     AG_ROUTE_JSON = 1 << 1,   /* a request body must be JSON, else 415 */
     AG_ROUTE_ASYNC = 1 << 2,  /* on the I/O loop, answered later (see below) */
+    AG_ROUTE_SPOOL = 1 << 3,  /* the body goes to a file, not memory (below) */
 };
 
 ag_router *ag_router_new(void);
@@ -205,11 +218,55 @@ int ag_router_add(ag_router *r, const char *method, const char *pattern, ag_http
                   void *ud, unsigned flags);
 int ag_router_use(ag_router *r, ag_http_middleware mw, void *ud);
 
+/* ---- Request bodies: in memory or spooled to a file ----------------------
+ *
+ * By default a body is read whole into memory, up to the server's
+ * max_body_bytes (AGORA_HTTP_MAX_BODY_BYTES, 1 MiB), before the handler
+ * runs. A route flagged AG_ROUTE_SPOOL has its body written to an anonymous
+ * temporary file as it arrives instead (what nginx does with
+ * client_body_in_file_only / proxy_request_buffering): memory stays at one
+ * read buffer whatever the size, and the handler, dispatched once the body
+ * is complete, finds it with ag_req_body_file. Content-Length or chunked,
+ * the route's limit holds either way: a Content-Length above it is
+ * answered 413 as soon as the head is parsed (no body byte read; the
+ * connection then closes), and a chunked body is cut off with 413 as it
+ * passes the limit. The file lives in the router's spool directory and is
+ * closed (so gone, unless the handler linked it) when the response is done.
+ */
+
+/* The largest body the route (`method` and `pattern` exactly as added)
+ * accepts; 0 restores the server's max_body_bytes. On a route that is not
+ * spooled the body is held in memory up to this limit, so raise it only
+ * with AG_ROUTE_SPOOL. AG_ENOTFOUND when no such route was added. */
+int ag_router_set_body_limit(ag_router *r, const char *method, const char *pattern,
+                             uint64_t max_bytes);
+
+/* A per-request choice for a route whose body handling depends on more than
+ * its pattern (the gateway's catch-all: its own route table decides). It
+ * runs on the I/O loop once the head is parsed, before any body byte is
+ * read, and must not block; `*spool` and `*max_bytes` come in as the
+ * route's (flag and limit) and may be changed. The request's method, path,
+ * query and headers are readable. AG_ENOTFOUND when no such route. */
+typedef void (*ag_body_policy_fn)(ag_http_req *req, bool *spool, uint64_t *max_bytes, void *ud);
+int ag_router_set_body_policy(ag_router *r, const char *method, const char *pattern,
+                              ag_body_policy_fn fn, void *ud);
+
+/* Where this router's spooled bodies go (copied): default
+ * AGORA_HTTP_SPOOL_DIR, else TMPDIR, else /tmp. A service that keeps the
+ * bodies (agora-files links them into its store) puts it on the same
+ * filesystem as where they end up. The directory must exist. */
+void ag_router_set_spool_dir(ag_router *r, const char *dir);
+/* The directory in force (see above); borrowed. */
+const char *ag_router_spool_dir(const ag_router *r);
+
 typedef struct ag_route_match {
     const char *pattern;
     ag_http_handler handler;
     void *ud;
     unsigned flags;
+    uint64_t body_limit;           /* 0: the server's max_body_bytes */
+    ag_body_policy_fn body_policy; /* NULL: none */
+    void *body_policy_ud;
     void *stats; /* the server's per-route counters */
     int nparams;
     struct {

@@ -68,6 +68,8 @@ struct ag_http_req {
     size_t nheaders;
     const char *body;
     size_t body_len;
+    int body_fd;             /* a spooled body's file (the connection's), or -1 */
+    uint64_t body_file_size; /* its size */
     char id[130];
     const char *remote; /* the connection's peer address */
     ag_deadline deadline;

@@ -117,6 +117,14 @@ const char *ag_req_body(const ag_http_req *r, size_t *len)
     return r->body ? r->body : "";
 }
 
+int ag_req_body_file(const ag_http_req *r, int *fd, uint64_t *size)
+{
+    if (r->body_fd < 0) return AG_ENOTFOUND;
+    if (fd) *fd = r->body_fd;
+    if (size) *size = r->body_file_size;
+    return 0;
+}
+
 const char *ag_req_id(const ag_http_req *r)
 {
     return r->id;

@@ -8,6 +8,7 @@
  * dead-ends, so "/v1/users/me" beats "/v1/users/:id". A trailing slash is
  * ignored. The router is built before the server starts and only read after.
  */
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -18,6 +19,9 @@ typedef struct endpoint {
     ag_http_handler handler;
     void *ud;
     unsigned flags;
+    uint64_t body_limit;
+    ag_body_policy_fn body_policy;
+    void *body_policy_ud;
     char *pattern;
     ag__route_stats *stats;
 } endpoint;
@@ -43,6 +47,7 @@ struct ag_router {
     mw *mws;
     int nmws;
     ag__route_stats *unmatched;
+    char *spool_dir; /* NULL: from the environment */
 };
 
 ag__route_stats *ag__route_stats_new(const char *route, const char *method)
@@ -87,6 +92,7 @@ void ag_router_free(ag_router *r)
     node_free(&r->root, false);
     ag_free(r->mws);
     ag__router_free_stats(r->unmatched);
+    ag_free(r->spool_dir);
     ag_free(r);
 }
 
@@ -185,6 +191,69 @@ int ag_router_add(ag_router *r, const char *method, const char *pattern, ag_http
     return 0;
 }
 
+/* The endpoint added as exactly `method` `pattern`, or NULL. Parameter
+ * names must match too: ":id" and ":key" at one position cannot coexist. */
+static endpoint *endpoint_exact(ag_router *r, const char *method, const char *pattern)
+{
+    if (!method || !pattern || pattern[0] != '/') return NULL;
+    rnode *n = &r->root;
+    const char *p = pattern;
+    for (;;) {
+        const char *seg;
+        size_t len;
+        p = next_seg(p, &seg, &len);
+        if (len == 0) break;
+        if (seg[0] == '*') {
+            n = n->wild;
+        } else if (seg[0] == ':') {
+            n = n->param;
+        } else {
+            rnode *kid = NULL;
+            for (int i = 0; i < n->nkids; i++)
+                if (strlen(n->kids[i]->seg) == len && memcmp(n->kids[i]->seg, seg, len) == 0)
+                    kid = n->kids[i];
+            n = kid;
+        }
+        if (!n) return NULL;
+    }
+    for (int i = 0; i < n->neps; i++)
+        if (strcmp(n->eps[i].method, method) == 0) return &n->eps[i];
+    return NULL;
+}
+
+int ag_router_set_body_limit(ag_router *r, const char *method, const char *pattern,
+                             uint64_t max_bytes)
+{
+    endpoint *e = endpoint_exact(r, method, pattern);
+    if (!e) return AG_ENOTFOUND;
+    e->body_limit = max_bytes;
+    return 0;
+}
+
+int ag_router_set_body_policy(ag_router *r, const char *method, const char *pattern,
+                              ag_body_policy_fn fn, void *ud)
+{
+    endpoint *e = endpoint_exact(r, method, pattern);
+    if (!e) return AG_ENOTFOUND;
+    e->body_policy = fn;
+    e->body_policy_ud = ud;
+    return 0;
+}
+
+void ag_router_set_spool_dir(ag_router *r, const char *dir)
+{
+    ag_free(r->spool_dir);
+    r->spool_dir = dir && *dir ? ag_strdup(dir) : NULL;
+}
+
+const char *ag_router_spool_dir(const ag_router *r)
+{
+    if (r->spool_dir) return r->spool_dir;
+    const char *d = getenv("AGORA_HTTP_SPOOL_DIR");
+    if (!d || !*d) d = getenv("TMPDIR");
+    return d && *d ? d : "/tmp";
+}
+
 /* The endpoint of `n` that answers `method` (GET answers HEAD), or NULL. */
 static const endpoint *endpoint_for(const rnode *n, const char *method)
 {
@@ -261,6 +330,9 @@ int ag_router_match(const ag_router *r, const char *method, const char *path, ag
     m->pattern = NULL;
     m->handler = NULL;
     m->stats = NULL;
+    m->flags = 0;
+    m->body_limit = 0;
+    m->body_policy = NULL;
     const rnode *other = NULL;
     const rnode *n = walk(&r->root, path, method, m, &other);
     if (n) {
@@ -269,6 +341,9 @@ int ag_router_match(const ag_router *r, const char *method, const char *path, ag
         m->handler = e->handler;
         m->ud = e->ud;
         m->flags = e->flags;
+        m->body_limit = e->body_limit;
+        m->body_policy = e->body_policy;
+        m->body_policy_ud = e->body_policy_ud;
         m->stats = e->stats;
         return 0;
     }

@@ -34,6 +34,12 @@
  * Every error answer closes the connection through LINGER, so that the client
  * reads the answer before the kernel would reset a socket with unread input.
  *
+ * Bodies: in memory (c->body, up to the route's limit) or, for a spooled
+ * route, written to an anonymous file (c->spool_fd) as they arrive; the
+ * limit is decided at headers complete from the route (its flag, its limit,
+ * its body policy), so a Content-Length above it is answered 413 before a
+ * byte of the body is read. The file is closed in finish_request.
+ *
  * TLS (when a certificate is configured): OpenSSL with memory BIOs, so that
  * libuv keeps the socket. Bytes read go into the SSL object and what it
  * decrypts takes the plain path (on_data); everything written is encrypted
@@ -42,6 +48,9 @@
  * take it from libuv, hence this small layer.
  */
 #include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <llhttp.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
@@ -49,6 +58,7 @@
 #include <stdatomic.h>
 #include <string.h>
 #include <strings.h>
+#include <stdlib.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -97,7 +107,7 @@ typedef struct ag_conn {
     bool in_trailers;     /* past the head: header callbacks are trailers */
     bool gone;            /* guarded by smu: closed, seen by stream starters */
     pthread_mutex_t smu;  /* hands req.res.stream between worker and loop */
-    size_t body_raw;      /* bytes read in the BODY phase, framing included */
+    uint64_t body_raw;    /* bytes read in the BODY phase, framing included */
     size_t trailer_bytes; /* trailer bytes seen (not stored) */
     size_t wq_mark;       /* write queue size when the write timer was armed */
     bool discard_body;    /* body bytes are dropped (early answer decided) */
@@ -109,9 +119,12 @@ typedef struct ag_conn {
     int nh;
     int hstate; /* 0: none, 1: in field, 2: in value */
     ag_buf body;
-    ag_buf pending; /* input read but not parsed while paused */
-    SSL *ssl;       /* TLS connections only */
-    ag_buf held;    /* a loop stream's head, sent with its first body bytes */
+    uint64_t body_limit; /* this request's: the route's, or max_body_bytes */
+    int spool_fd;        /* this request's spooled body, or -1 */
+    uint64_t spool_size; /* bytes written to it */
+    ag_buf pending;      /* input read but not parsed while paused */
+    SSL *ssl;            /* TLS connections only */
+    ag_buf held;         /* a loop stream's head, sent with its first body bytes */
     ag_http_req req;
     char remote[48];
 } ag_conn;
@@ -486,6 +499,7 @@ static void conn_unref(ag_conn *c)
     ag_buf_release(&c->head);
     ag_buf_release(&c->body);
     ag_buf_release(&c->pending);
+    if (c->spool_fd >= 0) close(c->spool_fd);
     if (c->ssl) SSL_free(c->ssl);
     ag_buf_release(&c->held);
     ag_free(c->hoffs);
@@ -706,6 +720,12 @@ static void finish_request(ag_conn *c)
     record(s, st, r->res.status, secs);
     access_log(c, secs, r->res.body_len);
     c->served_one = true;
+    if (c->spool_fd >= 0) { /* the spooled body: gone unless the handler linked it */
+        close(c->spool_fd);
+        c->spool_fd = -1;
+    }
+    r->body_fd = -1;
+    c->spool_size = 0;
     /* Reset for the next request, keeping the arena's first chunk. */
     ag__res_release(&r->res);
     ag_arena_reset(&r->arena);
@@ -837,6 +857,8 @@ static int dispatch(ag_conn *c)
     r->keep_alive = llhttp_should_keep_alive(&c->parser);
     r->body = c->body.data ? c->body.data : "";
     r->body_len = c->body.len;
+    r->body_fd = c->spool_fd;
+    r->body_file_size = c->spool_size;
     c->phase = P_HANDLING;
     arm_timer(c, T_NONE);
 
@@ -907,6 +929,47 @@ static int dispatch(ag_conn *c)
     return 0;
 }
 
+/* ---- Spooled bodies ------------------------------------------------------------------ */
+
+/* An anonymous file in `dir`: O_TMPFILE (nameless from the start, and
+ * linkable into place later), or where the filesystem lacks it a file
+ * created and unlinked at once. Either way nothing is left behind if the
+ * process dies. */
+static int spool_open(const char *dir)
+{
+    int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    if (fd >= 0 || (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL)) return fd;
+    char path[PATH_MAX];
+    if (snprintf(path, sizeof path, "%s/agora-body-XXXXXX", dir) >= (int)sizeof path) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    fd = mkostemp(path, O_CLOEXEC);
+    if (fd >= 0) unlink(path);
+    return fd;
+}
+
+/* Writes all of it. This is a plain write(2) on the loop thread: it copies
+ * into the page cache and returns, as the socket read that produced the
+ * bytes did; it blocks only when the kernel throttles a writer with too
+ * many dirty pages, and then the client must be slowed anyway (libuv's fs
+ * calls would move the wait to its thread pool and make us stop reading
+ * the socket meanwhile, for the same effect). At most one read buffer
+ * (64 KiB) is written per call, so no call holds the loop for long. */
+static int spool_write(int fd, const char *at, size_t len)
+{
+    while (len > 0) {
+        ssize_t n = write(fd, at, len);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            return -1;
+        }
+        at += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
 /* ---- Parser callbacks --------------------------------------------------------------- */
 
 static ag_conn *conn_of(llhttp_t *p)
@@ -943,6 +1006,8 @@ static int on_message_begin(llhttp_t *p)
     r->nheaders = 0;
     r->body = NULL;
     r->body_len = 0;
+    r->body_fd = -1;
+    r->body_file_size = 0;
     r->id[0] = '\0';
     r->param_values = NULL;
     r->nlocals = 0;
@@ -1075,12 +1140,26 @@ static int on_headers_complete(llhttp_t *p)
     if (dl && ag_deadline_parse_header(dl, &d) == 0) r->deadline = ag_deadline_min(r->deadline, d);
 
     bool has_body = (p->flags & F_CHUNKED) || ((p->flags & F_CONTENT_LENGTH) && p->content_length > 0);
-    if ((p->flags & F_CONTENT_LENGTH) && p->content_length > l->max_body_bytes) {
+    /* The body's limit and home are the route's (and its policy's), decided
+     * before any body byte is read. */
+    int mrc = ag_router_match(s->o.router, r->method, r->path, &r->match);
+    uint64_t limit = l->max_body_bytes;
+    bool spool = false;
+    if (mrc == 0) {
+        if (r->match.body_limit) limit = r->match.body_limit;
+        spool = (r->match.flags & AG_ROUTE_SPOOL) != 0;
+        if (r->match.body_policy) {
+            r->match.body_policy(r, &spool, &limit, r->match.body_policy_ud);
+            if (!limit) limit = l->max_body_bytes;
+        }
+    }
+    c->body_limit = limit;
+    if ((p->flags & F_CONTENT_LENGTH) && p->content_length > limit) {
         c->fail_status = 413;
         return -1;
     }
 
-    if (ag_router_match(s->o.router, r->method, r->path, &r->match) < 0) {
+    if (mrc < 0) {
         c->early_status = r->match.allow[0] ? 405 : 404;
     } else if (has_body && (r->match.flags & AG_ROUTE_JSON) &&
                !ag_req_is_content_type(r, "application/json")) {
@@ -1107,7 +1186,17 @@ static int on_headers_complete(llhttp_t *p)
     }
 
     c->body.len = 0;
-    c->body.limit = l->max_body_bytes;
+    c->body.limit = spool || limit > SIZE_MAX ? 0 : (size_t)limit;
+    if (spool && has_body && !c->discard_body) {
+        c->spool_fd = spool_open(ag_router_spool_dir(s->o.router));
+        if (c->spool_fd < 0) {
+            ag_error("cannot spool a request body", AG_FS("dir", ag_router_spool_dir(s->o.router)),
+                     AG_FS("error", strerror(errno)), AG_FS("requestId", r->id));
+            c->fail_status = 500;
+            return -1;
+        }
+        c->spool_size = 0;
+    }
     c->in_trailers = true;
     c->body_raw = 0;
     if (has_body) {
@@ -1121,6 +1210,20 @@ static int on_body(llhttp_t *p, const char *at, size_t len)
 {
     ag_conn *c = conn_of(p);
     if (c->discard_body) return 0;
+    if (c->spool_fd >= 0) {
+        if (c->spool_size + len > c->body_limit) {
+            c->fail_status = 413;
+            return HPE_USER;
+        }
+        if (spool_write(c->spool_fd, at, len) < 0) {
+            ag_error("cannot spool a request body", AG_FS("error", strerror(errno)),
+                     AG_FS("requestId", c->req.id));
+            c->fail_status = 500;
+            return HPE_USER;
+        }
+        c->spool_size += len;
+        return 0;
+    }
     if (ag_buf_append(&c->body, at, len) < 0) {
         c->fail_status = 413;
         return HPE_USER;
@@ -1169,6 +1272,8 @@ static void fail_parse(ag_conn *c, llhttp_errno_t err)
                           "the request body must be application/json");
     else if (st == 504)
         send_simple_error(c, 504, "DEADLINE_EXCEEDED", "the request's deadline passed");
+    else if (st == 500)
+        send_simple_error(c, 500, "BODY_NOT_STORED", "the request body could not be stored");
     else {
         ag_series_inc(s->s_bad, 1);
         ag_debug("malformed request", AG_FS("reason", llhttp_errno_name(err)),
@@ -1304,7 +1409,7 @@ static void on_data(ag_conn *c, ssize_t n, const char *base)
          * included: chunk extensions or padding cannot make a body endless. */
         c->body_raw += (size_t)n;
         const ag_http_limits *l = &srv_of(c)->o.limits;
-        if (c->body_raw > l->max_body_bytes + l->max_header_bytes + READ_BUF_SIZE) {
+        if (c->body_raw > c->body_limit + l->max_header_bytes + READ_BUF_SIZE) {
             send_simple_error(c, 413, "BODY_TOO_LARGE", "request body too large");
             return;
         }
@@ -1428,6 +1533,9 @@ static void on_connection(uv_stream_t *server, int status)
     ag_buf_init(&c->pending, 0);
     ag_buf_init(&c->held, 0);
     ag_arena_init(&c->req.arena, 4096);
+    c->spool_fd = -1;
+    c->body_limit = s->o.limits.max_body_bytes;
+    c->req.body_fd = -1;
     c->req.conn = c;
     c->req.remote = c->remote;
     ag__res_init(&c->req.res, &c->req);

@@ -7,14 +7,16 @@
  * with raw sockets. Each route exercises one part of the server: inline and
  * worker handlers, JSON bodies and validation, raw (chunked) bodies,
  * streaming, large bodies, slow handlers (for the bulkhead and the drain),
- * deadlines and request ids. Builtins /health, /ready and /metrics come from
- * ag_service_new.
+ * deadlines and request ids, spooled bodies. Builtins /health, /ready and
+ * /metrics come from ag_service_new.
  */
 #include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <openssl/evp.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "agora/agora.h"
 
@@ -107,6 +109,48 @@ static void raw(ag_http_req *req, ag_http_res *res, void *ud)
     size_t len = 0;
     const char *body = ag_req_body(req, &len);
     ag_res_body(res, 200, "application/octet-stream", body ? body : "", body ? len : 0);
+}
+
+/* POST /v1/spool (AG_ROUTE_SPOOL, limit TESTD_SPOOL_MAX bytes, default
+ * 8 MiB) → {size, sha256, inMemory, linkable}: the spooled file's size and
+ * digest read back from it, how much of the body was held in memory (0),
+ * and whether the file can be linked into a directory (O_TMPFILE). */
+static void spool(ag_http_req *req, ag_http_res *res, void *ud)
+{
+    int fd;
+    uint64_t size;
+    size_t inmem = 0;
+    ag_req_body(req, &inmem);
+    if (ag_req_body_file(req, &fd, &size) < 0) {
+        ag_res_ok(res, 200,
+                  json_pack("{s:i, s:n, s:I}", "size", 0, "sha256", "inMemory", (json_int_t)inmem));
+        return;
+    }
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    EVP_DigestInit_ex(md, EVP_sha256(), NULL);
+    char *buf = ag_malloc(65536);
+    uint64_t off = 0;
+    ssize_t n;
+    while ((n = pread(fd, buf, 65536, (off_t)off)) > 0) {
+        EVP_DigestUpdate(md, buf, (size_t)n);
+        off += (uint64_t)n;
+    }
+    ag_free(buf);
+    unsigned char dig[32];
+    unsigned int dlen = 0;
+    EVP_DigestFinal_ex(md, dig, &dlen);
+    EVP_MD_CTX_free(md);
+    char hex[65];
+    for (unsigned i = 0; i < 32; i++)
+        snprintf(hex + 2 * i, 3, "%02x", dig[i]);
+    /* O_TMPFILE: its /proc link resolves to "/dir/#inode (deleted)". */
+    char proc[64], target[512];
+    snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
+    ssize_t tl = readlink(proc, target, sizeof target - 1);
+    target[tl > 0 ? tl : 0] = '\0';
+    ag_res_ok(res, 200,
+              json_pack("{s:I, s:s, s:I, s:I, s:s}", "size", (json_int_t)size, "sha256", hex,
+                        "read", (json_int_t)off, "inMemory", (json_int_t)inmem, "file", target));
 }
 
 /* GET /v1/stream?n=N&size=S → a chunked body of N writes of S bytes 'x'. */
@@ -220,6 +264,7 @@ static const struct {
     {"GET", "/v1/slow", slow, 0},
     {"GET", "/v1/deadline", deadline, 0},
     {"GET", "/v1/whoami", whoami, 0},
+    {"POST", "/v1/spool", spool, AG_ROUTE_SPOOL},
 };
 
 int main(void)
@@ -241,6 +286,10 @@ int main(void)
             return 1;
         }
     }
+    long long spool_max = 8 * 1024 * 1024;
+    const char *sm = getenv("TESTD_SPOOL_MAX");
+    if (sm && *sm) spool_max = strtoll(sm, NULL, 10);
+    ag_router_set_body_limit(router, "POST", "/v1/spool", (uint64_t)spool_max);
     int rc = ag_service_run(svc);
     ag_service_free(svc);
     return rc == 0 ? 0 : 1;
