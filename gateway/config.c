@@ -403,6 +403,10 @@ int gw_config_load(const char *path, const gw_config *prev, ag_metrics *m, gw_co
         rt->timeout_ms = get_ms(&e, r, w, "timeoutMs", 0);
         rt->retries = (int)get_int(&e, r, w, "retries", -1, -1, 5);
         rt->websocket = json_is_true(json_object_get(r, "websocket"));
+        json_t *sb = json_object_get(r, "spoolBody");
+        if (sb && !json_is_boolean(sb)) fail(&e, "%s.spoolBody: expected true or false", w);
+        rt->spool_body = json_is_true(sb);
+        rt->max_body_bytes = (uint64_t)get_int(&e, r, w, "maxBodyBytes", 0, 1, (long long)1 << 40);
         const char *lim = get_str(&e, r, w, "rateLimit", false);
         rt->limits = c->default_limits;
         if (lim && strcmp(lim, "none") == 0) {

@@ -67,6 +67,8 @@ typedef struct gw_route {
     int retries;       /* -1: the upstream's */
     const gw_limit_pair *limits; /* NULL: none */
     bool websocket;    /* upgrades allowed */
+    bool spool_body;   /* request bodies go to a file, then upstream from it */
+    uint64_t max_body_bytes; /* 0: the server's AGORA_HTTP_MAX_BODY_BYTES */
     gw_upstream_cfg *up;
 } gw_route;
 
@@ -156,6 +158,8 @@ struct gw_loop {
 };
 
 gw_loop *gw_loop_of(ag_http_req *req);
+/* The loop's state, made on first use (on that loop's own thread only). */
+gw_loop *gw_loop_init(ag_loop *loop);
 /* xorshift random for the loop's thread. */
 uint64_t gw_rand(gw_loop *gl);
 
@@ -176,6 +180,9 @@ void gw_auth_verify(ag_loop *loop, const char *token, gw_auth_cb cb, void *ud);
 
 /* The catch-all route handler (AG_ROUTE_ASYNC). */
 void gw_proxy_handler(ag_http_req *req, ag_http_res *res, void *ud);
+/* The catch-all's body policy (agora/http.h): a route with "spoolBody"
+ * spools, "maxBodyBytes" sets the limit; on the loop, at headers complete. */
+void gw_proxy_body_policy(ag_http_req *req, bool *spool, uint64_t *max_bytes, void *ud);
 /* Per-loop setup and teardown of upstream connection pools (on the loop). */
 void gw_proxy_loop_init(gw_loop *gl);
 void gw_proxy_loop_close(gw_loop *gl);

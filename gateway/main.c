@@ -7,7 +7,8 @@
  * (AGORA_JWKS_URL), rate limits (AGORA_RATELIMIT: memory, or redis://…),
  * web/ for static files (AGORA_WEB_DIR). Routes: the built-in /health,
  * /ready, /metrics; the admin API; GET /api/v1/dashboard; everything else goes
- * through the proxy (AG_ROUTE_ASYNC, on the loops). SIGHUP and
+ * through the proxy (AG_ROUTE_ASYNC, on the loops; its body policy spools
+ * the bodies of routes marked "spoolBody" to AGORA_HTTP_SPOOL_DIR). SIGHUP and
  * POST /admin/reload re-read the configuration.
  */
 #include <stdio.h>
@@ -81,7 +82,7 @@ int gw_reload(char *why, size_t why_len)
 }
 
 /* A loop's state, made on its first request (on that loop's thread). */
-static gw_loop *loop_init(ag_loop *loop)
+gw_loop *gw_loop_init(ag_loop *loop)
 {
     int i = ag_loop_index(loop);
     gw_loop *gl = &g_gw.loops[i];
@@ -102,7 +103,7 @@ static gw_loop *loop_init(ag_loop *loop)
 static int loop_mw(ag_http_req *req, ag_http_res *res, void *ud)
 {
     ag_loop *loop = ag_req_loop(req);
-    if (ag_loop_current() == loop) loop_init(loop);
+    if (ag_loop_current() == loop) gw_loop_init(loop);
     return AG_NEXT;
 }
 
@@ -244,6 +245,8 @@ int main(void)
     for (size_t i = 0; i < sizeof methods / sizeof methods[0]; i++) {
         ag_router_add(r, methods[i], "/", gw_proxy_handler, NULL, AG_ROUTE_ASYNC);
         ag_router_add(r, methods[i], "/*", gw_proxy_handler, NULL, AG_ROUTE_ASYNC);
+        ag_router_set_body_policy(r, methods[i], "/", gw_proxy_body_policy, NULL);
+        ag_router_set_body_policy(r, methods[i], "/*", gw_proxy_body_policy, NULL);
     }
     ag_service_add_ready_check(svc, "config", ready_config, NULL);
     ag_service_on_reload(svc, on_reload, NULL);

@@ -29,14 +29,25 @@
  * jittered, doubling backoff, prefers another instance, and must fit in the
  * retry budget: retries may be at most retry_budget_ratio of the requests in
  * the last second (plus 10), so retries cannot multiply an outage.
+ *
+ * Request bodies: in memory (the server's 1 MiB limit) and written with the
+ * head, or, for a route with "spoolBody", spooled to a file by the server
+ * before the handler runs (gw_proxy_body_policy decides at headers
+ * complete, so "maxBodyBytes" answers 413 before the body is read). A
+ * spooled body is pumped upstream from the file PUMP_CHUNK bytes at a time
+ * with one write in flight (the upstream's pace is the backpressure), so
+ * an upload costs one buffer of memory whatever its size; a retry pumps it
+ * again from the start.
  */
 #include <arpa/inet.h>
 #include <ctype.h>
+#include <errno.h>
 #include <llhttp.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include "agora/clock.h"
 #include "agora/config.h"
@@ -50,6 +61,7 @@
 #define CLIENT_LOW_WATER (256u << 10)
 #define MAX_IDLE_PER_ADDR 256
 #define CONNECT_TIMEOUT_MS 2000
+#define PUMP_CHUNK 65536 /* a spooled body goes upstream this much at a time */
 
 typedef struct exchange exchange;
 
@@ -80,6 +92,11 @@ typedef struct upconn {
     rbuf *rb;
     uint64_t idle_since_ms;
     int writes; /* in flight */
+    /* a spooled request body being pumped from its file (the request's) */
+    int body_fd;
+    uint64_t body_off, body_size;
+    char *pump_buf; /* PUMP_CHUNK bytes, made on first use */
+    uv_write_t pump_w;
     bool closing, connected, reused, paused;
 } upconn;
 
@@ -265,7 +282,9 @@ static void ex_drop_conn(exchange *ex, bool reusable)
     if (!uc) return;
     ex->uc = NULL;
     uc->ex = NULL;
-    if (!reusable || uc->closing || uc->writes > 0) {
+    bool body_unsent = uc->body_fd >= 0 && uc->body_off < uc->body_size;
+    uc->body_fd = -1; /* the request's file: not ours past this exchange */
+    if (!reusable || uc->closing || uc->writes > 0 || body_unsent) {
         up_close(uc);
         return;
     }
@@ -339,6 +358,7 @@ static void up_on_closed(uv_handle_t *h)
 {
     upconn *uc = h->data;
     if (uc->rb) rbuf_unref(uc->rb);
+    ag_free(uc->pump_buf);
     ag_free(uc);
 }
 
@@ -875,6 +895,55 @@ static void buf_header(ag_buf *b, const char *name, const char *value)
     ag_buf_append(b, "\r\n", 2);
 }
 
+static void up_pump(upconn *uc);
+
+static void up_pump_done(uv_write_t *w, int status)
+{
+    upconn *uc = w->data;
+    uc->writes--;
+    /* A failed write: the read side sees the reset or the upstream's early
+     * answer (an upstream may refuse a body before reading it) and decides. */
+    if (status < 0) return;
+    up_pump(uc);
+}
+
+/* Sends the spooled body from uc->body_off on: direct writes while the
+ * socket takes them, then one queued write whose completion continues. It
+ * stops when the exchange has let the connection go (the response may be
+ * done and the file closed then). */
+static void up_pump(upconn *uc)
+{
+    while (!uc->closing && uc->ex && uc->body_fd >= 0 && uc->body_off < uc->body_size) {
+        exchange *ex = uc->ex;
+        if (ex->state != EX_WAIT_HEAD && ex->state != EX_STREAM) return;
+        if (!uc->pump_buf) uc->pump_buf = ag_malloc(PUMP_CHUNK);
+        uint64_t left = uc->body_size - uc->body_off;
+        size_t want = left < PUMP_CHUNK ? (size_t)left : PUMP_CHUNK;
+        ssize_t n = pread(uc->body_fd, uc->pump_buf, want, (off_t)uc->body_off);
+        if (n <= 0) {
+            ag_error("spooled body unreadable", AG_FS("requestId", ag_req_id(ex->req)),
+                     AG_FS("error", n < 0 ? strerror(errno) : "short file"));
+            uc->body_fd = -1;
+            ex_try_failed(ex, true, 502, "BAD_GATEWAY", "the request body could not be read back");
+            return;
+        }
+        uv_buf_t buf = uv_buf_init(uc->pump_buf, (unsigned)n);
+        int w = uv_try_write((uv_stream_t *)&uc->tcp, &buf, 1);
+        if (w == n) {
+            uc->body_off += (uint64_t)n;
+            continue;
+        }
+        if (w < 0 && w != UV_EAGAIN) return; /* the read side sees it too */
+        size_t done = w > 0 ? (size_t)w : 0;
+        uv_buf_t rest = uv_buf_init(uc->pump_buf + done, (unsigned)((size_t)n - done));
+        uc->body_off += (uint64_t)n; /* counted once queued: the write carries the rest */
+        uc->pump_w.data = uc;
+        if (uv_write(&uc->pump_w, (uv_stream_t *)&uc->tcp, &rest, 1, up_pump_done) < 0) return;
+        uc->writes++;
+        return;
+    }
+}
+
 static void ex_send(exchange *ex)
 {
     upconn *uc = ex->uc;
@@ -919,8 +988,16 @@ static void ex_send(exchange *ex)
     size_t blen = 0;
     const char *body = ag_req_body(req, &blen);
     const char *m = ag_req_method(req);
+    int fd;
+    uint64_t fsize = 0;
+    bool spooled = !ex->ws && ag_req_body_file(req, &fd, &fsize) == 0;
+    uc->body_fd = spooled ? fd : -1;
+    uc->body_off = 0;
+    uc->body_size = fsize;
     if (ex->ws)
         ag_buf_appends(&b, "Connection: Upgrade\r\n");
+    else if (spooled)
+        ag_buf_printf(&b, "Content-Length: %llu\r\n", (unsigned long long)fsize);
     else if (blen > 0 || strcmp(m, "POST") == 0 || strcmp(m, "PUT") == 0 ||
              strcmp(m, "PATCH") == 0)
         ag_buf_printf(&b, "Content-Length: %zu\r\n", blen);
@@ -963,6 +1040,7 @@ static void ex_send(exchange *ex)
     } else {
         ag_free(head);
     }
+    if (spooled) up_pump(uc); /* queued behind the head: libuv keeps the order */
 }
 
 /* ---- Connecting ---------------------------------------------------------------- */
@@ -1061,6 +1139,7 @@ static void ex_connect(exchange *ex)
         return;
     }
     uc = ag_calloc(1, sizeof *uc);
+    uc->body_fd = -1;
     uc->gl = ex->gl;
     snprintf(uc->key, sizeof uc->key, "%s", key);
     uc->port = ex->inst.port;
@@ -1122,10 +1201,25 @@ static void ex_try(exchange *ex)
             ex_circuit_open(ex);
             return;
         }
-        count_reject("no_instance");
         /* A retry that finds no instance left: the request failed. */
         ex_release_breaker(ex, false);
-        char msg[128];
+        char msg[192];
+        if (rc == AG_ENOTFOUND) {
+            /* Not one instance known: the service is not running (or never
+             * started), which is not the same outage as instances that
+             * exist but are all down. */
+            count_reject("not_running");
+            if (ag_discovery_is_static(g_gw.disc))
+                snprintf(msg, sizeof msg, "agora-%s is not running: no instance is configured",
+                         rt->service);
+            else
+                snprintf(msg, sizeof msg, "agora-%s is not running: no instance is registered",
+                         rt->service);
+            ag_res_header(ex->res, "Retry-After", "5");
+            ex_finish_error(ex, 503, "UPSTREAM_NOT_RUNNING", msg);
+            return;
+        }
+        count_reject("no_instance");
         snprintf(msg, sizeof msg, "no healthy instance of %s", rt->service);
         ex_finish_error(ex, 503, "NO_HEALTHY_UPSTREAM", msg);
         return;
@@ -1300,6 +1394,37 @@ gw_loop *gw_loop_of(ag_http_req *req)
     return &g_gw.loops[ag_loop_index(ag_req_loop(req))];
 }
 
+/* The path with its API version made explicit (DESIGN.md §4):
+ * /api/x → /api/<Accept-Version or latest>/x; NULL for a bad Accept-Version. */
+static const char *versioned_path(ag_http_req *req, const gw_config *c)
+{
+    const char *path = ag_req_path(req);
+    if (strncmp(path, "/api/", 5) != 0 && strcmp(path, "/api") != 0) return path;
+    const char *seg = path[4] ? path + 5 : "";
+    size_t sl = strcspn(seg, "/");
+    if (is_version(seg, sl)) return path;
+    const char *want = ag_req_header(req, "Accept-Version");
+    if (want && !is_version(want, strlen(want))) return NULL;
+    return ag_arena_printf(ag_req_arena(req), "/api/%s%s%s", want ? want : c->latest_version,
+                           *seg ? "/" : "", seg);
+}
+
+void gw_proxy_body_policy(ag_http_req *req, bool *spool, uint64_t *max_bytes, void *ud)
+{
+    (void)ud;
+    gw_loop *gl = gw_loop_init(ag_req_loop(req));
+    const gw_config *c = gl->config;
+    const char *path = c ? versioned_path(req, c) : NULL;
+    if (!path) return; /* answered later (400); the server's limit meanwhile */
+    bool method_ok;
+    char allow[96];
+    const gw_route *rt = gw_config_match(c, path, ag_req_method(req), &method_ok, allow,
+                                         sizeof allow);
+    if (!rt) return;
+    if (rt->spool_body) *spool = true;
+    if (rt->max_body_bytes) *max_bytes = rt->max_body_bytes;
+}
+
 void gw_proxy_handler(ag_http_req *req, ag_http_res *res, void *ud)
 {
     (void)ud;
@@ -1333,18 +1458,10 @@ void gw_proxy_handler(ag_http_req *req, ag_http_res *res, void *ud)
     const gw_config *c = ex->cfg;
 
     /* Versioning (DESIGN.md §4): /api/x → /api/<Accept-Version or latest>/x. */
-    if (strncmp(path, "/api/", 5) == 0 || strcmp(path, "/api") == 0) {
-        const char *seg = path[4] ? path + 5 : "";
-        size_t sl = strcspn(seg, "/");
-        if (!is_version(seg, sl)) {
-            const char *want = ag_req_header(req, "Accept-Version");
-            if (want && !is_version(want, strlen(want))) {
-                ex_finish_error(ex, 400, "BAD_VERSION", "Accept-Version must look like v1");
-                return;
-            }
-            path = ag_arena_printf(ag_req_arena(req), "/api/%s%s%s", want ? want : c->latest_version,
-                                   *seg ? "/" : "", seg);
-        }
+    path = versioned_path(req, c);
+    if (!path) {
+        ex_finish_error(ex, 400, "BAD_VERSION", "Accept-Version must look like v1");
+        return;
     }
 
     bool method_ok;

@@ -58,6 +58,8 @@ def config(extra_routes=()):
         {"prefix": "/api/v1/ws", "service": "echo", "rewrite": "/ws", "websocket": True},
         {"prefix": "/api/v1/pool", "service": "pool", "rewrite": "/reflect"},
         {"prefix": "/api/v1/flaky", "service": "flaky", "rewrite": "/reflect"},
+        {"prefix": "/api/v1/upload", "service": "echo", "rewrite": "/reflect",
+         "spoolBody": True, "maxBodyBytes": 8 * 1024 * 1024},
     ] + list(extra_routes)
     return {
         "latestVersion": "v1",
@@ -180,6 +182,13 @@ class Gateway(unittest.TestCase):
         body = {"ID": sid, "Name": name, "Address": "127.0.0.1", "Port": port,
                 "Check": {"HTTP": "http://127.0.0.1:%d/health" % port, "Interval": interval,
                           "Timeout": "500ms"}}
+        req = urllib.request.Request(cls.reg_url + "/v1/agent/service/register", method="PUT",
+                                     data=json.dumps(body).encode())
+        urllib.request.urlopen(req, timeout=5).read()
+
+    @classmethod
+    def register_nocheck(cls, sid, name, port):
+        body = {"ID": sid, "Name": name, "Address": "127.0.0.1", "Port": port}
         req = urllib.request.Request(cls.reg_url + "/v1/agent/service/register", method="PUT",
                                      data=json.dumps(body).encode())
         urllib.request.urlopen(req, timeout=5).read()
@@ -594,12 +603,76 @@ class Gateway(unittest.TestCase):
         self.write_config(cfg)
         self.assertEqual(self.call("POST", "/admin/reload")[0], 200)
         try:
+            # a declared upstream with no instance at all: not running, said plainly
             st, body, r = self.call("GET", "/api/v1/ghost")
-            self.assertEqual((st, body["error"]["code"]), (503, "NO_HEALTHY_UPSTREAM"))
-            self.assertEqual(r.getheader("Retry-After"), "1")
+            self.assertEqual((st, body["error"]["code"]), (503, "UPSTREAM_NOT_RUNNING"), body)
+            self.assertEqual(body["error"]["message"],
+                             "agora-orders is not running: no instance is registered")
+            self.assertGreaterEqual(int(r.getheader("Retry-After")), 1)
         finally:
             self.write_config(config())
             self.call("POST", "/admin/reload")
+
+    def test_registered_but_down_is_no_healthy_upstream(self):
+        # an instance the registry lists (no check of its own) on a port
+        # nothing listens on: the gateway's health check marks it down
+        self.register_nocheck("ghost-1", "notifications", free_port())
+        cfg = config([{"prefix": "/api/v1/haunted", "service": "notifications"}])
+        self.write_config(cfg)
+        self.assertEqual(self.call("POST", "/admin/reload")[0], 200)
+        try:
+            deadline = time.monotonic() + harness.scaled(10)
+            seen = []
+            while time.monotonic() < deadline:
+                st, body, r = self.call("GET", "/api/v1/haunted")
+                seen.append((st, body.get("error", {}).get("code")))
+                if seen[-1] == (503, "NO_HEALTHY_UPSTREAM"):
+                    break
+                time.sleep(0.2)
+            self.assertEqual(seen[-1], (503, "NO_HEALTHY_UPSTREAM"), seen)
+            self.assertEqual(r.getheader("Retry-After"), "1")
+            self.assertNotIn((503, "UPSTREAM_NOT_RUNNING"), seen)
+        finally:
+            req = urllib.request.Request(self.reg_url + "/v1/agent/service/deregister/ghost-1",
+                                         method="PUT")
+            urllib.request.urlopen(req, timeout=5).read()
+            self.write_config(config())
+            self.call("POST", "/admin/reload")
+
+    def test_spooled_upload_route(self):
+        # 3 MiB: over the in-memory 1 MiB, under the route's 8 MiB
+        body = (b"0123456789abcdef" * 65536) * 3
+        st, got, _ = self.call("POST", "/api/v1/upload/x", body=body,
+                               headers={"Content-Type": "application/octet-stream"})
+        self.assertEqual(st, 200, got)
+        self.assertEqual(len(got["body"]), len(body))
+        self.assertEqual(got["body"].encode(), body)
+        self.assertEqual(got["headers"].get("Content-Length"), str(len(body)))
+        # chunked from the client: upstream gets it with a Content-Length
+        c = harness.Conn(self.port, timeout=harness.scaled(10))
+        try:
+            c.send(harness.build_request("POST", "/api/v1/upload/y",
+                                         {"Transfer-Encoding": "chunked"})
+                   + harness.chunked_body([body[:100000], body[100000:]]))
+            r = c.read_response(timeout=harness.scaled(20))
+            self.assertEqual(r.status, 200, r)
+            self.assertEqual(r.json()["headers"].get("Content-Length"), str(len(body)))
+            self.assertEqual(r.json()["body"].encode(), body)
+        finally:
+            c.close()
+        # over the route's limit: 413 at once, before any body byte
+        c = harness.Conn(self.port, timeout=harness.scaled(10))
+        try:
+            c.send(harness.build_request("POST", "/api/v1/upload/z",
+                                         {"Content-Length": str(9 * 1024 * 1024)}))
+            r = c.read_response(timeout=harness.scaled(5))
+            self.assertEqual((r.status, r.json()["error"]["code"]), (413, "BODY_TOO_LARGE"))
+        finally:
+            c.close()
+        # a route without the flag keeps the in-memory limit
+        st, got, _ = self.call("POST", "/api/v1/echo/x", body=body,
+                               headers={"Content-Type": "application/octet-stream"})
+        self.assertEqual(st, 413)
 
     def test_admin_views(self):
         st, body, _ = self.call("GET", "/admin/upstreams")
