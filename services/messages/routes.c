@@ -228,9 +228,9 @@ static void answer_message(ag_http_req *req, ag_http_res *res, const char *id, i
  * local part of the token's e-mail address. */
 static void username_of(ag_http_req *req, const ag_caller *me, char *out, size_t n)
 {
-    ag_db *db;
-    if (ag_store_db(g_msg.store, &db) == 0 && msg_username_get(db, me->id, out, n) == 0 && *out)
-        return;
+    ag_db *db = NULL;
+    if (ag_store_db(g_msg.store, &db) < 0) db = NULL;
+    if (db && msg_username_get(db, me->id, out, n) == 0 && *out) return;
     ag_peer_reply rep;
     if (ag_peer_call(g_msg.users, "GET", "/v1/users/me", NULL, auth_of(req), ag_req_deadline(req),
                      ag_req_id(req), &rep) == 0) {
