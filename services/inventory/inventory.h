@@ -20,9 +20,6 @@
 typedef struct inv_ctx {
     ag_store *store;
     ag_bus *bus;
-    ag_http_client *http;
-    ag_jwks_client *jwks;
-    ag_auth auth;
 } inv_ctx;
 
 extern inv_ctx g_inv;
