@@ -14,9 +14,6 @@
 typedef struct catalog_ctx {
     ag_store *store;
     ag_bus *bus;
-    ag_http_client *http;
-    ag_jwks_client *jwks;
-    ag_auth auth;
 } catalog_ctx;
 
 extern catalog_ctx g_catalog;
