@@ -5,20 +5,18 @@
  *
  * Wiring, top to bottom: configuration, the store and its migrations, the
  * bus (it publishes payment.* through the outbox and consumes nothing), the
- * token verifier (agora-users' JWKS, fetched over HTTP and cached), the auth
- * middleware and the routes.
+ * token verifier with its middleware (ag_service_use_auth: agora-users'
+ * JWKS, fetched over HTTP and cached) and the routes.
  *
  * Environment: AGORA_DB, AGORA_BUS, PORT (7005) as for every service;
- * AGORA_JWKS_URL (default http://127.0.0.1:7001/.well-known/jwks.json),
- * AGORA_JWT_ISSUER (agora-users), AGORA_JWT_AUDIENCE (agora),
- * AGORA_JWT_LEEWAY (default 30s), AGORA_PROVIDER_TIMEOUT (the most one
- * provider call may take, default 10s; the request's own deadline, from
- * X-Agora-Deadline-Ms, may shorten it). Each may be given for this service
- * alone as AGORA_PAYMENTS_* (AGORA_PAYMENTS_PROVIDER_TIMEOUT=300ms).
- * AGORA_SCHEMA_DIR: the migrations (default the source tree's schema/).
+ * AGORA_JWKS_URL, AGORA_JWT_* as in agora/peer.h; AGORA_PROVIDER_TIMEOUT
+ * (the most one provider call may take, default 10s; the request's own
+ * deadline, from X-Agora-Deadline-Ms, may shorten it). Each may be given
+ * for this service alone as AGORA_PAYMENTS_*
+ * (AGORA_PAYMENTS_PROVIDER_TIMEOUT=300ms). AGORA_SCHEMA_DIR: the
+ * migrations (default the source tree's schema/).
  */
-#include <string.h>
-
+#include "agora/peer.h"
 #include "payments.h"
 
 #ifndef AGORA_PAYMENTS_SCHEMA_DIR
@@ -31,35 +29,20 @@ int main(void)
 {
     ag_service *svc;
     if (ag_service_new("payments", 7005, &svc) < 0) return 2;
-    const char *schema, *jwks_url, *issuer, *audience;
-    uint64_t leeway_ms;
+    const char *schema;
+    ag_auth *auth;
     int rc = 0;
     rc |= ag_config_str("AGORA_SCHEMA_DIR", AGORA_PAYMENTS_SCHEMA_DIR, &schema);
-    rc |= ag_config_str("AGORA_JWKS_URL", "http://127.0.0.1:7001/.well-known/jwks.json", &jwks_url);
-    rc |= ag_config_str("AGORA_JWT_ISSUER", "agora-users", &issuer);
-    rc |= ag_config_str("AGORA_JWT_AUDIENCE", "agora", &audience);
-    rc |= ag_config_duration_ms("AGORA_JWT_LEEWAY", 30000, &leeway_ms);
     rc |= ag_config_duration_ms("AGORA_PROVIDER_TIMEOUT", 10000, &g_pay.provider_timeout_ms);
     if (g_pay.provider_timeout_ms == 0) g_pay.provider_timeout_ms = 1;
     if (rc < 0 || ag_service_use_store(svc, schema, &g_pay.store) < 0 ||
-        ag_service_use_bus(svc, &g_pay.bus) < 0 || ag_http_client_new(NULL, &g_pay.http) < 0 ||
-        ag_jwks_client_new(jwks_url, g_pay.http, 0, &g_pay.jwks) < 0) {
-        ag_jwks_client_free(g_pay.jwks);
-        ag_http_client_free(g_pay.http);
+        ag_service_use_bus(svc, &g_pay.bus) < 0 || ag_service_use_auth(svc, 0, &auth) < 0) {
         ag_service_free(svc);
         return 2;
     }
-    g_pay.auth.jwks = g_pay.jwks;
-    g_pay.auth.policy.iss = issuer;
-    g_pay.auth.policy.aud = audience;
-    g_pay.auth.policy.leeway_s = (int64_t)(leeway_ms / 1000);
-    ag_router *r = ag_service_router(svc);
-    ag_router_use(r, ag_auth_middleware, &g_pay.auth);
-    payments_routes(r);
+    payments_routes(ag_service_router(svc));
     ag_service_set_openapi(svc, payments_openapi_json);
     rc = ag_service_run(svc);
     ag_service_free(svc);
-    ag_jwks_client_free(g_pay.jwks);
-    ag_http_client_free(g_pay.http);
     return rc == 0 ? 0 : 1;
 }

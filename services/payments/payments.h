@@ -16,9 +16,6 @@
 typedef struct payments_ctx {
     ag_store *store;
     ag_bus *bus;
-    ag_http_client *http;
-    ag_jwks_client *jwks;
-    ag_auth auth;
     uint64_t provider_timeout_ms; /* the most one provider call may take */
 } payments_ctx;
 
