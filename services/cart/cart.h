@@ -21,9 +21,7 @@
 typedef struct cart_ctx {
     ag_store *store;
     ag_bus *bus;
-    ag_http_client *http;
-    ag_jwks_client *jwks;
-    ag_auth auth;
+    ag_http_client *http;        /* the service's (ag_service_http); borrowed */
     ag_breaker *catalog_breaker; /* "catalog" */
     const char *catalog_url;     /* "http://127.0.0.1:7002", no trailing slash */
     ag_discovery *disc;          /* with a registry: catalog's instances; else NULL */
