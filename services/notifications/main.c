@@ -3,16 +3,17 @@
  * (DESIGN.md §1; port 7006). The API and the push protocols are in
  * routes.c, ws.c, sse.c and README.md.
  *
- * Wiring, top to bottom: configuration, the store and its migrations, the
- * bus and its subscriptions (events.c), the token verifier (agora-users'
- * JWKS, fetched over HTTP and cached), the auth middleware (which leaves
- * the push endpoints to verify off the loop), the routes, the mailer thread
- * and the stop hooks: push connections are closed when the service begins
- * to drain, the mailer stops once the bus has.
+ * Wiring, top to bottom: configuration, the token verifier
+ * (ag_service_use_auth without its middleware: agora-users' JWKS, fetched
+ * over HTTP and cached), the store and its migrations, the bus and its
+ * subscriptions (events.c), our own auth middleware (routes.c: it leaves
+ * the push endpoints to verify off the loop, verify.c), the routes, the
+ * mailer thread and the stop hooks: push connections are closed when the
+ * service begins to drain, the mailer stops once the bus has.
  *
  * Environment: AGORA_DB, AGORA_BUS, PORT (7006) as for every service;
- * AGORA_JWKS_URL, AGORA_JWT_ISSUER, AGORA_JWT_AUDIENCE, AGORA_JWT_LEEWAY as
- * for inventory; AGORA_PUSH_MAX_PER_USER (5), AGORA_PUSH_MAX_QUEUE (1MiB),
+ * AGORA_JWKS_URL, AGORA_JWT_* as in agora/peer.h;
+ * AGORA_PUSH_MAX_PER_USER (5), AGORA_PUSH_MAX_QUEUE (1MiB),
  * AGORA_WS_PING_INTERVAL (30s), AGORA_WS_AUTH_TIMEOUT (5s),
  * AGORA_WS_MAX_MESSAGE (64KiB), AGORA_SSE_HEARTBEAT (15s), AGORA_MAIL_DIR
  * (var/mail), AGORA_SMTP_URL (unset: the Maildir), AGORA_MAIL_FROM
@@ -20,6 +21,7 @@
  */
 #include <string.h>
 
+#include "agora/peer.h"
 #include "hub.h"
 
 #ifndef AGORA_NOTIFICATIONS_SCHEMA_DIR
@@ -31,15 +33,9 @@ nt_ctx g_nt;
 static int read_config(const char **schema)
 {
     nt_config *c = &g_nt.cfg;
-    const char *jwks_url, *issuer, *audience;
-    uint64_t leeway_ms;
     long long per_user, attempts;
     int rc = 0;
     rc |= ag_config_str("AGORA_SCHEMA_DIR", AGORA_NOTIFICATIONS_SCHEMA_DIR, schema);
-    rc |= ag_config_str("AGORA_JWKS_URL", "http://127.0.0.1:7001/.well-known/jwks.json", &jwks_url);
-    rc |= ag_config_str("AGORA_JWT_ISSUER", "agora-users", &issuer);
-    rc |= ag_config_str("AGORA_JWT_AUDIENCE", "agora", &audience);
-    rc |= ag_config_duration_ms("AGORA_JWT_LEEWAY", 30000, &leeway_ms);
     rc |= ag_config_int("AGORA_PUSH_MAX_PER_USER", 5, 1, 1000, &per_user);
     rc |= ag_config_size("AGORA_PUSH_MAX_QUEUE", 1u << 20, &c->max_queue);
     rc |= ag_config_duration_ms("AGORA_WS_PING_INTERVAL", 30000, &c->ping_ms);
@@ -63,13 +59,6 @@ static int read_config(const char **schema)
     }
     c->max_conns_per_user = (int)per_user;
     c->mail_max_attempts = (int)attempts;
-    g_nt.auth.policy.iss = issuer;
-    g_nt.auth.policy.aud = audience;
-    g_nt.auth.policy.leeway_s = (int64_t)(leeway_ms / 1000);
-    if (ag_http_client_new(NULL, &g_nt.http) < 0 ||
-        ag_jwks_client_new(jwks_url, g_nt.http, 0, &g_nt.jwks) < 0)
-        return AG_ECONFIG;
-    g_nt.auth.jwks = g_nt.jwks;
     return 0;
 }
 
@@ -93,16 +82,16 @@ int main(void)
     g_nt.svc = svc;
     atomic_init(&g_nt.draining, false);
     const char *schema;
-    if (read_config(&schema) < 0 || ag_service_use_store(svc, schema, &g_nt.store) < 0 ||
+    if (read_config(&schema) < 0 ||
+        ag_service_use_auth(svc, AG_AUTH_NO_MIDDLEWARE, &g_nt.auth) < 0 ||
+        ag_service_use_store(svc, schema, &g_nt.store) < 0 ||
         ag_service_use_bus(svc, &g_nt.bus) < 0 || nt_subscribe(g_nt.bus) < 0 ||
         nt_presence_reset() < 0 || nt_mailer_start() < 0) {
-        ag_jwks_client_free(g_nt.jwks);
-        ag_http_client_free(g_nt.http);
         ag_service_free(svc);
         return 2;
     }
     ag_router *r = ag_service_router(svc);
-    ag_router_use(r, nt_auth_middleware, &g_nt.auth);
+    ag_router_use(r, nt_auth_middleware, g_nt.auth);
     nt_routes(r);
     ag_service_set_openapi(svc, nt_openapi_json);
     ag_metrics_gauge_fn(ag_service_metrics(svc), "agora_notifications_push_connections",
@@ -115,7 +104,5 @@ int main(void)
     ag_service_free(svc);
     hub_free();
     nt_events_free();
-    ag_jwks_client_free(g_nt.jwks);
-    ag_http_client_free(g_nt.http);
     return rc == 0 ? 0 : 1;
 }

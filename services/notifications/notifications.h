@@ -50,9 +50,7 @@ typedef struct nt_ctx {
     ag_service *svc;
     ag_store *store;
     ag_bus *bus;
-    ag_http_client *http;
-    ag_jwks_client *jwks;
-    ag_auth auth;
+    ag_auth *auth; /* the service's verifier (ag_service_use_auth); borrowed */
     nt_config cfg;
     atomic_bool draining;
 } nt_ctx;

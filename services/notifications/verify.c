@@ -36,7 +36,8 @@ static void verify_work(void *arg)
 {
     verify_task *t = arg;
     ag_claims c;
-    t->rc = ag_jwks_verify(g_nt.jwks, t->token, &g_nt.auth.policy, &c, t->why, sizeof t->why);
+    t->rc =
+        ag_jwks_verify(g_nt.auth->jwks, t->token, &g_nt.auth->policy, &c, t->why, sizeof t->why);
     if (t->rc == AG_EUNAVAIL) snprintf(t->why, sizeof t->why, "cannot verify tokens right now");
     if (t->rc == 0) {
         snprintf(t->caller.id, sizeof t->caller.id, "%s", c.sub);
