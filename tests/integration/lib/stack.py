@@ -138,11 +138,26 @@ class Stack:
     def kill(self, name):
         self.servers[name].kill()
 
-    def restart(self, name):
+    def restart(self, name, routed=True):
+        """Starts `name` again (stopping it first if it runs); with `routed`,
+        returns once the gateway sends requests to it again (its health
+        check may have marked the instance down while it was away)."""
         srv = self.servers[name]
         if srv.alive():
             srv.stop(timeout=10)
-        return self.start_one(name)
+        srv = self.start_one(name)
+        if routed and self.gateway is not None:
+            wait_until(lambda: self.routed(name), "the gateway to route to %s again" % name,
+                       timeout=30)
+        return srv
+
+    def routed(self, name):
+        """Whether the gateway has a healthy, not ejected instance of `name`."""
+        r = self.call("GET", "/admin/upstreams")
+        if r.status != 200:
+            return False
+        svc = r.json()["data"]["services"].get(name, {})
+        return any(i["healthy"] and not i["ejected"] for i in svc.get("instances", []))
 
     def stop(self):
         problems = []
