@@ -1,0 +1,152 @@
+#!/usr/bin/env python3
+"""The browser tests of web/ (issue 13), end to end.
+
+Run under tests/harness/with-servers nats (ctest e2e.browser does):
+
+    tests/harness/with-servers nats -- python3 tests/e2e/run.py [--serve]
+
+It starts the whole system the way tests/integration/lib/stack.py does
+(every service whose AGORA_<NAME>D binary is set, behind agora-gateway with
+AGORA_WEB_DIR=web/, on free ports, in a private temporary directory), loads
+the demo catalogue (services/catalog/demo/load-demo) as the admin, installs
+playwright-core with `npm ci` when tests/e2e/node_modules does not match
+package-lock.json, and runs `node tests/e2e/main.mjs` against the gateway:
+Debian's chromium (/usr/bin/chromium, or AGORA_E2E_CHROMIUM) driven by
+playwright-core. Screenshots go to AGORA_E2E_SHOTS (build/e2e-screenshots).
+
+--serve starts the same system and waits (Ctrl-C stops it), for working on
+web/ by hand: it prints the gateway's URL and the admin's credentials.
+
+Exit status: node's (0 only when every scenario passed); 1 when the
+system or the browser could not start, with the reason.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
+sys.path.insert(0, os.path.join(ROOT, "tests", "integration", "lib"))
+import stack as st  # noqa: E402
+import harness  # noqa: E402  (stack.py put its folder on the path)
+
+CHROMIUM = os.environ.get("AGORA_E2E_CHROMIUM", "/usr/bin/chromium")
+
+
+def log(msg):
+    print("e2e: " + msg, flush=True)
+
+
+def npm_ci():
+    """node_modules as package-lock.json says, installed only when it differs
+    (npm ci removes and reinstalls everything, which takes a while)."""
+    lock = os.path.join(HERE, "package-lock.json")
+    stamp = os.path.join(HERE, "node_modules", ".agora-e2e-lock")
+    want = open(lock, "rb").read()
+    if os.path.exists(stamp) and open(stamp, "rb").read() == want:
+        return
+    npm = shutil.which("npm")
+    if not npm:
+        raise SystemExit("e2e: npm is not installed (scripts/install-deps installs nodejs)")
+    log("npm ci in tests/e2e")
+    r = subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=HERE)
+    if r.returncode != 0:
+        raise SystemExit("e2e: npm ci failed (status %d)" % r.returncode)
+    with open(stamp, "wb") as f:
+        f.write(want)
+
+
+def check_chromium():
+    if not os.access(CHROMIUM, os.X_OK):
+        raise SystemExit("e2e: %s is not there: the browser tests need Debian's chromium "
+                         "(scripts/install-deps installs it)" % CHROMIUM)
+
+
+def load_demo(s):
+    tool = os.path.join(ROOT, "services", "catalog", "demo", "load-demo")
+    r = subprocess.run([sys.executable, tool,
+                        "--catalog", "http://127.0.0.1:%d" % s.ports["catalog"],
+                        "--users", "http://127.0.0.1:%d" % s.ports["users"],
+                        "--email", st.ADMIN_EMAIL, "--password", st.ADMIN_PASSWORD],
+                       capture_output=True, text=True, timeout=harness.scaled(120))
+    if r.returncode != 0:
+        raise SystemExit("e2e: load-demo failed: %s%s" % (r.stdout, r.stderr))
+    log(r.stdout.strip())
+
+
+def stock_demo(s):
+    """The demo's products in agora-inventory too (the checkout reserves there):
+    catalog's product.created carries the stock, which inventory consumes;
+    wait until every in-stock product has its row."""
+    admin = s.login(st.ADMIN_EMAIL, st.ADMIN_PASSWORD)
+    prods = s.ok(s.call("GET", "/api/v1/products?limit=100&inStock=true"))
+    if not prods:
+        raise SystemExit("e2e: the demo catalogue has no product in stock")
+    if "inventory" not in s.names:
+        return
+    for p in prods:
+        st.wait_until(lambda: s.call("GET", "/api/v1/inventory/" + p["id"],
+                                     admin["token"]).status == 200,
+                      "stock of %s in agora-inventory" % p["name"], timeout=60)
+
+
+def main():
+    serve = "--serve" in sys.argv[1:]
+    if not serve:
+        check_chromium()
+        npm_ci()
+    missing = [n for n in ("users", "catalog", "inventory", "payments", "cart", "orders",
+                           "notifications", "gateway") if not st.binary(n)]
+    if missing:
+        raise SystemExit("e2e: the shop needs AGORA_%sD" % "D, AGORA_".join(
+            m.upper() for m in missing))
+    s = st.Stack("e2e", services=st.SERVICES, env={
+        "AGORA_MESSAGES_MESSAGES_RATE": "1000",
+        "AGORA_MESSAGES_MESSAGES_BURST": "1000",
+        "AGORA_NOTIFICATIONS_PUSH_MAX_PER_USER": "20",
+        "AGORA_GATEWAY_HEALTH_INTERVAL": "1s",
+    })
+    status = 1
+    try:
+        s.start()
+        url = "http://127.0.0.1:%d" % s.ports["gateway"]
+        log("system up at %s (%s)" % (url, ", ".join(s.names)))
+        load_demo(s)
+        stock_demo(s)
+        if serve:
+            log("serving %s ; admin %s / %s ; Ctrl-C stops" % (url, st.ADMIN_EMAIL,
+                                                             st.ADMIN_PASSWORD))
+            while True:
+                time.sleep(3600)
+        shots = os.environ.get("AGORA_E2E_SHOTS",
+                               os.path.join(ROOT, "build", "e2e-screenshots"))
+        os.makedirs(shots, exist_ok=True)
+        env = dict(os.environ)
+        env.update({
+            "AGORA_E2E_URL": url,
+            "AGORA_E2E_SHOTS": shots,
+            "AGORA_E2E_CHROMIUM": CHROMIUM,
+            "AGORA_E2E_ADMIN_EMAIL": st.ADMIN_EMAIL,
+            "AGORA_E2E_ADMIN_PASSWORD": st.ADMIN_PASSWORD,
+            "AGORA_E2E_SERVICES": ",".join(s.names),
+            "AGORA_E2E_SCALE": str(harness.SCALE),
+        })
+        r = subprocess.run(["node", os.path.join(HERE, "main.mjs")] + [
+            a for a in sys.argv[1:] if not a.startswith("--")], env=env, cwd=HERE)
+        status = r.returncode
+        log("screenshots in %s" % shots)
+    except KeyboardInterrupt:
+        status = 0 if serve else 130
+    finally:
+        problems = s.stop()
+        if problems:
+            log("stopping: " + "; ".join(problems))
+            status = status or 1
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
