@@ -73,4 +73,9 @@ int64_t ag_v_query_int(ag_validator *v, ag_http_req *req, const char *name, int6
  * the validator. */
 void ag_res_validation(ag_http_res *res, ag_validator *v);
 
+/* Answers 500 INTERNAL ("internal error", nothing more: STYLE.md, the
+ * client gets the envelope and the request id) and logs `what` with the
+ * error code and the request id for whoever reads the logs. */
+void ag_res_internal(ag_http_req *req, ag_http_res *res, const char *what, int rc);
+
 #endif

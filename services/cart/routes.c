@@ -21,12 +21,6 @@
 
 /* ---- Helpers ---------------------------------------------------------------------- */
 
-static void internal_error(ag_http_req *req, ag_http_res *res, const char *what, int rc)
-{
-    ag_error(what, AG_FERR(rc), AG_FS("requestId", ag_req_id(req)));
-    ag_res_error(res, 500, "INTERNAL", "internal error", NULL);
-}
-
 /* Every key of `body` must be one of `allowed` (NULL-terminated). */
 
 /* Catalog's ids are UUIDs; anything of letters, digits, '-' and '_' up to
@@ -149,7 +143,7 @@ static void answer_line_write(ag_http_req *req, ag_http_res *res, line_ctx *c, i
     } else if (c->full) {
         ag_res_error(res, 409, "CART_FULL", "a cart holds at most 100 different products", NULL);
     } else {
-        internal_error(req, res, "cart write failed", rc);
+        ag_res_internal(req, res, "cart write failed", rc);
     }
 }
 
@@ -226,7 +220,7 @@ static void put_item(ag_http_req *req, ag_http_res *res, void *ud)
         return;
     }
     if (rc < 0) {
-        internal_error(req, res, "cart read failed", rc);
+        ag_res_internal(req, res, "cart read failed", rc);
         return;
     }
     line_ctx c;
@@ -259,7 +253,7 @@ static void delete_item(ag_http_req *req, ag_http_res *res, void *ud)
     if (rc == AG_ENOTFOUND)
         ag_res_error(res, 404, "NOT_FOUND", "no such item in your cart", NULL);
     else if (rc < 0)
-        internal_error(req, res, "remove line failed", rc);
+        ag_res_internal(req, res, "remove line failed", rc);
     else
         ag_res_status(res, 204);
 }
@@ -272,7 +266,7 @@ static void delete_cart(ag_http_req *req, ag_http_res *res, void *ud)
     remove_ctx c = {me->id, NULL};
     int rc = ag_store_tx(g_cart.store, remove_tx, &c);
     if (rc < 0)
-        internal_error(req, res, "clear cart failed", rc);
+        ag_res_internal(req, res, "clear cart failed", rc);
     else
         ag_res_status(res, 204);
 }
@@ -333,7 +327,7 @@ static void get_cart(ag_http_req *req, ag_http_res *res, void *ud)
     int rc = ag_store_db(g_cart.store, &db);
     if (rc == 0) rc = cart_lines(db, me->id, &lines, &n);
     if (rc < 0) {
-        internal_error(req, res, "cart read failed", rc);
+        ag_res_internal(req, res, "cart read failed", rc);
         return;
     }
     bool *changed = n ? ag_calloc(n, sizeof *changed) : NULL;

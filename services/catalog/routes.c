@@ -19,12 +19,6 @@
 
 /* ---- Helpers ---------------------------------------------------------------------- */
 
-static void internal_error(ag_http_req *req, ag_http_res *res, const char *what, int rc)
-{
-    ag_error(what, AG_FERR(rc), AG_FS("requestId", ag_req_id(req)));
-    ag_res_error(res, 500, "INTERNAL", "internal error", NULL);
-}
-
 static void not_found(ag_http_res *res, const char *what)
 {
     ag_res_error(res, 404, "NOT_FOUND", what, NULL);
@@ -35,7 +29,6 @@ static bool caller_is(const ag_http_req *req, const char *role)
     const ag_caller *me = ag_auth_caller(req);
     return me && strcmp(me->role, role) == 0;
 }
-
 
 /* -1 when absent, else 0 or 1. */
 static int query_bool(ag_http_req *req, ag_validator *v, const char *name)
@@ -254,7 +247,7 @@ static void post_product(ag_http_req *req, ag_http_res *res, void *ud)
     if (rc < 0 && c.bad_category) {
         unknown_category(res, c.f.category);
     } else if (rc < 0) {
-        internal_error(req, res, "create product failed", rc);
+        ag_res_internal(req, res, "create product failed", rc);
     } else {
         ag_res_ok(res, 201, json_incref(c.product));
     }
@@ -313,7 +306,7 @@ static void put_product(ag_http_req *req, ag_http_res *res, void *ud)
     } else if (rc < 0 && c.bad_category) {
         unknown_category(res, c.f.category);
     } else if (rc < 0) {
-        internal_error(req, res, "update product failed", rc);
+        ag_res_internal(req, res, "update product failed", rc);
     } else {
         ag_res_ok(res, 200, json_incref(c.product));
     }
@@ -351,7 +344,7 @@ static void delete_product(ag_http_req *req, ag_http_res *res, void *ud)
     if (rc == AG_ENOTFOUND)
         not_found(res, "no such product");
     else if (rc < 0)
-        internal_error(req, res, "delete product failed", rc);
+        ag_res_internal(req, res, "delete product failed", rc);
     else
         ag_res_status(res, 204);
     product_ctx_reset(&c);
@@ -371,7 +364,7 @@ static json_t *visible_product(ag_http_req *req, ag_http_res *res, ag_db *db, co
     if (rc == AG_ENOTFOUND)
         not_found(res, "no such product");
     else if (rc < 0)
-        internal_error(req, res, "get product failed", rc);
+        ag_res_internal(req, res, "get product failed", rc);
     return p;
 }
 
@@ -381,7 +374,7 @@ static void get_product(ag_http_req *req, ag_http_res *res, void *ud)
     ag_db *db;
     int rc = ag_store_db(g_catalog.store, &db);
     if (rc < 0) {
-        internal_error(req, res, "store unavailable", rc);
+        ag_res_internal(req, res, "store unavailable", rc);
         return;
     }
     json_t *p = visible_product(req, res, db, ag_req_param(req, "id"));
@@ -446,7 +439,7 @@ static void list_products(ag_http_req *req, ag_http_res *res, void *ud)
     if (rc == 0) rc = products_search(db, &q, arr, &total);
     if (rc < 0) {
         json_decref(arr);
-        internal_error(req, res, "product search failed", rc);
+        ag_res_internal(req, res, "product search failed", rc);
         return;
     }
     list_response(res, arr, q.page, q.limit, total);
@@ -482,7 +475,7 @@ static void get_recommendations(ag_http_req *req, ag_http_res *res, void *ud)
     if (rc == 0) rc = recommendations(db, user, limit, arr);
     if (rc < 0) {
         json_decref(arr);
-        internal_error(req, res, "recommendations failed", rc);
+        ag_res_internal(req, res, "recommendations failed", rc);
         return;
     }
     ag_res_ok(res, 200, arr);
@@ -499,7 +492,7 @@ static void list_categories(ag_http_req *req, ag_http_res *res, void *ud)
     if (rc == 0) rc = categories_list(db, arr);
     if (rc < 0) {
         json_decref(arr);
-        internal_error(req, res, "list categories failed", rc);
+        ag_res_internal(req, res, "list categories failed", rc);
         return;
     }
     ag_res_ok(res, 200, arr);
@@ -550,7 +543,7 @@ static void post_category(ag_http_req *req, ag_http_res *res, void *ud)
     if (rc == AG_EEXISTS) {
         ag_res_error(res, 409, "CONFLICT", "a category with this name or slug exists", NULL);
     } else if (rc < 0) {
-        internal_error(req, res, "create category failed", rc);
+        ag_res_internal(req, res, "create category failed", rc);
     } else {
         ag_res_ok(res, 201,
                   json_pack("{s:s, s:s, s:s, s:I}", "id", c.id, "name", c.name, "slug", c.slug,
@@ -642,7 +635,7 @@ static void post_review(ag_http_req *req, ag_http_res *res, void *ud)
     else if (rc == AG_EEXISTS)
         ag_res_error(res, 409, "CONFLICT", "you have already reviewed this product", NULL);
     else if (rc < 0)
-        internal_error(req, res, "create review failed", rc);
+        ag_res_internal(req, res, "create review failed", rc);
     else
         ag_res_ok(res, 201, json_incref(c.review));
     json_decref(c.review);
@@ -664,7 +657,7 @@ static void list_reviews(ag_http_req *req, ag_http_res *res, void *ud)
     ag_db *db;
     int rc = ag_store_db(g_catalog.store, &db);
     if (rc < 0) {
-        internal_error(req, res, "store unavailable", rc);
+        ag_res_internal(req, res, "store unavailable", rc);
         return;
     }
     const char *id = ag_req_param(req, "id");
@@ -676,7 +669,7 @@ static void list_reviews(ag_http_req *req, ag_http_res *res, void *ud)
     rc = reviews_list(db, id, page, limit, arr, &total);
     if (rc < 0) {
         json_decref(arr);
-        internal_error(req, res, "list reviews failed", rc);
+        ag_res_internal(req, res, "list reviews failed", rc);
         return;
     }
     list_response(res, arr, page, limit, total);

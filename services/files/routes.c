@@ -17,12 +17,6 @@
 
 #include "files.h"
 
-static void internal_error(ag_http_req *req, ag_http_res *res, const char *what, int rc)
-{
-    ag_error(what, AG_FERR(rc), AG_FS("requestId", ag_req_id(req)));
-    ag_res_error(res, 500, "INTERNAL", "internal error", NULL);
-}
-
 /* Room and file ids: letters, digits, '-' and '_', 1 to FILES_ID_MAX. */
 static bool id_ok(const char *s)
 {
@@ -69,7 +63,7 @@ static int member_file(ag_http_req *req, ag_http_res *res, file_row *f, char rol
         return rc;
     }
     if (rc < 0) {
-        internal_error(req, res, "file lookup failed", rc);
+        ag_res_internal(req, res, "file lookup failed", rc);
         return rc;
     }
     return files_require_member(req, res, f->room_id, "FILE_NOT_FOUND", role);
@@ -192,20 +186,20 @@ static void post_file(ag_http_req *req, ag_http_res *res, void *ud)
         size_t inmem = 0;
         ag_req_body(req, &inmem);
         if (inmem > 0) { /* the route is spooled: a body is never in memory */
-            internal_error(req, res, "upload body not spooled", AG_ESTATE);
+            ag_res_internal(req, res, "upload body not spooled", AG_ESTATE);
             return;
         }
     }
     f.size = (int64_t)size;
     int rc = files_blob_put(fd, size, f.id, f.sha256);
     if (rc < 0) {
-        internal_error(req, res, "cannot store the file's bytes", rc);
+        ag_res_internal(req, res, "cannot store the file's bytes", rc);
         return;
     }
     rc = ag_store_tx(g_files.store, insert_tx, &f);
     if (rc < 0) {
         files_blob_remove(f.id); /* no row: the bytes go too */
-        internal_error(req, res, "cannot record the file", rc);
+        ag_res_internal(req, res, "cannot record the file", rc);
         return;
     }
     char loc[96];
@@ -249,7 +243,7 @@ static void list_files(ag_http_req *req, ag_http_res *res, void *ud)
     if (rc == 0) rc = files_list(db, room, limit, (page - 1) * limit, arr, &total);
     if (rc < 0) {
         json_decref(arr);
-        internal_error(req, res, "file list failed", rc);
+        ag_res_internal(req, res, "file list failed", rc);
         return;
     }
     ag_res_json(res, 200,
@@ -284,7 +278,7 @@ static void delete_file(ag_http_req *req, ag_http_res *res, void *ud)
         return;
     }
     if (rc < 0) {
-        internal_error(req, res, "file delete failed", rc);
+        ag_res_internal(req, res, "file delete failed", rc);
         return;
     }
     ag_res_ok(res, 200, json_pack("{s:s, s:b}", "id", f.id, "deleted", 1));

@@ -43,13 +43,6 @@
 
 /* ---- Helpers ---------------------------------------------------------------------- */
 
-static void internal_error(ag_http_req *req, ag_http_res *res, const char *what, int rc)
-{
-    ag_error(what, AG_FERR(rc), AG_FS("requestId", ag_req_id(req)));
-    ag_res_error(res, 500, "INTERNAL", "internal error", NULL);
-}
-
-
 /* Product and order ids: letters, digits, '-' and '_', 1 to INV_ID_MAX. */
 static bool id_ok(const char *s)
 {
@@ -73,7 +66,6 @@ static const char *path_id(ag_http_req *req, ag_http_res *res, const char *name,
     return id;
 }
 
-
 /* ---- Stock ---------------------------------------------------------------------------- */
 
 static void get_stock(ag_http_req *req, ag_http_res *res, void *ud)
@@ -89,7 +81,7 @@ static void get_stock(ag_http_req *req, ag_http_res *res, void *ud)
     if (rc == AG_ENOTFOUND)
         ag_res_error(res, 404, "NOT_FOUND", "no stock is known for this product", NULL);
     else if (rc < 0)
-        internal_error(req, res, "stock read failed", rc);
+        ag_res_internal(req, res, "stock read failed", rc);
     else
         ag_res_ok(res, 200, inv_stock_json(&s));
 }
@@ -114,7 +106,7 @@ static void list_stock(ag_http_req *req, ag_http_res *res, void *ud)
     if (rc == 0) rc = inv_stock_list(db, page, limit, arr, &total);
     if (rc < 0) {
         json_decref(arr);
-        internal_error(req, res, "stock list failed", rc);
+        ag_res_internal(req, res, "stock list failed", rc);
         return;
     }
     ag_res_json(res, 200,
@@ -196,8 +188,7 @@ static void post_adjust(ag_http_req *req, ag_http_res *res, void *ud)
     json_decref(body);
     if (c.insufficient) {
         ag_res_error(res, 409, "INSUFFICIENT_STOCK",
-                     "the adjustment would take stock below zero or below what is reserved",
-                     NULL);
+                     "the adjustment would take stock below zero or below what is reserved", NULL);
         return;
     }
     ag_db *db;
@@ -205,7 +196,7 @@ static void post_adjust(ag_http_req *req, ag_http_res *res, void *ud)
     if (rc == 0) rc = ag_store_db(g_inv.store, &db);
     if (rc == 0) rc = inv_stock_get(db, id, &s);
     if (rc < 0) {
-        internal_error(req, res, "stock adjustment failed", rc);
+        ag_res_internal(req, res, "stock adjustment failed", rc);
         return;
     }
     ag_res_ok(res, c.created ? 201 : 200, inv_stock_json(&s));
@@ -260,20 +251,20 @@ static int reserve_tx(ag_db *db, void *ud)
         rc = inv_stock_get(db, c->items[i].product_id, &s);
         if (rc == 0 && !s.deleted) avail = s.quantity - s.reserved;
         if (rc < 0 && rc != AG_ENOTFOUND) goto out;
-        json_array_append_new(shortages, json_pack("{s:s, s:I, s:I}", "productId",
-                                                   c->items[i].product_id, "requested",
-                                                   (json_int_t)c->items[i].quantity, "available",
-                                                   (json_int_t)avail));
+        json_array_append_new(shortages,
+                              json_pack("{s:s, s:I, s:I}", "productId", c->items[i].product_id,
+                                        "requested", (json_int_t)c->items[i].quantity, "available",
+                                        (json_int_t)avail));
     }
     rc = 0;
     if (json_array_size(shortages) > 0) {
         /* All or nothing: give back what this transaction took. */
         for (size_t i = 0; rc == 0 && i < c->n; i++)
-            if (got[i]) rc = inv_stock_unreserve(db, c->items[i].product_id, c->items[i].quantity,
-                                                 false);
+            if (got[i])
+                rc = inv_stock_unreserve(db, c->items[i].product_id, c->items[i].quantity, false);
         char *text = rc == 0 ? json_dumps(shortages, JSON_COMPACT) : NULL;
-        if (rc == 0) rc = inv_reservation_insert(db, c->order, "FAILED", c->key, text, c->items,
-                                                 c->n);
+        if (rc == 0)
+            rc = inv_reservation_insert(db, c->order, "FAILED", c->key, text, c->items, c->n);
         free(text);
         if (rc == 0)
             rc = inv_publish(db, "inventory.reservation_failed", c->order,
@@ -306,7 +297,7 @@ static void answer_reservation(ag_http_req *req, ag_http_res *res, const char *o
     json_t *j = NULL;
     if (ag_store_db(g_inv.store, &db) == 0) j = inv_reservation_json(db, order);
     if (!j)
-        internal_error(req, res, "reservation read failed", AG_EIO);
+        ag_res_internal(req, res, "reservation read failed", AG_EIO);
     else
         ag_res_ok(res, status, j);
 }
@@ -337,22 +328,22 @@ static void post_reservation(ag_http_req *req, ag_http_res *res, void *ud)
     size_t i;
     json_t *it;
     if (arr) json_array_foreach(arr, i, it)
-    {
-        if (!json_is_object(it)) {
-            ag_v_fail(&v, "items", "items[%zu] must be an object", i);
-            continue;
+        {
+            if (!json_is_object(it)) {
+                ag_v_fail(&v, "items", "items[%zu] must be an object", i);
+                continue;
+            }
+            ag_v_only_fields(&v, it, NULL, item_fields);
+            const char *pid = ag_v_str(&v, it, "productId", AG_V_REQUIRED, 1, INV_ID_MAX);
+            long long q = 0;
+            bool qok = ag_v_int(&v, it, "quantity", AG_V_REQUIRED, 1, INV_MAX_QUANTITY, &q);
+            if (pid && !id_ok(pid)) {
+                ag_v_fail(&v, "items", "items[%zu].productId must be a product id", i);
+            } else if (pid && qok) {
+                snprintf(items[n].product_id, sizeof items[n].product_id, "%s", pid);
+                items[n++].quantity = q;
+            }
         }
-        ag_v_only_fields(&v, it, NULL, item_fields);
-        const char *pid = ag_v_str(&v, it, "productId", AG_V_REQUIRED, 1, INV_ID_MAX);
-        long long q = 0;
-        bool qok = ag_v_int(&v, it, "quantity", AG_V_REQUIRED, 1, INV_MAX_QUANTITY, &q);
-        if (pid && !id_ok(pid)) {
-            ag_v_fail(&v, "items", "items[%zu].productId must be a product id", i);
-        } else if (pid && qok) {
-            snprintf(items[n].product_id, sizeof items[n].product_id, "%s", pid);
-            items[n++].quantity = q;
-        }
-    }
     qsort(items, n, sizeof *items, item_cmp);
     for (i = 1; i < n; i++)
         if (strcmp(items[i].product_id, items[i - 1].product_id) == 0)
@@ -368,11 +359,11 @@ static void post_reservation(ag_http_req *req, ag_http_res *res, void *ud)
     ag_buf_init(&key, 0);
     for (i = 0; i < n; i++)
         ag_buf_printf(&key, "%s%s:%lld", i ? "," : "", items[i].product_id,
-                       (long long)items[i].quantity);
+                      (long long)items[i].quantity);
     reserve_ctx c = {.order = order, .key = key.data ? key.data : "", .items = items, .n = n};
     int rc = ag_store_tx(g_inv.store, reserve_tx, &c);
     if (rc < 0) {
-        internal_error(req, res, "reservation failed", rc);
+        ag_res_internal(req, res, "reservation failed", rc);
     } else if (c.conflict) {
         ag_res_error(res, 409, "IDEMPOTENCY_CONFLICT",
                      "this order id was already used for a reservation of other items", NULL);
@@ -402,7 +393,7 @@ static void get_reservation(ag_http_req *req, ag_http_res *res, void *ud)
     if (rc == AG_ENOTFOUND)
         ag_res_error(res, 404, "NOT_FOUND", "no such reservation", NULL);
     else if (rc < 0)
-        internal_error(req, res, "reservation read failed", rc);
+        ag_res_internal(req, res, "reservation read failed", rc);
     else
         answer_reservation(req, res, order, 200);
 }
@@ -442,8 +433,7 @@ static int finish_tx(ag_db *db, void *ud)
     if (rc == 0 && c->op != FINISH_COMMIT)
         rc = inv_publish(db, "inventory.released", c->order,
                          json_pack("{s:s, s:o, s:b}", "orderId", c->order, "items",
-                                   inv_items_json(items, n), "returned",
-                                   c->op == FINISH_RETURN));
+                                   inv_items_json(items, n), "returned", c->op == FINISH_RETURN));
     for (size_t i = 0; rc == 0 && i < n; i++)
         rc = inv_low_stock_check(db, items[i].product_id);
     ag_free(items);
@@ -462,7 +452,7 @@ static void finish(ag_http_req *req, ag_http_res *res, finish_op op)
     } else if (rc < 0) {
         char what[64];
         snprintf(what, sizeof what, "%s failed", k_finish[op].verb);
-        internal_error(req, res, what, rc);
+        ag_res_internal(req, res, what, rc);
     } else if (strcmp(c.state, k_finish[op].from) != 0 && strcmp(c.state, k_finish[op].to) != 0) {
         char msg[128];
         snprintf(msg, sizeof msg, "the reservation is %s; it cannot be %s", c.state,

@@ -37,12 +37,6 @@ static void now_text(char ts[32])
     ag_time_rfc3339(ts, 32, ag_wall_ms());
 }
 
-static void internal_error(ag_http_req *req, ag_http_res *res, const char *what, int rc)
-{
-    ag_error(what, AG_FERR(rc), AG_FS("requestId", ag_req_id(req)));
-    ag_res_error(res, 500, "INTERNAL", "internal error", NULL);
-}
-
 /* Ids of rooms, users, files and messages: letters, digits, '-' and '_'. */
 static bool id_ok(const char *s)
 {
@@ -169,7 +163,7 @@ static int member_or_answer(ag_http_req *req, ag_http_res *res, const char *room
         ag_res_error(res, 503, "ROOMS_UNAVAILABLE",
                      "membership cannot be checked right now; try again", NULL);
     else
-        internal_error(req, res, "membership check failed", rc);
+        ag_res_internal(req, res, "membership check failed", rc);
     return rc;
 }
 
@@ -191,7 +185,7 @@ static int visible_message(ag_http_req *req, ag_http_res *res, const char *id, c
         return rc;
     }
     if (rc < 0) {
-        internal_error(req, res, "message read failed", rc);
+        ag_res_internal(req, res, "message read failed", rc);
         return rc;
     }
     rc = member_or_answer(req, res, m->room_id, me, role, "MESSAGE_NOT_FOUND", k_none);
@@ -207,13 +201,13 @@ static void answer_message(ag_http_req *req, ag_http_res *res, const char *id, i
     int rc = ag_store_db(g_msg.store, &db);
     if (rc == 0) rc = msg_get(db, id, &m);
     if (rc < 0) {
-        internal_error(req, res, "message read failed", rc);
+        ag_res_internal(req, res, "message read failed", rc);
         return;
     }
     json_t *reactions = msg_reactions_json(db, id);
     if (!reactions) {
         msg_row_release(&m);
-        internal_error(req, res, "reactions read failed", AG_EIO);
+        ag_res_internal(req, res, "reactions read failed", AG_EIO);
         return;
     }
     ag_res_ok(res, status, msg_json(&m, reactions));
@@ -347,7 +341,7 @@ static void post_message(ag_http_req *req, ag_http_res *res, void *ud)
         }
     }
     if (rc < 0) {
-        internal_error(req, res, "reply target read failed", rc);
+        ag_res_internal(req, res, "reply target read failed", rc);
         goto out;
     }
     if (file) {
@@ -383,7 +377,7 @@ static void post_message(ag_http_req *req, ag_http_res *res, void *ud)
     memcpy(m.updated_at, m.created_at, sizeof m.updated_at);
     rc = ag_store_tx(g_msg.store, send_tx, &m);
     if (rc < 0) {
-        internal_error(req, res, "send failed", rc);
+        ag_res_internal(req, res, "send failed", rc);
         goto out;
     }
     ag_res_ok(res, 201, msg_json(&m, NULL));
@@ -443,7 +437,7 @@ static void list_messages(ag_http_req *req, ag_http_res *res, void *ud)
     if (rc == 0) rc = msg_history(db, room, before_seq, limit, arr, &more);
     if (rc < 0) {
         json_decref(arr);
-        internal_error(req, res, "history read failed", rc);
+        ag_res_internal(req, res, "history read failed", rc);
         return;
     }
     size_t n = json_array_size(arr);
@@ -495,7 +489,7 @@ static void search_messages(ag_http_req *req, ag_http_res *res, void *ud)
     if (rc == 0) rc = msg_search(db, me->id, room, q, limit, arr, &words);
     if (rc < 0) {
         json_decref(arr);
-        internal_error(req, res, "search failed", rc);
+        ag_res_internal(req, res, "search failed", rc);
         return;
     }
     ag_res_ok(res, 200, arr);
@@ -512,7 +506,7 @@ static void get_unread(ag_http_req *req, ag_http_res *res, void *ud)
     if (rc == 0) rc = msg_unread_all(db, me->id, arr);
     if (rc < 0) {
         json_decref(arr);
-        internal_error(req, res, "unread read failed", rc);
+        ag_res_internal(req, res, "unread read failed", rc);
         return;
     }
     ag_res_ok(res, 200, arr);
@@ -579,14 +573,14 @@ static void post_read(ag_http_req *req, ag_http_res *res, void *ud)
         goto out;
     }
     if (rc < 0) {
-        internal_error(req, res, "message read failed", rc);
+        ag_res_internal(req, res, "message read failed", rc);
         goto out;
     }
     read_ctx c = {.room = room, .user = me->id, .id = id, .seq = m.seq};
     msg_row_release(&m);
     rc = ag_store_tx(g_msg.store, read_tx, &c);
     if (rc < 0) {
-        internal_error(req, res, "read marker failed", rc);
+        ag_res_internal(req, res, "read marker failed", rc);
         goto out;
     }
     ag_res_ok(res, 200,
@@ -657,7 +651,7 @@ static void change(ag_http_req *req, ag_http_res *res, change_ctx *c)
 {
     int rc = ag_store_tx(g_msg.store, change_tx, c);
     if (rc < 0) {
-        internal_error(req, res, "message change failed", rc);
+        ag_res_internal(req, res, "message change failed", rc);
     } else if (c->gone && c->op != CHANGE_DELETE) {
         ag_res_error(res, 409, "MESSAGE_DELETED", "the message was deleted", NULL);
     } else {

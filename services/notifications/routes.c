@@ -32,12 +32,6 @@ int nt_auth_middleware(ag_http_req *req, ag_http_res *res, void *ud)
     return ag_auth_middleware(req, res, ud);
 }
 
-static void internal_error(ag_http_req *req, ag_http_res *res, const char *what, int rc)
-{
-    ag_error(what, AG_FERR(rc), AG_FS("requestId", ag_req_id(req)));
-    ag_res_error(res, 500, "INTERNAL", "internal error", NULL);
-}
-
 /* The caller, recorded in the projection when new. */
 static const ag_caller *caller(ag_http_req *req, ag_http_res *res, ag_db **db)
 {
@@ -46,7 +40,7 @@ static const ag_caller *caller(ag_http_req *req, ag_http_res *res, ag_db **db)
     int rc = ag_store_db(g_nt.store, db);
     if (rc == 0) rc = nt_user_learn(*db, me->id, me->email, me->role);
     if (rc < 0) {
-        internal_error(req, res, "store unavailable", rc);
+        ag_res_internal(req, res, "store unavailable", rc);
         return NULL;
     }
     return me;
@@ -78,7 +72,7 @@ static void list(ag_http_req *req, ag_http_res *res, void *ud)
     int rc = nt_list(db, me->id, unread_only, page, limit, arr, &total, &unread);
     if (rc < 0) {
         json_decref(arr);
-        internal_error(req, res, "notification list failed", rc);
+        ag_res_internal(req, res, "notification list failed", rc);
         return;
     }
     ag_res_json(res, 200,
@@ -182,7 +176,7 @@ static void mark_read(ag_http_req *req, ag_http_res *res, void *ud)
     ag_free(c.ids);
     json_decref(body);
     if (rc < 0) {
-        internal_error(req, res, "mark read failed", rc);
+        ag_res_internal(req, res, "mark read failed", rc);
         return;
     }
     ag_res_ok(res, 200,
@@ -221,7 +215,7 @@ static void presence(ag_http_req *req, ag_http_res *res, void *ud)
     json_decref(ids);
     if (rc < 0) {
         json_decref(out);
-        internal_error(req, res, "presence read failed", rc);
+        ag_res_internal(req, res, "presence read failed", rc);
         return;
     }
     ag_res_ok(res, 200, out);

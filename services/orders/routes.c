@@ -27,12 +27,6 @@
 
 /* ---- Helpers ------------------------------------------------------------------------------- */
 
-static void internal_error(ag_http_req *req, ag_http_res *res, const char *what, int rc)
-{
-    ag_error(what, AG_FERR(rc), AG_FS("requestId", ag_req_id(req)));
-    ag_res_error(res, 500, "INTERNAL", "internal error", NULL);
-}
-
 static bool is_staff(const ag_caller *c)
 {
     return strcmp(c->role, "admin") == 0 || strcmp(c->role, "service") == 0;
@@ -76,7 +70,7 @@ static int load_for(ag_http_req *req, ag_http_res *res, const ag_caller *me, con
     if (rc == AG_ENOTFOUND)
         ag_res_error(res, 404, "NOT_FOUND", "no such order", NULL);
     else if (rc < 0)
-        internal_error(req, res, "order read failed", rc);
+        ag_res_internal(req, res, "order read failed", rc);
     return rc;
 }
 
@@ -98,7 +92,7 @@ static void answer_order(ag_http_req *req, ag_http_res *res, const char *id, int
     int rc = ag_store_db(g_ord.store, &db);
     if (rc == 0) rc = ord_order_get(db, id, &o);
     if (rc < 0) {
-        internal_error(req, res, "order read failed", rc);
+        ag_res_internal(req, res, "order read failed", rc);
         return;
     }
     char loc[96];
@@ -399,7 +393,7 @@ static void post_order(ag_http_req *req, ag_http_res *res, void *ud)
             ag_res_error(res, 409, "IDEMPOTENCY_CONFLICT",
                          "this Idempotency-Key was used for another request", NULL);
         } else if (rc < 0) {
-            internal_error(req, res, "idempotency read failed", rc);
+            ag_res_internal(req, res, "idempotency read failed", rc);
         } else {
             ag_res_header(res, "Idempotent-Replayed", "true");
             answer_order(req, res, existing, 201, wait_s);
@@ -449,7 +443,7 @@ static void post_order(ag_http_req *req, ag_http_res *res, void *ud)
         ag_res_error(res, 409, "IDEMPOTENCY_CONFLICT",
                      "this Idempotency-Key was used for another request", NULL);
     } else if (rc < 0) {
-        internal_error(req, res, "order placement failed", rc);
+        ag_res_internal(req, res, "order placement failed", rc);
     } else {
         ag_info("order placed", AG_FS("orderId", o.id), AG_FS("userId", me->id),
                 AG_FI("totalCents", o.total_cents), AG_FS("requestId", ag_req_id(req)));
@@ -511,7 +505,7 @@ static void list_orders(ag_http_req *req, ag_http_res *res, void *ud)
     int rc = ag_store_db(g_ord.store, &db);
     if (rc == 0) rc = ord_list(db, user, status, limit, (page - 1) * limit, &arr, &total);
     if (rc < 0) {
-        internal_error(req, res, "order list failed", rc);
+        ag_res_internal(req, res, "order list failed", rc);
         return;
     }
     ag_res_json(res, 200,
@@ -533,7 +527,7 @@ static void get_history(ag_http_req *req, ag_http_res *res, void *ud)
     int rc = ag_store_db(g_ord.store, &db);
     if (rc == 0) rc = ord_history_json(db, o.id, &events);
     if (rc < 0)
-        internal_error(req, res, "history read failed", rc);
+        ag_res_internal(req, res, "history read failed", rc);
     else
         ag_res_ok(res, 200, json_pack("{s:s, s:o}", "orderId", o.id, "events", events));
     ord_order_clear(&o);
@@ -554,7 +548,7 @@ static void get_saga(ag_http_req *req, ag_http_res *res, void *ud)
     if (rc == AG_ENOTFOUND) {
         ag_res_error(res, 404, "NOT_FOUND", "no saga for this order", NULL);
     } else if (rc < 0) {
-        internal_error(req, res, "saga read failed", rc);
+        ag_res_internal(req, res, "saga read failed", rc);
     } else {
         json_object_set_new(checkout, "cancellation", cancel ? cancel : json_null());
         ag_res_ok(res, 200, checkout);
@@ -637,7 +631,7 @@ static void post_cancel(ag_http_req *req, ag_http_res *res, void *ud)
     cancel_ctx c = {.id = o.id, .reason = reason, .actor = me->id};
     int rc = ag_store_tx(g_ord.store, cancel_tx, &c);
     if (rc < 0) {
-        internal_error(req, res, "cancel failed", rc);
+        ag_res_internal(req, res, "cancel failed", rc);
     } else if (c.outcome == 409) {
         char msg[96];
         snprintf(msg, sizeof msg, "the order is %s; it can no longer be cancelled", c.status);
@@ -705,7 +699,7 @@ static void put_status(ag_http_req *req, ag_http_res *res, void *ud)
         snprintf(msg, sizeof msg, "the order is %s; it cannot become %s", c.found, target);
         ag_res_error(res, 409, "INVALID_STATE", msg, NULL);
     } else if (rc < 0) {
-        internal_error(req, res, "status change failed", rc);
+        ag_res_internal(req, res, "status change failed", rc);
     } else {
         answer_order(req, res, o.id, 200, 0);
     }
@@ -725,7 +719,7 @@ static void post_rebuild(ag_http_req *req, ag_http_res *res, void *ud)
     int64_t checked = 0, changed = 0;
     int rc = ord_rebuild(g_ord.store, id, &checked, &changed);
     if (rc < 0) {
-        internal_error(req, res, "rebuild failed", rc);
+        ag_res_internal(req, res, "rebuild failed", rc);
         return;
     }
     ag_info("order projections rebuilt", AG_FI("checked", checked), AG_FI("changed", changed));

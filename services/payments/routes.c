@@ -35,13 +35,6 @@
 
 /* ---- Helpers ---------------------------------------------------------------------- */
 
-static void internal_error(ag_http_req *req, ag_http_res *res, const char *what, int rc)
-{
-    ag_error(what, AG_FERR(rc), AG_FS("requestId", ag_req_id(req)));
-    ag_res_error(res, 500, "INTERNAL", "internal error", NULL);
-}
-
-
 /* Ids we accept from callers: letters, digits, '-', '_', '.', ':'. */
 static bool id_ok(const char *s, size_t max)
 {
@@ -177,8 +170,7 @@ static void validate_method(ag_validator *v, json_t *pm, pay_method *m)
     const char *type = ag_v_str(v, pm, "type", AG_V_REQUIRED, 1, 16);
     if (!type) return;
     if (strcmp(type, "card") == 0) {
-        static const char *const allowed[] = {"type", "number", "expMonth", "expYear", "cvc",
-                                              NULL};
+        static const char *const allowed[] = {"type", "number", "expMonth", "expYear", "cvc", NULL};
         ag_v_only_fields(v, pm, "paymentMethod.", allowed);
         snprintf(m->type, sizeof m->type, "card");
         /* Never ag_v_str on the number with a length limit message that could
@@ -214,7 +206,8 @@ static void validate_method(ag_validator *v, json_t *pm, pay_method *m)
         if (!cvc)
             ag_v_fail(v, "paymentMethod.cvc", "paymentMethod.cvc is required");
         else if (!c || !all_digits(c, 3, 4))
-            ag_v_fail(v, "paymentMethod.cvc", "paymentMethod.cvc must be a string of 3 or 4 digits");
+            ag_v_fail(v, "paymentMethod.cvc",
+                      "paymentMethod.cvc must be a string of 3 or 4 digits");
     } else if (strcmp(type, "wallet") == 0) {
         static const char *const allowed[] = {"type", "walletId", NULL};
         ag_v_only_fields(v, pm, "paymentMethod.", allowed);
@@ -277,8 +270,8 @@ static bool parse_charge(ag_http_req *req, ag_http_res *res, charge_req *c, json
     json_t *body;
     *body_out = NULL;
     if (ag_req_json(req, res, &body) < 0) return false;
-    static const char *const allowed[] = {"orderId", "amountCents", "currency", "paymentMethod",
-                                          "userId", NULL};
+    static const char *const allowed[] = {"orderId",       "amountCents", "currency",
+                                          "paymentMethod", "userId",      NULL};
     ag_validator v;
     ag_v_init(&v);
     memset(c, 0, sizeof *c);
@@ -299,7 +292,8 @@ static bool parse_charge(ag_http_req *req, ag_http_res *res, charge_req *c, json
             for (int i = 0; i < 3; i++)
                 if (cur[i] < 'A' || cur[i] > 'Z') ok = false;
             if (!ok)
-                ag_v_fail(&v, "currency", "currency must be an ISO 4217 code (3 upper-case letters)");
+                ag_v_fail(&v, "currency",
+                          "currency must be an ISO 4217 code (3 upper-case letters)");
             else
                 snprintf(c->currency, sizeof c->currency, "%s", cur);
         }
@@ -342,7 +336,7 @@ static void post_payment(ag_http_req *req, ag_http_res *res, void *ud)
         goto done;
     }
     if (rc != AG_ENOTFOUND) {
-        internal_error(req, res, "payment lookup failed", rc);
+        ag_res_internal(req, res, "payment lookup failed", rc);
         goto done;
     }
     const pay_provider *prov = pay_provider_for(c.m.type);
@@ -359,8 +353,8 @@ static void post_payment(ag_http_req *req, ag_http_res *res, void *ud)
     if (rc < 0) {
         ag_warn("provider failed; nothing recorded", AG_FS("orderId", c.order_id),
                 AG_FS("provider", prov->name()), AG_FERR(rc), AG_FS("requestId", ag_req_id(req)));
-        ag_res_error(res, 502, "PROVIDER_ERROR",
-                     "the payment provider failed; nothing was charged", NULL);
+        ag_res_error(res, 502, "PROVIDER_ERROR", "the payment provider failed; nothing was charged",
+                     NULL);
         goto done;
     }
     memset(&p, 0, sizeof p);
@@ -401,9 +395,9 @@ static void post_payment(ag_http_req *req, ag_http_res *res, void *ud)
         goto done;
     }
     ag_info("payment recorded", AG_FS("paymentId", p.id), AG_FS("orderId", p.order_id),
-            AG_FS("status", p.status), AG_FS("method", p.method_type),
-            AG_FS("brand", p.card_brand), AG_FS("last4", p.card_last4),
-            AG_FS("failureCode", p.failure_code), AG_FI("amountCents", p.amount_cents));
+            AG_FS("status", p.status), AG_FS("method", p.method_type), AG_FS("brand", p.card_brand),
+            AG_FS("last4", p.card_last4), AG_FS("failureCode", p.failure_code),
+            AG_FI("amountCents", p.amount_cents));
     ag_res_ok(res, 201, payment_json(&p));
 done:
     busy_give(c.order_id);
@@ -439,10 +433,10 @@ static int refund_tx(ag_db *db, void *ud)
     payment after;
     rc = payment_get(db, c->p->id, &after);
     if (rc < 0) return rc;
-    json_t *ans = json_pack("{s:s, s:s, s:s, s:I, s:s, s:s, s:o}", "id", c->id, "paymentId",
-                            after.id, "orderId", after.order_id, "amountCents",
-                            (json_int_t)c->cents, "currency", after.currency, "createdAt",
-                            c->created_at, "payment", payment_json(&after));
+    json_t *ans =
+        json_pack("{s:s, s:s, s:s, s:I, s:s, s:s, s:o}", "id", c->id, "paymentId", after.id,
+                  "orderId", after.order_id, "amountCents", (json_int_t)c->cents, "currency",
+                  after.currency, "createdAt", c->created_at, "payment", payment_json(&after));
     c->response = json_dumps(ans, JSON_COMPACT);
     json_decref(ans);
     rc = refund_insert(db, c->id, after.id, c->cents, c->requested, c->key, c->provider_ref,
@@ -508,7 +502,7 @@ static void post_refund(ag_http_req *req, ag_http_res *res, void *ud)
         goto done;
     }
     if (rc < 0) {
-        internal_error(req, res, "payment lookup failed", rc);
+        ag_res_internal(req, res, "payment lookup failed", rc);
         goto done;
     }
     if (key) {
@@ -525,7 +519,7 @@ static void post_refund(ag_http_req *req, ag_http_res *res, void *ud)
             goto done;
         }
         if (rc != AG_ENOTFOUND) {
-            internal_error(req, res, "refund lookup failed", rc);
+            ag_res_internal(req, res, "refund lookup failed", rc);
             goto done;
         }
     }
@@ -576,7 +570,7 @@ static void post_refund(ag_http_req *req, ag_http_res *res, void *ud)
         ag_res_error(res, 409, "REFUND_EXCEEDS_CHARGE",
                      "the refund exceeds what is left of the charge", NULL);
     } else {
-        internal_error(req, res, "refund not recorded", rc);
+        ag_res_internal(req, res, "refund not recorded", rc);
     }
     ag_free(c.response);
 done:
@@ -610,11 +604,10 @@ static void get_payment(ag_http_req *req, ag_http_res *res, void *ud)
     if (rc == AG_ENOTFOUND)
         ag_res_error(res, 404, "NOT_FOUND", "no such payment", NULL);
     else if (rc < 0)
-        internal_error(req, res, "payment read failed", rc);
+        ag_res_internal(req, res, "payment read failed", rc);
     else
         ag_res_ok(res, 200, payment_json(&p));
 }
-
 
 static void list_payments(ag_http_req *req, ag_http_res *res, void *ud)
 {
@@ -639,13 +632,13 @@ static void list_payments(ag_http_req *req, ag_http_res *res, void *ud)
     int rc = ag_store_db(g_pay.store, &db);
     if (rc == 0) rc = payments_list(db, order, limit, (page - 1) * limit, &arr, &total);
     if (rc < 0) {
-        internal_error(req, res, "payment list failed", rc);
+        ag_res_internal(req, res, "payment list failed", rc);
         return;
     }
-    json_t *body = json_pack(
-        "{s:b, s:o, s:{s:I, s:I, s:I, s:I}}", "success", 1, "data", arr, "pagination", "page",
-        (json_int_t)page, "limit", (json_int_t)limit, "total", (json_int_t)total, "pages",
-        (json_int_t)((total + limit - 1) / limit));
+    json_t *body =
+        json_pack("{s:b, s:o, s:{s:I, s:I, s:I, s:I}}", "success", 1, "data", arr, "pagination",
+                  "page", (json_int_t)page, "limit", (json_int_t)limit, "total", (json_int_t)total,
+                  "pages", (json_int_t)((total + limit - 1) / limit));
     ag_res_json(res, 200, body);
 }
 

@@ -32,12 +32,6 @@
 
 /* ---- Helpers ------------------------------------------------------------------------------ */
 
-static void internal_error(ag_http_req *req, ag_http_res *res, const char *what, int rc)
-{
-    ag_error(what, AG_FERR(rc), AG_FS("requestId", ag_req_id(req)));
-    ag_res_error(res, 500, "INTERNAL", "internal error", NULL);
-}
-
 static bool is_admin(const ag_caller *me)
 {
     return strcmp(me->role, "admin") == 0;
@@ -196,7 +190,7 @@ static int answer_room(ag_db *db, op *c)
 static void finish(ag_http_req *req, ag_http_res *res, op *c, int rc, const char *what, int status)
 {
     if (rc < 0)
-        internal_error(req, res, what, rc);
+        ag_res_internal(req, res, what, rc);
     else if (c->code)
         ag_res_error(res, c->status, c->code, c->msg, NULL);
     else
@@ -257,7 +251,7 @@ static void post_room(ag_http_req *req, ag_http_res *res, void *ud)
     json_decref(body);
     int rc = ag_store_tx(g_rooms.store, create_tx, &c);
     if (rc < 0)
-        internal_error(req, res, "room create failed", rc);
+        ag_res_internal(req, res, "room create failed", rc);
     else
         ag_res_ok(res, 201, json_incref(c.answer));
     json_decref(c.answer);
@@ -292,7 +286,7 @@ static void list_rooms(ag_http_req *req, ag_http_res *res, void *ud)
     if (rc == 0) rc = rooms_list(db, &f, arr, &total);
     if (rc < 0) {
         json_decref(arr);
-        internal_error(req, res, "room list failed", rc);
+        ag_res_internal(req, res, "room list failed", rc);
         return;
     }
     answer_page(res, arr, f.page, f.limit, total);
@@ -312,7 +306,7 @@ static void get_room(ag_http_req *req, ag_http_res *res, void *ud)
     if (rc == AG_ENOTFOUND || (rc == 0 && !visible(&r, me)))
         ag_res_error(res, 404, "ROOM_NOT_FOUND", "no such room", NULL);
     else if (rc < 0)
-        internal_error(req, res, "room read failed", rc);
+        ag_res_internal(req, res, "room read failed", rc);
     else
         ag_res_ok(res, 200, rooms_room_json(&r));
 }
@@ -521,7 +515,7 @@ static void list_members(ag_http_req *req, ag_http_res *res, void *ud)
     if (rc == 0) rc = rooms_members_list(db, id, page, limit, arr, &total);
     if (rc < 0) {
         json_decref(arr);
-        internal_error(req, res, "member list failed", rc);
+        ag_res_internal(req, res, "member list failed", rc);
         return;
     }
     answer_page(res, arr, page, limit, total);
@@ -560,7 +554,7 @@ static void get_member(ag_http_req *req, ag_http_res *res, void *ud)
     if (rc == AG_ENOTFOUND) {
         ag_res_error(res, 404, "MEMBER_NOT_FOUND", "no such member", NULL);
     } else if (rc < 0) {
-        internal_error(req, res, "member read failed", rc);
+        ag_res_internal(req, res, "member read failed", rc);
     } else {
         json_t *j = rooms_member_json(&m);
         json_object_set_new(j, "version", json_integer(r.version));

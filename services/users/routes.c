@@ -14,15 +14,10 @@
 
 /* ---- Helpers ---------------------------------------------------------------------- */
 
-static void internal_error(ag_http_req *req, ag_http_res *res, const char *what, int rc)
-{
-    ag_error(what, AG_FERR(rc), AG_FS("requestId", ag_req_id(req)));
-    ag_res_error(res, 500, "INTERNAL", "internal error", NULL);
-}
-
 static void lower(char *s)
 {
-    for (; *s; s++) *s = (char)tolower((unsigned char)*s);
+    for (; *s; s++)
+        *s = (char)tolower((unsigned char)*s);
 }
 
 static bool username_ok(const char *s)
@@ -125,7 +120,7 @@ static void post_register(ag_http_req *req, ag_http_res *res, void *ud)
     int rc = ag_password_hash(password, hash);
     json_decref(body);
     if (rc < 0) {
-        internal_error(req, res, "password hash failed", rc);
+        ag_res_internal(req, res, "password hash failed", rc);
         return;
     }
     c.hash = hash;
@@ -139,13 +134,13 @@ static void post_register(ag_http_req *req, ag_http_res *res, void *ud)
         return;
     }
     if (rc < 0) {
-        internal_error(req, res, "register failed", rc);
+        ag_res_internal(req, res, "register failed", rc);
         return;
     }
     char *token;
     rc = access_token(&c.u, &token);
     if (rc < 0) {
-        internal_error(req, res, "token signing failed", rc);
+        ag_res_internal(req, res, "token signing failed", rc);
         return;
     }
     ag_res_ok(res, 201, session_json(&c.u, token, refresh));
@@ -198,7 +193,7 @@ static void post_login(ag_http_req *req, ag_http_res *res, void *ud)
     if (rc == 0) rc = users_get_by_email(db, mail, &c.u, hash, sizeof hash);
     if (rc < 0 && rc != AG_ENOTFOUND) {
         json_decref(body);
-        internal_error(req, res, "login lookup failed", rc);
+        ag_res_internal(req, res, "login lookup failed", rc);
         return;
     }
     /* The same work for an unknown email as for a wrong password. */
@@ -215,12 +210,12 @@ static void post_login(ag_http_req *req, ag_http_res *res, void *ud)
     hash_token(refresh, c.refresh_hash);
     rc = ag_store_tx(g_users.store, login_tx, &c);
     if (rc < 0) {
-        internal_error(req, res, "login failed", rc);
+        ag_res_internal(req, res, "login failed", rc);
         return;
     }
     char *token;
     if ((rc = access_token(&c.u, &token)) < 0) {
-        internal_error(req, res, "token signing failed", rc);
+        ag_res_internal(req, res, "token signing failed", rc);
         return;
     }
     ag_res_ok(res, 200, session_json(&c.u, token, refresh));
@@ -265,12 +260,12 @@ static void post_refresh(ag_http_req *req, ag_http_res *res, void *ud)
         return;
     }
     if (rc < 0) {
-        internal_error(req, res, "refresh failed", rc);
+        ag_res_internal(req, res, "refresh failed", rc);
         return;
     }
     char *token;
     if ((rc = access_token(&c.u, &token)) < 0) {
-        internal_error(req, res, "token signing failed", rc);
+        ag_res_internal(req, res, "token signing failed", rc);
         return;
     }
     ag_res_ok(res, 200, session_json(&c.u, token, refresh));
@@ -303,7 +298,7 @@ static void post_logout(ag_http_req *req, ag_http_res *res, void *ud)
     }
     if (rc == 0) rc = ag_store_tx(g_users.store, logout_tx, &c);
     if (rc < 0) {
-        internal_error(req, res, "logout failed", rc);
+        ag_res_internal(req, res, "logout failed", rc);
         return;
     }
     ag_res_status(res, 204);
@@ -330,8 +325,9 @@ static void post_verify(ag_http_req *req, ag_http_res *res, void *ud)
         ag_res_error(res, 401, "INVALID_TOKEN", rc == AG_ENOTFOUND ? "unknown key" : why, NULL);
         return;
     }
-    ag_res_ok(res, 200, json_pack("{s:b, s:{s:s, s:s, s:s}, s:I}", "valid", 1, "user", "id", c.sub,
-                                  "email", c.email, "role", c.role, "exp", (json_int_t)c.exp));
+    ag_res_ok(res, 200,
+              json_pack("{s:b, s:{s:s, s:s, s:s}, s:I}", "valid", 1, "user", "id", c.sub, "email",
+                        c.email, "role", c.role, "exp", (json_int_t)c.exp));
 }
 
 static void get_jwks(ag_http_req *req, ag_http_res *res, void *ud)
@@ -370,11 +366,12 @@ static void post_token(ag_http_req *req, ag_http_res *res, void *ud)
     snprintf(u.role, sizeof u.role, "service");
     char *token;
     if ((rc = access_token(&u, &token)) < 0) {
-        internal_error(req, res, "token signing failed", rc);
+        ag_res_internal(req, res, "token signing failed", rc);
         return;
     }
-    ag_res_ok(res, 200, json_pack("{s:s, s:s, s:I}", "token", token, "tokenType", "Bearer",
-                                  "expiresIn", (json_int_t)g_users.access_ttl_s));
+    ag_res_ok(res, 200,
+              json_pack("{s:s, s:s, s:I}", "token", token, "tokenType", "Bearer", "expiresIn",
+                        (json_int_t)g_users.access_ttl_s));
     ag_free(token);
 }
 
@@ -393,7 +390,7 @@ static void get_me(ag_http_req *req, ag_http_res *res, void *ud)
         return;
     }
     if (rc < 0) {
-        internal_error(req, res, "get me failed", rc);
+        ag_res_internal(req, res, "get me failed", rc);
         return;
     }
     ag_res_ok(res, 200, user_json(&u, true));
@@ -410,7 +407,7 @@ static void get_user(ag_http_req *req, ag_http_res *res, void *ud)
         return;
     }
     if (rc < 0) {
-        internal_error(req, res, "get user failed", rc);
+        ag_res_internal(req, res, "get user failed", rc);
         return;
     }
     const ag_caller *me = ag_auth_caller(req);
@@ -484,7 +481,7 @@ static void put_user(ag_http_req *req, ag_http_res *res, void *ud)
         return;
     }
     if (rc < 0) {
-        internal_error(req, res, "update failed", rc);
+        ag_res_internal(req, res, "update failed", rc);
         return;
     }
     ag_res_ok(res, 200, user_json(&c.u, true));
@@ -535,7 +532,7 @@ static void put_password(ag_http_req *req, ag_http_res *res, void *ud)
     password_ctx c = {me->id, new_hash};
     if (rc == 0) rc = ag_store_tx(g_users.store, password_tx, &c);
     if (rc < 0) {
-        internal_error(req, res, "password change failed", rc);
+        ag_res_internal(req, res, "password change failed", rc);
         return;
     }
     ag_res_status(res, 204);
@@ -568,14 +565,14 @@ static void delete_user(ag_http_req *req, ag_http_res *res, void *ud)
         return;
     }
     if (rc < 0) {
-        internal_error(req, res, "delete failed", rc);
+        ag_res_internal(req, res, "delete failed", rc);
         return;
     }
     ag_res_status(res, 204);
 }
 
-static int64_t query_int(ag_http_req *req, const char *name, int64_t def, int64_t min,
-                         int64_t max, bool *bad)
+static int64_t query_int(ag_http_req *req, const char *name, int64_t def, int64_t min, int64_t max,
+                         bool *bad)
 {
     const char *s = ag_req_query(req, name);
     if (!s) return def;
@@ -606,13 +603,13 @@ static void list_users(ag_http_req *req, ag_http_res *res, void *ud)
     if (rc == 0) rc = users_list(db, page, limit, arr);
     if (rc < 0) {
         json_decref(arr);
-        internal_error(req, res, "list failed", rc);
+        ag_res_internal(req, res, "list failed", rc);
         return;
     }
-    json_t *env = json_pack("{s:b, s:o, s:{s:I, s:I, s:I, s:I}}", "success", 1, "data", arr,
-                            "pagination", "page", (json_int_t)page, "limit", (json_int_t)limit,
-                            "total", (json_int_t)total, "pages",
-                            (json_int_t)((total + limit - 1) / limit));
+    json_t *env =
+        json_pack("{s:b, s:o, s:{s:I, s:I, s:I, s:I}}", "success", 1, "data", arr, "pagination",
+                  "page", (json_int_t)page, "limit", (json_int_t)limit, "total", (json_int_t)total,
+                  "pages", (json_int_t)((total + limit - 1) / limit));
     ag_res_json(res, 200, env);
 }
 
@@ -625,7 +622,7 @@ static void rotate_keys(ag_http_req *req, ag_http_res *res, void *ud)
     if (rc == 0) rc = ag_store_db(g_users.store, &db);
     if (rc == 0) rc = keys_save(db, g_users.keys, kid);
     if (rc < 0) {
-        internal_error(req, res, "key rotation failed", rc);
+        ag_res_internal(req, res, "key rotation failed", rc);
         return;
     }
     ag_info("signing key rotated", AG_FS("kid", kid));

@@ -6,14 +6,15 @@
 #include <string.h>
 
 #include "agora/json.h"
+#include "agora/log.h"
 
 int ag_req_json(ag_http_req *req, ag_http_res *res, json_t **out)
 {
     size_t len;
     const char *body = ag_req_body(req, &len);
     if (!ag_req_is_content_type(req, "application/json")) {
-        ag_res_error(res, 415, "UNSUPPORTED_MEDIA_TYPE", "the request body must be application/json",
-                     NULL);
+        ag_res_error(res, 415, "UNSUPPORTED_MEDIA_TYPE",
+                     "the request body must be application/json", NULL);
         return AG_EINVAL;
     }
     if (len == 0) {
@@ -177,14 +178,20 @@ const char *ag_v_email(ag_validator *v, json_t *obj, const char *field, unsigned
     const char *s = ag_v_str(v, obj, field, flags, 3, 254);
     if (!s) return NULL;
     const char *at = strchr(s, '@');
-    bool ok = at && at != s && !strchr(at + 1, '@') && strchr(at + 1, '.') &&
-              at[1] != '.' && s[strlen(s) - 1] != '.' && !strpbrk(s, " \t\r\n\"<>(),;:\\[]");
+    bool ok = at && at != s && !strchr(at + 1, '@') && strchr(at + 1, '.') && at[1] != '.' &&
+              s[strlen(s) - 1] != '.' && !strpbrk(s, " \t\r\n\"<>(),;:\\[]");
     if (!ok) {
         if (json_array_size(v->details) == before)
             ag_v_fail(v, field, "%s must be a valid e-mail address", field);
         return NULL;
     }
     return s;
+}
+
+void ag_res_internal(ag_http_req *req, ag_http_res *res, const char *what, int rc)
+{
+    ag_error(what, AG_FERR(rc), AG_FS("requestId", ag_req_id(req)));
+    ag_res_error(res, 500, "INTERNAL", "internal error", NULL);
 }
 
 void ag_res_validation(ag_http_res *res, ag_validator *v)
@@ -195,12 +202,12 @@ void ag_res_validation(ag_http_res *res, ag_validator *v)
                  details);
 }
 
-void ag_v_only_fields(ag_validator *v, json_t *obj, const char *prefix,
-                      const char *const *allowed)
+void ag_v_only_fields(ag_validator *v, json_t *obj, const char *prefix, const char *const *allowed)
 {
     const char *key;
     json_t *val;
-    json_object_foreach(obj, key, val) {
+    json_object_foreach(obj, key, val)
+    {
         bool ok = false;
         for (const char *const *a = allowed; *a && !ok; a++)
             ok = strcmp(key, *a) == 0;
