@@ -279,7 +279,7 @@ async function openRoom(pane, roomId, env) {
   // --- header, members, invite -----------------------------------------------------------
   const inviteInput = h('input', { name: 'who', required: true, autocomplete: 'off', placeholder: 'username or email' });
   const inviteForm = onSubmit(h('form', { class: 'inline-form', 'aria-label': 'Invite someone' },
-    field('Invite', inviteInput), h('button', { type: 'submit', class: 'small' }, 'Invite')), async (fd) => {
+    field('Invite by username or email', inviteInput), h('button', { type: 'submit', class: 'small' }, 'Invite')), async (fd) => {
     const who = fd.get('who').trim();
     if (!who) throw new Error('Type a username or an email address.');
     const u = await findUser(who);

@@ -1,0 +1,518 @@
+// The browser scenarios of web/ (issue 13), run by run.py against a whole
+// system behind agora-gateway. Each scenario drives Debian's chromium
+// through playwright-core as a person would (clicks, typing, the keyboard)
+// and asserts what the page shows. Screenshots of every page at desktop
+// (1280×800) and phone (390×844) width go to AGORA_E2E_SHOTS.
+//
+//   node main.mjs [scenario ...]     (default: all, in order)
+//
+// Exit status 0 only when every scenario passed; a browser that cannot
+// start is a failure with the reason, never a skip.
+import { chromium } from 'playwright-core';
+import fs from 'node:fs';
+import path from 'node:path';
+
+const URL = need('AGORA_E2E_URL');
+const SHOTS = need('AGORA_E2E_SHOTS');
+const CHROMIUM = process.env.AGORA_E2E_CHROMIUM || '/usr/bin/chromium';
+const ADMIN = { email: need('AGORA_E2E_ADMIN_EMAIL'), password: need('AGORA_E2E_ADMIN_PASSWORD') };
+const SERVICES = (process.env.AGORA_E2E_SERVICES || '').split(',').filter(Boolean);
+const SCALE = Number(process.env.AGORA_E2E_SCALE || '1');
+const T = (ms) => Math.round(ms * SCALE);
+const DESKTOP = { width: 1280, height: 800 };
+const PHONE = { width: 390, height: 844 };
+const FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+  '--disable-background-networking', '--disable-component-update', '--disable-sync',
+  '--disable-dev-shm-usage'];
+
+function need(name) {
+  const v = process.env[name];
+  if (!v) {
+    console.error(`e2e: ${name} is not set (run.py sets it)`);
+    process.exit(2);
+  }
+  return v;
+}
+
+function check(cond, msg) {
+  if (!cond) throw new Error(msg);
+}
+
+const tag = () => Math.random().toString(36).slice(2, 8);
+const log = (msg) => console.log('e2e: ' + msg);
+
+// --- the browser ---------------------------------------------------------------------------
+
+let browser;
+try {
+  // Playwright gives every launch a fresh, empty profile directory of its
+  // own (it refuses a --user-data-dir flag), which is what chromium needs here.
+  browser = await chromium.launch({ executablePath: CHROMIUM, args: FLAGS, timeout: T(60000) });
+} catch (err) {
+  console.error(`e2e: FAIL: chromium (${CHROMIUM}) could not start: ${err.message.split('\n')[0]}`);
+  process.exit(1);
+}
+log(`chromium ${browser.version()} started`);
+
+async function person(viewport = DESKTOP) {
+  const context = await browser.newContext({ viewport, acceptDownloads: true });
+  context.setDefaultTimeout(T(15000));
+  const page = await context.newPage();
+  page.errors = [];
+  page.on('pageerror', (e) => page.errors.push(e.message));
+  page.on('console', (m) => { if (m.type() === 'error' && !/status of (4\d\d|503)/.test(m.text())) page.errors.push('console: ' + m.text()); });
+  return { context, page };
+}
+
+fs.mkdirSync(SHOTS, { recursive: true });
+const shotsTaken = [];
+// Both widths of the page as it is now; the phone shot after a re-layout.
+async function shoot(page, name) {
+  const vp = page.viewportSize();
+  await page.setViewportSize(DESKTOP);
+  await page.waitForTimeout(150);
+  await page.screenshot({ path: path.join(SHOTS, `${name}-desktop.png`), fullPage: true });
+  await page.setViewportSize(PHONE);
+  await page.waitForTimeout(250);
+  await page.screenshot({ path: path.join(SHOTS, `${name}-phone.png`), fullPage: true });
+  // Nothing wider than the phone: no sideways scrolling of the page itself.
+  const wide = await page.evaluate(() => document.documentElement.scrollWidth);
+  check(wide <= PHONE.width + 1, `${name}: the page is ${wide} px wide at phone width (wider than ${PHONE.width})`);
+  await page.setViewportSize(vp);
+  shotsTaken.push(name);
+}
+
+async function go(page, hash) {
+  await page.goto(URL + '/' + hash);
+  await page.locator('main .page-title').first().waitFor();
+}
+
+async function register(page, name) {
+  const username = `${name}_${tag()}`;
+  await go(page, '#/register');
+  await page.getByLabel('Username').fill(username);
+  await page.getByLabel('Email').fill(`${username}@example.com`);
+  await page.getByLabel('Password').fill('password-123');
+  await page.getByRole('button', { name: 'Create account' }).click();
+  await page.locator('#whoami', { hasText: username }).waitFor();
+  return { username, email: `${username}@example.com`, password: 'password-123' };
+}
+
+async function signIn(page, email, password) {
+  await go(page, '#/signin');
+  await page.getByLabel('Email').fill(email);
+  await page.getByLabel('Password').fill(password);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.locator('#whoami').waitFor();
+}
+
+async function search(page, words) {
+  await go(page, '#/');
+  await page.getByRole('searchbox', { name: 'Search' }).fill(words);
+  await page.getByRole('button', { name: 'Search', exact: true }).click();
+  await page.locator('main [role=status]', { hasText: `for “${words}”` }).waitFor();
+}
+
+async function addFromResults(page, product) {
+  const card = page.locator(`li.product[data-product="${product}"]`);
+  await card.getByRole('button', { name: `Add ${product} to the cart` }).click();
+  await card.getByText('Added to the cart').waitFor();
+}
+
+async function checkout(page, cardNumber) {
+  await go(page, '#/checkout');
+  await page.getByLabel('Address', { exact: true }).fill('12 St James\'s Square');
+  await page.getByLabel('City').fill('London');
+  await page.getByLabel('Postal code').fill('SW1Y 4JH');
+  await page.getByLabel('Country').selectOption('GB');
+  await page.getByLabel('Card number').fill(cardNumber);
+  await page.getByLabel('CVC').fill('123');
+  await page.getByRole('button', { name: 'Place order' }).click();
+  await page.waitForURL(/#\/orders\/[^/]+$/);
+  await page.locator('#order-status-value').waitFor();
+  // Marks this document: a reload would lose it.
+  await page.evaluate(() => { window.__agoraNoReload = true; });
+}
+
+// A chat message by its own text (not a reply quoting it).
+function msg(page, text) {
+  return page.locator('#messages li.msg').filter({ has: page.locator('.content', { hasText: text }) });
+}
+
+async function openNewRoom(page) {
+  const summary = page.locator('summary', { hasText: 'New room' });
+  await summary.waitFor();
+  if (!(await page.getByLabel('Room name').isVisible())) await summary.click();
+}
+
+async function stillSameDocument(page) {
+  check(await page.evaluate(() => window.__agoraNoReload === true), 'the page was reloaded');
+}
+
+// --- scenarios -----------------------------------------------------------------------------
+
+const shared = {};
+
+const scenarios = {
+  async guest() {
+    const { page, context } = await person();
+    await go(page, '#/');
+    check(await page.locator('li.product').count() > 0, 'the catalogue shows no product');
+    await shoot(page, 'shop');
+    await page.getByLabel('Sort by').selectOption('price');
+    await page.getByLabel('In stock only').check();
+    await page.getByRole('button', { name: 'Search', exact: true }).click();
+    await page.waitForURL(/sort=price/);
+    await page.locator('main [role=status]').waitFor();
+    const prices = await page.locator('li.product .price').allInnerTexts();
+    const cents = prices.map((p) => Number(p.replace(/[^0-9.]/g, '')));
+    check(cents.length > 1 && cents.every((v, i) => i === 0 || v >= cents[i - 1]), `sorted by price, got ${prices.join(', ')}`);
+    check(await page.getByText('Out of stock', { exact: true }).count() === 0, 'in stock only still shows products out of stock');
+    await page.getByRole('link', { name: 'Next page' }).click();
+    await page.locator('main [role=status]', { hasText: 'page 2 of' }).waitFor();
+    await page.getByLabel('Category').selectOption('books');
+    await page.getByRole('button', { name: 'Search', exact: true }).click();
+    await page.locator('main [role=status]', { hasText: 'product' }).waitFor();
+    const cats = await page.locator('li.product .muted.small').allInnerTexts();
+    check(cats.length > 0 && cats.every((c) => c === 'books'), `category filter: ${cats.join(', ')}`);
+    // A product page, and reviews need a sign-in.
+    await page.locator('li.product h3 a').first().click();
+    await page.getByRole('heading', { name: 'Reviews' }).waitFor();
+    await page.getByText('to write a review').waitFor();
+    // Pages that need an account say so.
+    await go(page, '#/cart');
+    await page.getByText('to see this page').waitFor();
+    await go(page, '#/signin');
+    await shoot(page, 'signin');
+    await page.getByLabel('Email').fill('nobody@example.com');
+    await page.getByLabel('Password').fill('wrong-password');
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.locator('[role=alert]', { hasText: /invalid|credential|password/i }).waitFor();
+    await go(page, '#/register');
+    await shoot(page, 'register');
+    await go(page, '#/nowhere');
+    await page.getByRole('heading', { name: 'Page not found' }).waitFor();
+    check(!page.errors.length, 'errors on the page: ' + page.errors.join('; '));
+    await context.close();
+  },
+
+  async checkout() {
+    const { page, context } = await person();
+    const me = await register(page, 'ada');
+    shared.customer = me;
+    await search(page, 'wireless');
+    await shoot(page, 'search');
+    await addFromResults(page, 'Aurora Wireless Headphones');
+    await addFromResults(page, 'Glide Wireless Mouse');
+    await search(page, 'coffee');
+    await addFromResults(page, 'Pour-Over Coffee Set');
+    await page.locator('#cart-count', { hasText: '3' }).waitFor();
+    // The cart: one line removed, one quantity changed.
+    await page.getByRole('link', { name: /^Cart/ }).click();
+    await page.locator('table.cart tbody tr').nth(2).waitFor();
+    await page.getByRole('button', { name: 'Remove Pour-Over Coffee Set' }).click();
+    await page.locator('tr[data-product="Pour-Over Coffee Set"]').waitFor({ state: 'detached' });
+    const qty = page.getByLabel('Quantity of Glide Wireless Mouse');
+    await qty.fill('2');
+    await qty.press('Tab');
+    await page.locator('#cart-total', { hasText: '(3 items)' }).waitFor();
+    await page.locator('#cart-total', { hasText: '$189.97' }).waitFor();
+    check(await page.locator('table.cart tbody tr').count() === 2, 'the cart should have two lines');
+    await shoot(page, 'cart');
+    await go(page, '#/checkout');
+    await shoot(page, 'checkout');
+    await checkout(page, '4242 4242 4242 4242');
+    await page.locator('#order-status-value', { hasText: 'CONFIRMED' }).waitFor({ timeout: T(30000) });
+    await stillSameDocument(page);
+    await page.getByText('Paid and confirmed').waitFor();
+    await page.locator('.timeline', { hasText: 'OrderConfirmed' }).waitFor();
+    shared.confirmedOrder = page.url().split('/').pop();
+    await shoot(page, 'order-confirmed');
+    // The confirmation arrived as a notification too: badge, list, mark read.
+    await page.locator('#notif-count').waitFor();
+    await page.getByRole('link', { name: /^Notifications/ }).click();
+    await page.locator('li[data-type="order.confirmed"]').first().waitFor();
+    await shoot(page, 'notifications');
+    const before = Number(await page.locator('#notif-count').innerText());
+    await page.locator('li[data-type="order.confirmed"]').getByRole('button', { name: /Mark .* read/ }).click();
+    await page.waitForFunction((n) => {
+      const b = document.getElementById('notif-count');
+      return b.hidden ? n === 1 : Number(b.textContent) === n - 1;
+    }, before);
+    await page.getByRole('button', { name: 'Mark all read' }).click();
+    await page.locator('#notif-summary', { hasText: 'All read.' }).waitFor();
+    check(await page.locator('#notif-count').isHidden(), 'the unread badge stays after mark all read');
+    // The order list.
+    await page.getByRole('link', { name: 'Orders', exact: true }).click();
+    await page.locator('main table tbody tr').first().waitFor();
+    await page.locator('main table tbody tr', { hasText: 'CONFIRMED' }).first().waitFor();
+    await shoot(page, 'orders');
+    // A review, now that the person is signed in.
+    await search(page, 'wireless');
+    await page.getByRole('link', { name: 'Aurora Wireless Headphones' }).click();
+    await page.getByRole('heading', { name: 'Write a review' }).waitFor();
+    await page.getByLabel('Rating').selectOption('4');
+    await page.getByLabel('Your review').fill('Comfortable, and the battery lasts.');
+    await page.getByRole('button', { name: 'Post review' }).click();
+    await page.locator('.reviews li', { hasText: 'Comfortable, and the battery lasts.' }).waitFor();
+    await page.locator('#product-rating', { hasText: 'Rated 4 out of 5' }).waitFor();
+    await shoot(page, 'product');
+    await page.getByRole('button', { name: 'Post review' }).click();
+    await page.locator('[role=alert]', { hasText: 'already reviewed' }).waitFor();
+    // Keyboard: the skip link comes first and lands on the content.
+    await page.keyboard.press('Tab');
+    await page.reload();
+    await page.locator('main .page-title').waitFor();
+    await page.keyboard.press('Tab');
+    check(await page.evaluate(() => document.activeElement && document.activeElement.id) === 'skip-link', 'the first Tab does not reach the skip link');
+    check(!page.errors.length, 'errors on the page: ' + page.errors.join('; '));
+    await context.close();
+  },
+
+  async declined() {
+    const { page, context } = await person();
+    await register(page, 'bea');
+    await search(page, 'skillet');
+    await addFromResults(page, 'Cast Iron Skillet');
+    await checkout(page, '4000 0000 0000 0002');
+    await page.locator('#order-status-value', { hasText: 'CANCELLED' }).waitFor({ timeout: T(30000) });
+    await stillSameDocument(page);
+    const text = await page.locator('#order-status-text').innerText();
+    check(/^Cancelled: .*declin/i.test(text), `the reason should be shown, got “${text}”`);
+    await shoot(page, 'order-cancelled');
+    // The cart was not emptied: the order did not go through.
+    await page.getByRole('link', { name: /^Cart/ }).click();
+    await page.locator('tr[data-product="Cast Iron Skillet"]').waitFor();
+    // Sign out: the header says so and the account pages ask for a sign-in.
+    await page.getByRole('button', { name: 'Sign out' }).click();
+    await page.getByRole('link', { name: 'Sign in' }).waitFor();
+    await go(page, '#/orders');
+    await page.getByText('to see this page').waitFor();
+    check(!page.errors.length, 'errors on the page: ' + page.errors.join('; '));
+    await context.close();
+  },
+
+  async ops() {
+    // A customer is told the console is for admins.
+    {
+      const { page, context } = await person();
+      await register(page, 'cat');
+      check(await page.getByRole('link', { name: 'Ops' }).isHidden(), 'a customer sees the Ops link');
+      await go(page, '#/ops');
+      await page.getByText('The ops console is for administrators').waitFor();
+      await context.close();
+    }
+    const { page, context } = await person();
+    await signIn(page, ADMIN.email, ADMIN.password);
+    await page.getByRole('link', { name: 'Ops' }).click();
+    await page.locator('#components tr[data-component="gateway"]').waitFor();
+    const rows = await page.locator('#components tbody tr').evaluateAll((trs) => trs.map((tr) => ({
+      name: tr.dataset.component, health: tr.dataset.health, text: tr.innerText })));
+    const expected = ['gateway', ...SERVICES];
+    for (const name of expected) {
+      const r = rows.find((x) => x.name === name);
+      check(r, `the ops console does not list ${name}`);
+      check(r.health === 'healthy', `${name} is “${r.health}”, not healthy: ${r.text}`);
+      check(/healthy/.test(r.text) && (name === 'gateway' || /closed/.test(r.text)), `${name}: row says ${r.text}`);
+    }
+    for (const r of rows) {
+      if (!expected.includes(r.name)) check(r.health === 'not running', `${r.name} is not started by this test but shows “${r.health}”`);
+    }
+    log(`ops: ${expected.length} components healthy; not started here: ${rows.filter((r) => !expected.includes(r.name)).map((r) => r.name).join(', ') || 'none'}`);
+    // Traffic after the second reading: numbers and charts.
+    await page.locator('#traffic tr[data-route="catalog"] svg.spark').first().waitFor({ timeout: T(15000) });
+    const cat = await page.locator('#traffic tr[data-route="catalog"]').innerText();
+    check(/catalog/.test(cat) && /\/api\/v1\/products/.test(cat), 'the traffic row of catalog: ' + cat);
+    await page.locator('#endpoints tr[data-route="/metrics"]').waitFor();
+    // Live: the next reading replaces the time stamp.
+    const t1 = await page.locator('#ops-updated').innerText();
+    await page.waitForFunction((t) => document.getElementById('ops-updated').innerText !== t, t1, { timeout: T(10000) });
+    // Sagas: the confirmed order of the checkout scenario with its steps.
+    const saga = shared.confirmedOrder
+      ? page.locator(`#sagas details[data-order="${shared.confirmedOrder}"]`)
+      : page.locator('#sagas details').first();
+    await saga.locator('summary').click();
+    await saga.locator('.steps li', { hasText: 'charge' }).waitFor();
+    const steps = await saga.locator('.steps li').allInnerTexts();
+    check(steps.length >= 3, 'saga steps: ' + steps.join(' | '));
+    await page.locator('#dlq-note', { hasText: 'Not available' }).waitFor();
+    await page.locator('#trace-note', { hasText: 'tracing does not exist' }).waitFor();
+    await shoot(page, 'ops');
+    check(!page.errors.length, 'errors on the page: ' + page.errors.join('; '));
+    await context.close();
+  },
+
+  async chat() {
+    for (const s of ['rooms', 'messages', 'notifications']) check(SERVICES.includes(s), `the chat needs agora-${s}, not started`);
+    const a = await person();
+    const b = await person();
+    const alice = await register(a.page, 'alice');
+    const bob = await register(b.page, 'bob');
+    // Alice: a private room, Bob invited by name.
+    await go(a.page, '#/chat');
+    await openNewRoom(a.page);
+    const roomName = 'plans ' + tag();
+    await a.page.getByLabel('Room name').fill(roomName);
+    await a.page.getByLabel('Private (invite only)').check();
+    await a.page.getByRole('button', { name: 'Create room' }).click();
+    await a.page.locator('#room-title', { hasText: roomName }).waitFor();
+    await a.page.getByRole('textbox', { name: 'Invite by username or email' }).fill(bob.username);
+    await a.page.getByRole('button', { name: 'Invite', exact: true }).click();
+    await a.page.locator(`#members li[data-name="${bob.username}"]`).waitFor();
+    // Bob finds the room in his list and opens it.
+    await go(b.page, '#/chat');
+    await b.page.locator('#my-rooms a', { hasText: roomName }).click();
+    await b.page.locator('#room-title', { hasText: roomName }).waitFor();
+    // Presence: Bob is online for Alice.
+    await a.page.locator(`#members li[data-name="${bob.username}"] .presence-online`).waitFor();
+    await b.page.locator(`#members li[data-name="${alice.username}"] .presence-online`).waitFor();
+    // A message arrives live.
+    await a.page.getByRole('textbox', { name: 'Message', exact: true }).fill('Hello Bob, lunch at noon?');
+    await a.page.getByRole('button', { name: 'Send' }).click();
+    const bobSees = msg(b.page, 'Hello Bob, lunch at noon?');
+    await bobSees.waitFor();
+    // Typing shows on the other side.
+    await b.page.getByRole('textbox', { name: 'Message', exact: true }).pressSequentially('Sure', { delay: 50 });
+    await a.page.locator('#typing', { hasText: `${bob.username} is typing` }).waitFor();
+    await b.page.getByRole('textbox', { name: 'Message', exact: true }).fill('');
+    // Bob replies to Alice's message (keyboard: Enter sends).
+    await bobSees.getByRole('button', { name: /^Reply to/ }).click();
+    await b.page.getByRole('textbox', { name: 'Message', exact: true }).fill('Yes, see you there');
+    await b.page.getByRole('textbox', { name: 'Message', exact: true }).press('Enter');
+    const reply = msg(a.page, 'Yes, see you there');
+    await reply.locator('.quote', { hasText: 'Hello Bob, lunch at noon?' }).waitFor();
+    // A reaction from Bob, seen by Alice.
+    await bobSees.getByRole('button', { name: 'React', exact: true }).click();
+    await bobSees.getByRole('button', { name: 'React with 👍' }).click();
+    const mine = msg(a.page, 'Hello Bob, lunch at noon?').first();
+    await mine.locator('.reaction', { hasText: '👍 1' }).waitFor();
+    // Alice edits her message; Bob sees the new text.
+    await mine.getByRole('button', { name: 'Edit' }).click();
+    await a.page.getByLabel('Edit your message').fill('Hello Bob, lunch at one?');
+    await a.page.getByRole('button', { name: 'Save' }).click();
+    await msg(b.page, 'Hello Bob, lunch at one?').locator('.edited').waitFor();
+    // Bob cannot edit Alice's message: no Edit button on it.
+    check(await msg(b.page, 'lunch at one?').first().getByRole('button', { name: 'Edit' }).count() === 0,
+      'Bob is offered to edit Alice\'s message');
+    // Alice sends and deletes a message; Bob sees the tombstone.
+    await a.page.getByRole('textbox', { name: 'Message', exact: true }).fill('oops, wrong room');
+    await a.page.getByRole('button', { name: 'Send' }).click();
+    const oops = msg(a.page, 'oops, wrong room');
+    await msg(b.page, 'oops, wrong room').waitFor();
+    await oops.getByRole('button', { name: 'Delete' }).click();
+    await oops.getByRole('button', { name: 'Confirm: delete this message' }).click();
+    await b.page.locator('#messages li.msg.deleted', { hasText: 'This message was deleted.' }).waitFor();
+    check(await msg(b.page, 'oops, wrong room').count() === 0, 'the deleted text is still shown to Bob');
+    // A file: uploaded with progress, downloaded by the other side; or, with
+    // agora-files not running, the person is told so in words.
+    const content = 'agenda: 1. lunch 2. plans\n';
+    await a.page.locator('#attach').setInputFiles({ name: 'agenda.txt', mimeType: 'text/plain', buffer: Buffer.from(content) });
+    if (SERVICES.includes('files')) {
+      await a.page.locator('#upload-status', { hasText: 'agenda.txt' }).filter({ hasText: 'ready to send' }).waitFor();
+      check(await a.page.locator('#upload-progress').evaluate((p) => p.value) === 100, 'the upload progress does not reach 100');
+      await a.page.getByRole('textbox', { name: 'Message', exact: true }).fill('the agenda');
+      await a.page.getByRole('button', { name: 'Send' }).click();
+      const att = b.page.locator('#messages li.msg').filter({ has: b.page.locator('.file-name', { hasText: 'agenda.txt' }) });
+      await att.waitFor();
+      const [dl] = await Promise.all([b.page.waitForEvent('download'), att.getByRole('button', { name: 'Download agenda.txt' }).click()]);
+      const got = fs.readFileSync(await dl.path(), 'utf8');
+      check(got === content, `the download has ${JSON.stringify(got)}`);
+    } else {
+      await a.page.locator('#upload-status [role=alert]', { hasText: 'agenda.txt was not uploaded' }).waitFor();
+      const said = await a.page.locator('#upload-status [role=alert]').innerText();
+      check(/files/.test(said), 'the upload error does not name agora-files: ' + said);
+      log('chat: agora-files is not built: the upload error is shown (“' + said.replace(/\s+/g, ' ') + '”)');
+    }
+    await shoot(a.page, 'chat-room');
+    // Unread counts: Alice looks elsewhere, Bob writes twice.
+    await go(a.page, '#/chat');
+    await b.page.getByRole('textbox', { name: 'Message', exact: true }).fill('one');
+    await b.page.getByRole('textbox', { name: 'Message', exact: true }).press('Enter');
+    await b.page.getByRole('textbox', { name: 'Message', exact: true }).fill('two');
+    await b.page.getByRole('textbox', { name: 'Message', exact: true }).press('Enter');
+    await a.page.locator('#my-rooms li', { hasText: roomName }).locator('.badge', { hasText: '2' }).waitFor();
+    await a.page.locator('#chat-unread', { hasText: '2' }).waitFor();
+    await shoot(a.page, 'chat-rooms');
+    // History: 45 more messages; opening the room shows the newest, older
+    // ones load on scrolling up.
+    await b.page.evaluate(async ({ roomTitle }) => {
+      const s = JSON.parse(localStorage.getItem('agora.session'));
+      const rooms = await (await fetch('/api/v1/rooms?mine=true&limit=100', { headers: { Authorization: 'Bearer ' + s.token } })).json();
+      const room = rooms.data.find((r) => r.name === roomTitle);
+      for (let i = 1; i <= 45; i++) {
+        const r = await fetch('/api/v1/messages', { method: 'POST', headers: { Authorization: 'Bearer ' + s.token, 'Content-Type': 'application/json' },
+          body: JSON.stringify({ roomId: room.id, content: 'history ' + i }) });
+        if (r.status !== 201) throw new Error('send ' + i + ': ' + r.status);
+      }
+    }, { roomTitle: roomName });
+    await a.page.locator('#my-rooms a', { hasText: roomName }).click();
+    await msg(a.page, 'history 45').waitFor();
+    check(await msg(a.page, 'Hello Bob').count() === 0, 'the first page already has the oldest messages');
+    await a.page.locator('#message-scroller').evaluate((el) => { el.scrollTop = 0; el.dispatchEvent(new Event('scroll')); });
+    await msg(a.page, 'Hello Bob, lunch at one?').waitFor();
+    const seqs = await a.page.locator('#messages li.msg').evaluateAll((lis) => lis.map((li) => Number(li.dataset.seq)));
+    check(seqs.every((v, i) => i === 0 || v > seqs[i - 1]), 'messages out of order: ' + seqs.join(','));
+    await a.page.locator('#my-rooms li', { hasText: roomName }).locator('.badge').waitFor({ state: 'detached' });
+    // Bob leaves: Alice sees him offline when his last tab closes.
+    await b.context.close();
+    await a.page.locator(`#members li[data-name="${bob.username}"] .presence-offline`).waitFor({ timeout: T(20000) });
+    // Join and leave a public room.
+    const c = await person();
+    await register(c.page, 'cy');
+    await go(c.page, '#/chat');
+    await openNewRoom(c.page);
+    const pub = 'lobby ' + tag();
+    await c.page.getByLabel('Room name').fill(pub);
+    await c.page.getByRole('button', { name: 'Create room' }).click();
+    await c.page.locator('#room-title', { hasText: pub }).waitFor();
+    await go(a.page, '#/chat');
+    await a.page.getByLabel('Find rooms').fill(pub);
+    await a.page.getByRole('button', { name: 'Find' }).click();
+    await a.page.getByRole('button', { name: 'Join ' + pub }).click();
+    await a.page.locator('#room-title', { hasText: pub }).waitFor();
+    await c.page.locator(`#members li[data-name="${alice.username}"]`).waitFor();
+    await a.page.getByRole('button', { name: 'Leave room' }).click();
+    await a.page.locator('#room-title', { hasText: 'No room open' }).waitFor();
+    check(await a.page.locator('#my-rooms a', { hasText: pub }).count() === 0, 'the room left is still listed');
+    await c.page.locator(`#members li[data-name="${alice.username}"]`).waitFor({ state: 'detached' });
+    // The owner cannot leave: told why.
+    await c.page.getByRole('button', { name: 'Delete room' }).waitFor();
+    check(await c.page.getByRole('button', { name: 'Leave room' }).count() === 0, 'the owner is offered to leave');
+    for (const p of [a.page, c.page]) check(!p.errors.length, 'errors on the page: ' + p.errors.join('; '));
+    await a.context.close();
+    await c.context.close();
+  },
+};
+
+// --- run -----------------------------------------------------------------------------------
+
+const wanted = process.argv.slice(2);
+const order = wanted.length ? wanted : Object.keys(scenarios);
+let failed = 0;
+for (const name of order) {
+  const fn = scenarios[name];
+  if (!fn) {
+    console.error(`e2e: no scenario “${name}” (known: ${Object.keys(scenarios).join(', ')})`);
+    failed++;
+    continue;
+  }
+  const t0 = Date.now();
+  try {
+    await fn();
+    log(`PASS ${name} (${((Date.now() - t0) / 1000).toFixed(1)} s)`);
+  } catch (err) {
+    failed++;
+    log(`FAIL ${name}: ${err.message}`);
+    for (const [c, ctx] of browser.contexts().entries()) {
+      for (const [i, p] of ctx.pages().entries()) {
+        const file = path.join(SHOTS, `FAILED-${name}-${c}-${i}.png`);
+        await p.screenshot({ path: file, fullPage: true }).catch(() => {});
+        log(`  page ${i} at ${p.url()} → ${file}`);
+      }
+      await ctx.close().catch(() => {});
+    }
+  }
+}
+await browser.close();
+log(`${order.length - failed} of ${order.length} scenarios passed; screenshots (${shotsTaken.length} pages × 2 widths) in ${SHOTS}`);
+process.exit(failed ? 1 : 0);
