@@ -1,5 +1,5 @@
 """agora-messages end to end, through agora-gateway, with real agora-users
-and agora-rooms (and agora-files when its binary is named) on the store and
+and agora-rooms and agora-files on the store and
 bus of the run (tests/integration/lib/stack.py): what members and outsiders
 of a room observe.
 
@@ -26,7 +26,6 @@ of a room observe.
   - /openapi.json describes every route
 """
 
-import http.server
 import json
 import os
 import sys
@@ -47,26 +46,18 @@ RATE, BURST = 10, 30
 class Messages(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        for name in ("users", "rooms", "messages", "gateway"):
+        for name in ("users", "rooms", "messages", "files", "gateway"):
             if not st.binary(name):
                 raise RuntimeError("set AGORA_%sD (run through ctest)" % name.upper())
-        services = ["users", "rooms", "messages"] + (["files"] if st.binary("files") else [])
         env = {"AGORA_MESSAGES_RATE": str(RATE), "AGORA_MESSAGES_BURST": str(BURST)}
-        cls.files = None
-        if not st.binary("files"):
-            # No agora-files in this build: a stand-in that answers its
-            # GET /v1/files/:id as docs/internals/chat.md says.
-            cls.files = FakeFiles()
-            env["AGORA_MESSAGES_FILES_URL"] = "http://127.0.0.1:%d" % cls.files.port
-        cls.s = st.Stack("messages", env=env, services=services).start()
+        cls.s = st.Stack("messages", env=env,
+                         services=["users", "rooms", "messages", "files"]).start()
         cls.bus = bus_client(cls.s.bus)
         cls.bus.sub("agora.events.message.>", 1)
 
     @classmethod
     def tearDownClass(cls):
         cls.bus.close()
-        if cls.files:
-            cls.files.close()
         problems = cls.s.stop()
         if problems:
             raise AssertionError("\n".join(problems))
@@ -316,21 +307,26 @@ class Messages(unittest.TestCase):
 
     # -- attachments -----------------------------------------------------------------------
 
+    def upload(self, user, room, name, data, ctype):
+        r = self.s.call("POST", "/api/v1/files?roomId=%s&name=%s" % (room, name), user["token"],
+                        data, {"Content-Type": ctype})
+        return self.s.ok(r, 201)["id"]
+
     def test_attachment(self):
-        if not self.files:
-            self.skipTest("agora-files is running: its own suite sends attachments")
         room = self.room(self.alice, [self.bob])
         other = self.room(self.alice)
-        fid, elsewhere = "f-" + uuid.uuid4().hex, "f-" + uuid.uuid4().hex
-        self.files.put(fid, {"id": fid, "roomId": room, "name": "plan.pdf", "size": 1234,
-                             "contentType": "application/pdf", "ownerId": self.bob["id"]})
-        self.files.put(elsewhere, {"id": elsewhere, "roomId": other, "name": "x.txt", "size": 1,
-                                   "contentType": "text/plain", "ownerId": self.alice["id"]})
+        fid = self.upload(self.bob, room, "plan.pdf", b"%PDF-1.4 " + b"x" * 1225,
+                          "application/pdf")
+        elsewhere = self.upload(self.alice, other, "x.txt", b"x", "text/plain")
         m = self.send(self.bob, room, None, fileId=fid)
         self.assertIsNone(m["content"])
         self.assertEqual(m["attachment"], {"fileId": fid, "name": "plan.pdf", "size": 1234,
                                            "contentType": "application/pdf"})
-        self.assertEqual(self.files.auth_seen[fid], "Bearer " + self.bob["token"])
+        # A file of a room Bob is not in (he cannot see it), and none at all.
+        self.error(self.send(self.bob, room, "not mine", 422, fileId=elsewhere), 422,
+                   "FILE_NOT_FOUND")
+        self.error(self.send(self.bob, room, "nothing", 422, fileId="f-" + uuid.uuid4().hex),
+                   422, "FILE_NOT_FOUND")
         self.assertEqual(self.s.ok(self.get(self.alice, m["id"]))["attachment"], m["attachment"])
         self.assertEqual(self.send(self.bob, room, "see this", fileId=fid)["content"], "see this")
         self.error(self.send(self.alice, room, "wrong room", 422, fileId=elsewhere), 422,
@@ -587,44 +583,6 @@ class Messages(unittest.TestCase):
             self.assertIn(path, paths)
             for m in methods:
                 self.assertIn(m, paths[path], path)
-
-
-class FakeFiles:
-    """agora-files' GET /v1/files/:id, on a free port: 200 with the file
-    for ids put here, 404 otherwise; remembers the Authorization seen."""
-
-    def __init__(self):
-        files, seen = {}, {}
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):
-                fid = self.path.rsplit("/", 1)[-1]
-                seen[fid] = self.headers.get("Authorization")
-                f = files.get(fid) if self.path.startswith("/v1/files/") else None
-                body = json.dumps({"success": True, "data": f} if f else
-                                  {"success": False, "error": {"code": "FILE_NOT_FOUND",
-                                                               "message": "no such file"}})
-                self.send_response(200 if f else 404)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body.encode())
-
-            def log_message(self, *args):
-                pass
-
-        self.files, self.auth_seen = files, seen
-        self.srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.srv.server_address[1]
-        self.thread = threading.Thread(target=self.srv.serve_forever, daemon=True)
-        self.thread.start()
-
-    def put(self, fid, meta):
-        self.files[fid] = meta
-
-    def close(self):
-        self.srv.shutdown()
-        self.srv.server_close()
 
 
 if __name__ == "__main__":
