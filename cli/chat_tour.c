@@ -105,8 +105,19 @@ static int share_file(person *alice, person *bob, const char *room, cli_ws *ws)
         return rc;
     }
     tour_answer_release(&a);
-    json_t *m = cli_ws_next(ws, "message.sent", CHAT_LIVE_MS);
-    json_t *att = json_object_get(json_object_get(m, "data"), "attachment");
+    /* Bob's socket also carries his own messages (the reply): the one
+     * with the file is the first with an attachment. */
+    json_t *m, *att = NULL;
+    while ((m = cli_ws_next(ws, "message.sent", CHAT_LIVE_MS)) != NULL) {
+        att = json_object_get(json_object_get(m, "data"), "attachment");
+        if (json_is_object(att)) break;
+        json_decref(m);
+    }
+    if (!m) {
+        fprintf(stderr, "agora demo: the message with the file did not reach %s's socket\n",
+                bob->name);
+        return 1;
+    }
     printf("   %s's socket: a message carrying %s (%s, %lld bytes)\n", bob->name,
            tour_str(att, "name"), tour_str(att, "contentType"), tour_num(att, "size"));
     json_decref(m);

@@ -320,6 +320,8 @@ def main():
                       "the message arrives on Bob's WebSocket")
                 check(re.search(r"\(a reply\) It did, thanks", out) and "x1]" in out,
                       "the history shows the reply and the reaction")
+                check(re.search(r"socket: a message carrying tour-notes.txt \(text/plain, \d+ bytes\)",
+                                out), "the file's message arrives on Bob's socket")
                 check(re.search(r"got \"Agora tour \" \(bytes 0-10/\d+", out),
                       "Bob downloads the file's first bytes (206 with Content-Range)")
                 check(re.search(r"bob\S* is online\n.*\n?.*bob\S* is offline", out),
