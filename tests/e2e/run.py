@@ -23,6 +23,7 @@ system or the browser could not start, with the reason.
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -93,8 +94,16 @@ def stock_demo(s):
                       "stock of %s in agora-inventory" % p["name"], timeout=60)
 
 
+def on_signal(signum, _frame):
+    # with-servers passes its SIGTERM on; ctest's timeout kills; a
+    # background run ignores SIGINT: each becomes a clean stop of the stack.
+    raise KeyboardInterrupt("signal %d" % signum)
+
+
 def main():
     serve = "--serve" in sys.argv[1:]
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGHUP, on_signal)
     if not serve:
         check_chromium()
         npm_ci()

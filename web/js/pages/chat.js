@@ -59,20 +59,34 @@ export async function page(main, params, _q, ctx) {
   // --- room lists ------------------------------------------------------------------------
 
   let mine = [];
+  let countsSeq = 0;
+  // Unread counts from agora-messages, the only source of truth: a frame
+  // only says that they changed (an answer older than a later ask is dropped).
+  async function loadCounts() {
+    const seq = ++countsSeq;
+    try {
+      const counts = await get('/api/v1/messages/unread');
+      if (seq !== countsSeq) return;
+      for (const c of counts) unread.set(c.roomId, c.unread);
+    } catch {
+      /* counts stay as they were; the room list still works */
+    }
+  }
   async function loadMine() {
     try {
-      const [rooms, counts] = await Promise.all([
-        get('/api/v1/rooms?mine=true&limit=100'),
-        get('/api/v1/messages/unread').catch(() => []),
-      ]);
+      const [rooms] = await Promise.all([get('/api/v1/rooms?mine=true&limit=100'), loadCounts()]);
       mine = rooms;
-      for (const c of counts) unread.set(c.roomId, c.unread);
       roomsMsg.replaceChildren();
       renderMine();
     } catch (err) {
       clear(roomsMsg, errorBox(err, 'Your rooms could not be loaded'));
     }
   }
+  let countsTimer = null;
+  const refreshCountsSoon = () => {
+    clearTimeout(countsTimer);
+    countsTimer = setTimeout(() => loadCounts().then(renderMine), 150);
+  };
   function renderMine() {
     if (!mine.length) {
       clear(myRooms, h('li', { class: 'muted' }, 'You are in no room yet: create one or join a public room.'));
@@ -119,10 +133,7 @@ export async function page(main, params, _q, ctx) {
   for (const t of ['room.created', 'room.updated', 'room.deleted', 'room.user_joined', 'room.user_left']) on(t, refreshRoomsSoon);
   on('message.sent', (ev) => {
     const d = ev.detail.data || {};
-    if (d.roomId !== roomId && d.userId !== me.id) {
-      unread.set(d.roomId, (unread.get(d.roomId) || 0) + 1);
-      renderMine();
-    }
+    if (d.roomId !== roomId && d.userId !== me.id) refreshCountsSoon();
   });
   // Reconnected after a drop: counts may have moved meanwhile.
   on('state', (ev) => { if (ev.detail === 'open') loadMine(); });
@@ -136,6 +147,7 @@ export async function page(main, params, _q, ctx) {
   }
   return () => {
     clearTimeout(roomsTimer);
+    clearTimeout(countsTimer);
     for (const [t, f] of listeners) realtime.removeEventListener(t, f);
     if (roomCleanup) roomCleanup();
     refreshChatBadge();
@@ -215,21 +227,23 @@ async function openRoom(pane, roomId, env) {
     if (content) body.content = content;
     if (state.replyTo) body.replyTo = state.replyTo.id;
     if (state.fileId) body.fileId = state.fileId;
-    const btn = composer.querySelector('button[type=submit]');
-    btn.disabled = true;
+    // The box empties at once, so the next message can be typed while this
+    // one is on its way; a refusal puts the text back (unless more was typed).
+    const reply = state.replyTo;
+    text.value = '';
+    setReply(null);
+    clearFile();
     paneMsg.replaceChildren();
     try {
       const m = await post('/api/v1/messages', body);
-      text.value = '';
-      setReply(null);
-      clearFile();
       addMessage(m);
       scrollToEnd();
       markRead();
     } catch (err) {
-      paneMsg.replaceChildren(errorBox(err, 'Not sent'));
+      if (!text.value && content) text.value = content;
+      if (!state.replyTo && reply) setReply(reply);
+      paneMsg.replaceChildren(errorBox(err, 'Not sent' + (body.fileId ? ' (attach the file again)' : '')));
     } finally {
-      btn.disabled = false;
       text.focus();
     }
   });
