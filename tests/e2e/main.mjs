@@ -4,7 +4,8 @@
 // and asserts what the page shows. Screenshots of every page at desktop
 // (1280×800) and phone (390×844) width go to AGORA_E2E_SHOTS.
 //
-//   node main.mjs [scenario ...]     (default: all, in order)
+//   node main.mjs [scenario ...]     (default: all but outage, in order;
+//                                     run.py runs outage after stopping two services)
 //
 // Exit status 0 only when every scenario passed; a browser that cannot
 // start is a failure with the reason, never a skip.
@@ -483,12 +484,37 @@ const scenarios = {
     await a.context.close();
     await c.context.close();
   },
+  // Run by run.py after it stopped the services named in AGORA_E2E_DOWN
+  // (catalog and rooms): the pages still work and say what is wrong.
+  async outage() {
+    const down = (process.env.AGORA_E2E_DOWN || '').split(',').filter(Boolean);
+    check(down.includes('catalog') && down.includes('rooms'), 'outage: run.py stops catalog and rooms first (AGORA_E2E_DOWN)');
+    const { page, context } = await person();
+    await register(page, 'dee');
+    await go(page, '#/');
+    const alert = page.locator('main [role=alert]', { hasText: 'The catalogue could not be loaded' });
+    await alert.waitFor();
+    check(/catalog/.test(await alert.innerText()), 'the error does not say which part is down: ' + await alert.innerText());
+    await page.getByRole('searchbox', { name: 'Search' }).waitFor();
+    await shoot(page, 'outage-shop');
+    await go(page, '#/product/no-such-product');
+    await page.locator('main [role=alert]', { hasText: 'The product could not be loaded' }).waitFor();
+    await go(page, '#/chat');
+    await page.locator('main [role=alert]', { hasText: 'Your rooms could not be loaded' }).waitFor();
+    check(/rooms/.test(await page.locator('main [role=alert]').first().innerText()), 'the chat error does not name agora-rooms');
+    await shoot(page, 'outage-chat');
+    // The rest of the site still answers.
+    await go(page, '#/notifications');
+    await page.locator('#notif-summary').waitFor();
+    check(!page.errors.length, 'errors on the page: ' + page.errors.join('; '));
+    await context.close();
+  },
 };
 
 // --- run -----------------------------------------------------------------------------------
 
 const wanted = process.argv.slice(2);
-const order = wanted.length ? wanted : Object.keys(scenarios);
+const order = wanted.length ? wanted : Object.keys(scenarios).filter((n) => n !== 'outage');
 let failed = 0;
 for (const name of order) {
   const fn = scenarios[name];

@@ -143,9 +143,25 @@ def main():
             "AGORA_E2E_SERVICES": ",".join(s.names),
             "AGORA_E2E_SCALE": str(harness.SCALE),
         })
-        r = subprocess.run(["node", os.path.join(HERE, "main.mjs")] + [
-            a for a in sys.argv[1:] if not a.startswith("--")], env=env, cwd=HERE)
+        only = [a for a in sys.argv[1:] if not a.startswith("--")]
+        want_outage = not only or "outage" in only
+        if "outage" in only:
+            only.remove("outage")
+            if not only:
+                only = ["guest"]
+        r = subprocess.run(["node", os.path.join(HERE, "main.mjs")] + only, env=env, cwd=HERE)
         status = r.returncode
+        if want_outage:
+            # Two services down: the pages must say so in words, not break.
+            down = [n for n in ("catalog", "rooms") if n in s.names]
+            for n in down:
+                s.kill(n)
+            env["AGORA_E2E_DOWN"] = ",".join(down)
+            log("stopped %s for the outage scenario" % ", ".join(down))
+            r = subprocess.run(["node", os.path.join(HERE, "main.mjs"), "outage"], env=env, cwd=HERE)
+            status = status or r.returncode
+            for n in down:
+                s.restart(n)
         log("screenshots in %s" % shots)
     except KeyboardInterrupt:
         status = 0 if serve else 130
