@@ -50,9 +50,9 @@ async function renderCart(box, ctx) {
     return h('tr', { 'data-product': it.name },
       h('th', { scope: 'row' }, h('a', { href: '#/product/' + encodeURIComponent(it.productId) }, it.name),
         it.available === false ? h('div', { class: 'warn small' }, 'No longer available: remove it to check out') : null),
-      h('td', null, money(it.priceCents, it.currency)),
-      h('td', null, qty),
-      h('td', null, money(it.lineTotalCents, it.currency)),
+      h('td', { 'data-label': 'Price' }, money(it.priceCents, it.currency)),
+      h('td', { 'data-label': 'Quantity' }, qty),
+      h('td', { 'data-label': 'Total' }, money(it.lineTotalCents, it.currency)),
       h('td', null, h('button', {
         type: 'button', class: 'small secondary', 'aria-label': `Remove ${it.name}`,
         onclick: async () => {

@@ -115,7 +115,7 @@ export async function detail(main, [id], _q, ctx) {
       const hist = await get(path + '/history');
       clear(historyBox, h('h2', { id: 'history-title' }, 'History'),
         h('ol', { class: 'timeline' }, hist.events.map((e) => h('li', null,
-          h('strong', null, e.type), ' · ', when(e.at), e.actor ? h('span', { class: 'muted' }, ' by ' + e.actor) : null,
+          h('strong', null, e.type), ' · ', when(e.at), e.actor ? h('span', { class: 'muted' }, ' by ' + (e.actor === session.user().id ? 'you' : e.actor)) : null,
           e.data && e.data.reason ? h('div', { class: 'small' }, e.data.reason) : null))));
     } catch (err) {
       clear(historyBox, h('h2', { id: 'history-title' }, 'History'), errorBox(err, 'The history could not be loaded'));
