@@ -82,6 +82,7 @@ export async function catalogue(main, _params, query, ctx) {
   } catch (err) {
     results.removeAttribute('aria-busy');
     clear(results, h('h2', { id: 'results-title' }, 'Products'), errorBox(err, 'The catalogue could not be loaded'));
+    results.dataset.for = location.hash;
     return;
   }
   const pg = doc.pagination || { page: 1, pages: 1, total: doc.data.length };
@@ -92,6 +93,8 @@ export async function catalogue(main, _params, query, ctx) {
     h('p', { class: 'muted', role: 'status' }, summary),
     h('ul', { class: 'grid products' }, doc.data.map((p) => productCard(p, ctx))),
     pager(pg, query, ctx));
+  // Which search these results answer (the browser tests wait for it).
+  results.dataset.for = location.hash;
 }
 
 function productCard(p, ctx) {
