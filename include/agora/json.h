@@ -6,6 +6,7 @@
  * problem with a body's fields; ag_res_validation answers 422 with the
  * error envelope of DESIGN.md §4, the first problem as the message and all
  * of them in details: [{"field": "email", "message": "email is required"}].
+ * ag_res_page answers a page of a list with §4's pagination envelope.
  *
  *   json_t *body;
  *   if (ag_req_json(req, res, &body) < 0) return;        // answered
@@ -72,6 +73,18 @@ int64_t ag_v_query_int(ag_validator *v, ag_http_req *req, const char *name, int6
 /* Answers 422 VALIDATION_FAILED with the collected problems, and releases
  * the validator. */
 void ag_res_validation(ag_http_res *res, ag_validator *v);
+
+/* The list envelope of DESIGN.md §4, as a new object (the caller's):
+ *   {"success":true,"data":data,"pagination":{"page","limit","total","pages"}}
+ * with pages = ceil(total / limit); `limit` must be at least 1 (the routes'
+ * validation sees to it). `data` is stolen, on failure too. A service that
+ * adds top-level fields (notifications' unreadCount) sets them on the result
+ * and answers with ag_res_json. */
+json_t *ag_page_envelope(json_t *data, int64_t page, int64_t limit, int64_t total);
+
+/* Answers 200 with ag_page_envelope(data, page, limit, total); `data` is
+ * stolen. */
+void ag_res_page(ag_http_res *res, json_t *data, int64_t page, int64_t limit, int64_t total);
 
 /* Answers 500 INTERNAL ("internal error", nothing more: STYLE.md, the
  * client gets the envelope and the request id) and logs `what` with the

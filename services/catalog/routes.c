@@ -41,16 +41,6 @@ static int query_bool(ag_http_req *req, ag_validator *v, const char *name)
     return -1;
 }
 
-/* {"success":true,"data":arr,"pagination":{...}}; steals arr. */
-static void list_response(ag_http_res *res, json_t *arr, int64_t page, int64_t limit, int64_t total)
-{
-    json_t *env =
-        json_pack("{s:b, s:o, s:{s:I, s:I, s:I, s:I}}", "success", 1, "data", arr, "pagination",
-                  "page", (json_int_t)page, "limit", (json_int_t)limit, "total", (json_int_t)total,
-                  "pages", (json_int_t)((total + limit - 1) / limit));
-    ag_res_json(res, 200, env);
-}
-
 /* Well-formed UTF-8 (no overlongs, surrogates or code points past U+10FFFF).
  * Query strings and path segments are percent-decoded bytes; PostgreSQL
  * refuses malformed text, so it is turned away here as bad input. */
@@ -442,7 +432,7 @@ static void list_products(ag_http_req *req, ag_http_res *res, void *ud)
         ag_res_internal(req, res, "product search failed", rc);
         return;
     }
-    list_response(res, arr, q.page, q.limit, total);
+    ag_res_page(res, arr, q.page, q.limit, total);
 }
 
 static void get_recommendations(ag_http_req *req, ag_http_res *res, void *ud)
@@ -672,7 +662,7 @@ static void list_reviews(ag_http_req *req, ag_http_res *res, void *ud)
         ag_res_internal(req, res, "list reviews failed", rc);
         return;
     }
-    list_response(res, arr, page, limit, total);
+    ag_res_page(res, arr, page, limit, total);
 }
 
 /* ---- OpenAPI ----------------------------------------------------------------------------------

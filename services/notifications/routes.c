@@ -75,12 +75,11 @@ static void list(ag_http_req *req, ag_http_res *res, void *ud)
         ag_res_internal(req, res, "notification list failed", rc);
         return;
     }
-    ag_res_json(res, 200,
-                json_pack("{s:b, s:o, s:{s:I, s:I, s:I, s:I}, s:I, s:I}", "success", 1, "data", arr,
-                          "pagination", "page", (json_int_t)page, "limit", (json_int_t)limit,
-                          "total", (json_int_t)total, "pages",
-                          (json_int_t)((total + limit - 1) / limit), "unreadCount",
-                          (json_int_t)unread, "unread", (json_int_t)unread));
+    /* The §4 envelope with two more top-level fields after "pagination". */
+    json_t *env = ag_page_envelope(arr, page, limit, total);
+    json_object_set_new(env, "unreadCount", json_integer(unread));
+    json_object_set_new(env, "unread", json_integer(unread));
+    ag_res_json(res, 200, env);
 }
 
 /* An id of "ids": a positive integer, as a number or a decimal string. */

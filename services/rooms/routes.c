@@ -119,15 +119,6 @@ static json_t *object_body(ag_http_req *req, ag_http_res *res, ag_validator *v,
     return body;
 }
 
-static void answer_page(ag_http_res *res, json_t *arr, int64_t page, int64_t limit, int64_t total)
-{
-    ag_res_json(res, 200,
-                json_pack("{s:b, s:o, s:{s:I, s:I, s:I, s:I}}", "success", 1, "data", arr,
-                          "pagination", "page", (json_int_t)page, "limit", (json_int_t)limit,
-                          "total", (json_int_t)total, "pages",
-                          (json_int_t)((total + limit - 1) / limit)));
-}
-
 /* ---- The shape of every change ------------------------------------------------------------ */
 
 typedef struct op {
@@ -289,7 +280,7 @@ static void list_rooms(ag_http_req *req, ag_http_res *res, void *ud)
         ag_res_internal(req, res, "room list failed", rc);
         return;
     }
-    answer_page(res, arr, f.page, f.limit, total);
+    ag_res_page(res, arr, f.page, f.limit, total);
 }
 
 static void get_room(ag_http_req *req, ag_http_res *res, void *ud)
@@ -518,7 +509,7 @@ static void list_members(ag_http_req *req, ag_http_res *res, void *ud)
         ag_res_internal(req, res, "member list failed", rc);
         return;
     }
-    answer_page(res, arr, page, limit, total);
+    ag_res_page(res, arr, page, limit, total);
 }
 
 /* The lookup agora-messages and agora-files make on a replica miss, with

@@ -606,11 +606,7 @@ static void list_users(ag_http_req *req, ag_http_res *res, void *ud)
         ag_res_internal(req, res, "list failed", rc);
         return;
     }
-    json_t *env =
-        json_pack("{s:b, s:o, s:{s:I, s:I, s:I, s:I}}", "success", 1, "data", arr, "pagination",
-                  "page", (json_int_t)page, "limit", (json_int_t)limit, "total", (json_int_t)total,
-                  "pages", (json_int_t)((total + limit - 1) / limit));
-    ag_res_json(res, 200, env);
+    ag_res_page(res, arr, page, limit, total);
 }
 
 static void rotate_keys(ag_http_req *req, ag_http_res *res, void *ud)

@@ -230,3 +230,15 @@ int64_t ag_v_query_int(ag_validator *v, ag_http_req *req, const char *name, int6
     }
     return x;
 }
+
+json_t *ag_page_envelope(json_t *data, int64_t page, int64_t limit, int64_t total)
+{
+    return json_pack("{s:b, s:o, s:{s:I, s:I, s:I, s:I}}", "success", 1, "data", data, "pagination",
+                     "page", (json_int_t)page, "limit", (json_int_t)limit, "total",
+                     (json_int_t)total, "pages", (json_int_t)((total + limit - 1) / limit));
+}
+
+void ag_res_page(ag_http_res *res, json_t *data, int64_t page, int64_t limit, int64_t total)
+{
+    ag_res_json(res, 200, ag_page_envelope(data, page, limit, total));
+}

@@ -1,10 +1,13 @@
-/* Unit tests of the validators of src/lib/json/json.c (ag_v_*), run directly on jansson objects. */
+/* Unit tests of the validators of src/lib/json/json.c (ag_v_*) and of its list
+ * envelope (ag_page_envelope), run directly on jansson objects. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "agora/json.h"
@@ -358,6 +361,30 @@ static void test_fail_and_details_shape(void **state)
     ag_v_release(&v);
 }
 
+/* The §4 list envelope, key for key; pages rounds up and is 0 for no rows. */
+static void test_page_envelope(void **state)
+{
+    (void)state;
+    const struct {
+        int64_t page, limit, total, pages;
+    } cases[] = {{1, 20, 0, 0}, {1, 20, 1, 1}, {2, 20, 40, 2}, {3, 20, 41, 3}, {1, 1, 5, 5}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        json_t *data = obj("[{\"id\":1}]");
+        json_t *env = ag_page_envelope(data, cases[i].page, cases[i].limit, cases[i].total);
+        assert_non_null(env);
+        char *text = json_dumps(env, JSON_COMPACT);
+        char want[256];
+        snprintf(want, sizeof want,
+                 "{\"success\":true,\"data\":[{\"id\":1}],\"pagination\":{\"page\":%lld,"
+                 "\"limit\":%lld,\"total\":%lld,\"pages\":%lld}}",
+                 (long long)cases[i].page, (long long)cases[i].limit, (long long)cases[i].total,
+                 (long long)cases[i].pages);
+        assert_string_equal(text, want);
+        free(text);
+        json_decref(env);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -375,6 +402,7 @@ int main(void)
         cmocka_unit_test(test_nullable),
         cmocka_unit_test(test_not_an_object),
         cmocka_unit_test(test_fail_and_details_shape),
+        cmocka_unit_test(test_page_envelope),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
