@@ -9,9 +9,14 @@
 //
 // Exit status 0 only when every scenario passed; a browser that cannot
 // start is a failure with the reason, never a skip.
-import { chromium } from 'playwright-core';
 import fs from 'node:fs';
 import path from 'node:path';
+import { createRequire } from 'node:module';
+
+// playwright-core from where run.py installed it (AGORA_E2E_NODE_DIR: the
+// build directory's own node_modules under ctest), or from here.
+const nodeDir = process.env.AGORA_E2E_NODE_DIR || path.dirname(new URL(import.meta.url).pathname);
+const { chromium } = createRequire(path.join(nodeDir, 'package.json'))('playwright-core');
 
 const BASE = need('AGORA_E2E_URL');
 const SHOTS = need('AGORA_E2E_SHOTS');

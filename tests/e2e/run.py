@@ -42,22 +42,33 @@ def log(msg):
 
 
 def npm_ci():
-    """node_modules as package-lock.json says, installed only when it differs
-    (npm ci removes and reinstalls everything, which takes a while)."""
-    lock = os.path.join(HERE, "package-lock.json")
-    stamp = os.path.join(HERE, "node_modules", ".agora-e2e-lock")
-    want = open(lock, "rb").read()
-    if os.path.exists(stamp) and open(stamp, "rb").read() == want:
-        return
+    """playwright-core as package-lock.json says, in AGORA_E2E_NODE_DIR (ctest
+    gives each build directory its own, so two builds never share one
+    node_modules) or else here; npm ci runs only when the lock file differs
+    from the one last installed there."""
+    where = os.environ.get("AGORA_E2E_NODE_DIR", HERE)
+    os.makedirs(where, exist_ok=True)
+    want = {}
+    for name in ("package.json", "package-lock.json"):
+        with open(os.path.join(HERE, name), "rb") as f:
+            want[name] = f.read()
+    stamp = os.path.join(where, "node_modules", ".agora-e2e-lock")
+    if os.path.exists(stamp) and open(stamp, "rb").read() == want["package-lock.json"]:
+        return where
     npm = shutil.which("npm")
     if not npm:
         raise SystemExit("e2e: npm is not installed (scripts/install-deps installs nodejs)")
-    log("npm ci in tests/e2e")
-    r = subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=HERE)
+    if where != HERE:
+        for name, data in want.items():
+            with open(os.path.join(where, name), "wb") as f:
+                f.write(data)
+    log("npm ci in %s" % where)
+    r = subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=where)
     if r.returncode != 0:
         raise SystemExit("e2e: npm ci failed (status %d)" % r.returncode)
     with open(stamp, "wb") as f:
-        f.write(want)
+        f.write(want["package-lock.json"])
+    return where
 
 
 def check_chromium():
@@ -104,9 +115,10 @@ def main():
     serve = "--serve" in sys.argv[1:]
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGHUP, on_signal)
+    node_dir = None
     if not serve:
         check_chromium()
-        npm_ci()
+        node_dir = npm_ci()
     missing = [n for n in ("users", "catalog", "inventory", "payments", "cart", "orders",
                            "notifications", "gateway") if not st.binary(n)]
     if missing:
@@ -142,6 +154,7 @@ def main():
             "AGORA_E2E_ADMIN_PASSWORD": st.ADMIN_PASSWORD,
             "AGORA_E2E_SERVICES": ",".join(s.names),
             "AGORA_E2E_SCALE": str(harness.SCALE),
+            "AGORA_E2E_NODE_DIR": node_dir,
         })
         only = [a for a in sys.argv[1:] if not a.startswith("--")]
         want_outage = not only or "outage" in only
