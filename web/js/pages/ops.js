@@ -77,7 +77,19 @@ export async function page(main) {
     rows.push(compRow('gateway', gwOk ? 'healthy' : 'down', gwOk ? '1 of 1' : '0 of 1', health ? health.version : '—', null,
       `discovery: ${ups.mode}${ups.registry ? ' (' + ups.registry + ')' : ''}, balancing: ${ups.policy}`));
     total++; if (gwOk) healthy++;
+    // The registry, as the gateway sees it: its watches answer (or their
+    // lists go stale). The page cannot ask it directly (CSP: same origin only).
     const names = Object.keys(ups.services).sort();
+    if (ups.mode === 'static') {
+      rows.push(compRow('registry', 'not used', '—', '—', null, 'static discovery: the gateway reads AGORA_<SERVICE>_URL, not a registry'));
+    } else {
+      const stale = names.filter((n) => ups.services[n].stale);
+      const ok = !stale.length;
+      total++;
+      if (ok) healthy++;
+      rows.push(compRow('registry', ok ? 'healthy' : 'degraded', '—', '—', null,
+        (ups.registry || 'registry') + (ok ? ': every watch is answered' : ': stale lists for ' + stale.join(', '))));
+    }
     for (const name of names) {
       const svc = ups.services[name];
       const inst = svc.instances || [];
@@ -113,7 +125,7 @@ export async function page(main) {
     const brk = b ? h('span', { class: 'breaker breaker-' + b.state }, b.state,
       h('span', { class: 'muted small' }, ` · ${b.calls} calls, ${b.failures} failures${b.openedCount ? `, opened ${b.openedCount}×` : ''}${b.retryAfterMs ? `, retry in ${Math.ceil(b.retryAfterMs / 1000)} s` : ''}`)) : '—';
     return h('tr', { 'data-component': name, 'data-health': status },
-      h('th', { scope: 'row' }, name === 'gateway' ? 'agora-gateway' : 'agora-' + name),
+      h('th', { scope: 'row' }, 'agora-' + name),
       h('td', null, h('span', { class: 'health health-' + status.replace(' ', '-') }, h('span', { class: 'dot', 'aria-hidden': 'true' }), status)),
       h('td', null, instances, details && details.length ? h('details', null, h('summary', { class: 'small' }, 'instances'),
         h('ul', { class: 'small' }, details.map((d) => h('li', null, d)))) : null),
