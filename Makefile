@@ -3,12 +3,12 @@
 #   make check   install what is missing, build with warnings as errors,
 #                run every test, then the same tests under ASan + UBSan
 # Others: make build, make test, make asan, make bench (bench-http,
-# bench-gateway, bench-bus, bench-checkout), make down, make format.
+# bench-gateway, bench-bus, bench-checkout, bench-chat), make down, make format.
 JOBS ?= $(shell nproc)
 BUILD ?= build
 ASAN_BUILD ?= build-asan
 
-.PHONY: all deps build test asan check up down bench bench-http bench-gateway bench-bus bench-checkout format clean
+.PHONY: all deps build test asan check up down bench bench-http bench-gateway bench-bus bench-checkout bench-chat format clean
 
 all: build
 
@@ -38,7 +38,7 @@ up: build
 down:
 	@BUILD=$(BUILD) scripts/down
 
-bench: bench-http bench-gateway bench-bus bench-checkout
+bench: bench-http bench-gateway bench-bus bench-checkout bench-chat
 
 bench-http: build
 	@scripts/install-deps bench
@@ -53,6 +53,9 @@ bench-bus: build
 
 bench-checkout: build
 	@AGORA_BUILD=$(abspath $(BUILD)) bench/checkout/run
+
+bench-chat: build
+	@AGORA_BUILD=$(abspath $(BUILD)) bench/chat/run
 
 format:
 	@clang-format -i $$(git ls-files '*.c' '*.h')
