@@ -87,6 +87,14 @@ async function shoot(page, name) {
   const wide = await page.evaluate(() => document.documentElement.scrollWidth);
   check(wide <= PHONE.width + 1, `${name}: the page is ${wide} px wide at phone width (wider than ${PHONE.width})`);
   await page.setViewportSize(vp);
+  // Every control has a name a screen reader can say.
+  const unnamed = await page.evaluate(() => [...document.querySelectorAll('input, select, textarea, button')]
+    .filter((el) => el.type !== 'hidden')
+    .filter((el) => (el.tagName === 'BUTTON'
+      ? !(el.textContent.trim() || el.getAttribute('aria-label'))
+      : !((el.labels && el.labels.length) || el.getAttribute('aria-label'))))
+    .map((el) => el.outerHTML.slice(0, 100)));
+  check(!unnamed.length, `${name}: controls without a label: ${unnamed.join(' ')}`);
   shotsTaken.push(name);
 }
 
