@@ -37,11 +37,11 @@ bool chat_role_moderates(const char *role)
     return role && (strcmp(role, "owner") == 0 || strcmp(role, "admin") == 0);
 }
 
-/* Ids reach a URL path: the shapes agora-rooms and agora-users make. */
-static bool id_ok(const char *s)
+/* Ids reach a URL path (chat_member_check asks agora-rooms with them). */
+bool chat_id_ok(const char *s)
 {
     size_t n = s ? strlen(s) : 0;
-    if (n == 0 || n >= 128) return false;
+    if (n == 0 || n > CHAT_ID_MAX) return false;
     for (const char *c = s; *c; c++)
         if (!((*c >= '0' && *c <= '9') || (*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') ||
               *c == '-' || *c == '_'))
@@ -204,7 +204,7 @@ int chat_member_check(ag_store *store, ag_peer *rooms, const char *room, const c
                       const char *auth, ag_deadline deadline, const char *request_id,
                       char role[CHAT_ROLE_MAX])
 {
-    if (!id_ok(room) || !id_ok(user)) return AG_ENOTFOUND;
+    if (!chat_id_ok(room) || !chat_id_ok(user)) return AG_ENOTFOUND;
     ag_db *db;
     int rc = ag_store_db(store, &db);
     if (rc < 0) return rc;

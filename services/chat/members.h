@@ -35,6 +35,7 @@
 #include "agora/store.h"
 
 #define CHAT_ROLE_MAX 16
+#define CHAT_ID_MAX 127 /* the longest id chat_id_ok accepts */
 
 /* Creates the replica's tables when missing. Call after the store opened. */
 int chat_members_init(ag_store *store);
@@ -71,5 +72,11 @@ int chat_co_members(ag_db *db, const char *user, json_t *arr);
 
 /* True for a role that may moderate the room (owner, admin). */
 bool chat_role_moderates(const char *role);
+
+/* True for an id of the shape agora-rooms and agora-users make (room, user,
+ * and the chat services' own file and message ids): 1 to CHAT_ID_MAX letters,
+ * digits, '-' and '_'. Such an id is safe in a URL path. NULL is false. A
+ * service whose buffers hold fewer characters checks its own bound too. */
+bool chat_id_ok(const char *s);
 
 #endif

@@ -17,17 +17,11 @@
 
 #include "files.h"
 
-/* Room and file ids: letters, digits, '-' and '_', 1 to FILES_ID_MAX. */
+/* Room and file ids: chat_id_ok's shape, but at most FILES_ID_MAX (64)
+ * characters, not 127: file_row keeps both in buffers of that size. */
 static bool id_ok(const char *s)
 {
-    size_t n = 0;
-    for (; s && s[n]; n++) {
-        char c = s[n];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '-' || c == '_'))
-            return false;
-    }
-    return n >= 1 && n <= FILES_ID_MAX;
+    return chat_id_ok(s) && strlen(s) <= FILES_ID_MAX;
 }
 
 int files_require_member(ag_http_req *req, ag_http_res *res, const char *room, const char *code,

@@ -18,10 +18,10 @@
 #include "agora/store.h"
 #include "members.h"
 
-#define MSG_MAX_CHARS 4000  /* AGORA_MESSAGE_MAX_CHARS: Unicode code points of content */
-#define MSG_ID_MAX 127      /* room, user, file and message ids */
-#define MSG_EMOJI_MAX 32    /* bytes of a reaction's emoji */
-#define MSG_PAGE_DEFAULT 50 /* history page */
+#define MSG_MAX_CHARS 4000     /* AGORA_MESSAGE_MAX_CHARS: Unicode code points of content */
+#define MSG_ID_MAX CHAT_ID_MAX /* room, user, file and message ids (chat_id_ok) */
+#define MSG_EMOJI_MAX 32       /* bytes of a reaction's emoji */
+#define MSG_PAGE_DEFAULT 50    /* history page */
 #define MSG_PAGE_MAX 100
 #define MSG_SEARCH_DEFAULT 20
 #define MSG_SEARCH_MAX 100

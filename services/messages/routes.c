@@ -37,19 +37,6 @@ static void now_text(char ts[32])
     ag_time_rfc3339(ts, 32, ag_wall_ms());
 }
 
-/* Ids of rooms, users, files and messages: letters, digits, '-' and '_'. */
-static bool id_ok(const char *s)
-{
-    size_t n = 0;
-    for (; s && s[n]; n++) {
-        char c = s[n];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '-' || c == '_'))
-            return false;
-    }
-    return n >= 1 && n <= MSG_ID_MAX;
-}
-
 static size_t utf8_chars(const char *s)
 {
     size_t n = 0;
@@ -173,7 +160,7 @@ static int visible_message(ag_http_req *req, ag_http_res *res, const char *id, c
                            msg_row *m, char role[CHAT_ROLE_MAX])
 {
     static const char k_none[] = "no such message";
-    if (!id_ok(id)) {
+    if (!chat_id_ok(id)) {
         ag_res_error(res, 404, "MESSAGE_NOT_FOUND", k_none, NULL);
         return AG_ENOTFOUND;
     }
@@ -310,11 +297,11 @@ static void post_message(ag_http_req *req, ag_http_res *res, void *ud)
     } else {
         ag_v_only_fields(&v, body, NULL, allowed);
         room = ag_v_str(&v, body, "roomId", AG_V_REQUIRED, 1, MSG_ID_MAX);
-        if (room && !id_ok(room)) ag_v_fail(&v, "roomId", "roomId must be a room id");
+        if (room && !chat_id_ok(room)) ag_v_fail(&v, "roomId", "roomId must be a room id");
         reply = ag_v_str(&v, body, "replyTo", AG_V_NULLABLE, 1, MSG_ID_MAX);
-        if (reply && !id_ok(reply)) ag_v_fail(&v, "replyTo", "replyTo must be a message id");
+        if (reply && !chat_id_ok(reply)) ag_v_fail(&v, "replyTo", "replyTo must be a message id");
         file = ag_v_str(&v, body, "fileId", AG_V_NULLABLE, 1, MSG_ID_MAX);
-        if (file && !id_ok(file)) ag_v_fail(&v, "fileId", "fileId must be a file id");
+        if (file && !chat_id_ok(file)) ag_v_fail(&v, "fileId", "fileId must be a file id");
         content = content_field(&v, body, file != NULL, &too_long);
     }
     if (!ag_v_ok(&v)) {
@@ -401,9 +388,9 @@ static void list_messages(ag_http_req *req, ag_http_res *res, void *ud)
     int64_t limit = ag_v_query_int(&v, req, "limit", MSG_PAGE_DEFAULT, 1, MSG_PAGE_MAX);
     if (!room || !*room)
         ag_v_fail(&v, "roomId", "roomId is required");
-    else if (!id_ok(room))
+    else if (!chat_id_ok(room))
         ag_v_fail(&v, "roomId", "roomId must be a room id");
-    if (before && !id_ok(before)) ag_v_fail(&v, "before", "before must be a message id");
+    if (before && !chat_id_ok(before)) ag_v_fail(&v, "before", "before must be a message id");
     if (!ag_v_ok(&v)) {
         ag_res_validation(res, &v);
         return;
@@ -473,7 +460,7 @@ static void search_messages(ag_http_req *req, ag_http_res *res, void *ud)
         ag_v_fail(&v, "q", "q is required");
     else if (strlen(q) > 200 || !ag_ws_utf8_valid(q, strlen(q)))
         ag_v_fail(&v, "q", "q must be at most 200 bytes of UTF-8");
-    if (room && !id_ok(room)) ag_v_fail(&v, "roomId", "roomId must be a room id");
+    if (room && !chat_id_ok(room)) ag_v_fail(&v, "roomId", "roomId must be a room id");
     if (!ag_v_ok(&v)) {
         ag_res_validation(res, &v);
         return;
@@ -547,9 +534,9 @@ static void post_read(ag_http_req *req, ag_http_res *res, void *ud)
     } else {
         ag_v_only_fields(&v, body, NULL, allowed);
         room = ag_v_str(&v, body, "roomId", AG_V_REQUIRED, 1, MSG_ID_MAX);
-        if (room && !id_ok(room)) ag_v_fail(&v, "roomId", "roomId must be a room id");
+        if (room && !chat_id_ok(room)) ag_v_fail(&v, "roomId", "roomId must be a room id");
         id = ag_v_str(&v, body, "messageId", AG_V_REQUIRED, 1, MSG_ID_MAX);
-        if (id && !id_ok(id)) ag_v_fail(&v, "messageId", "messageId must be a message id");
+        if (id && !chat_id_ok(id)) ag_v_fail(&v, "messageId", "messageId must be a message id");
     }
     if (!ag_v_ok(&v)) {
         ag_res_validation(res, &v);
