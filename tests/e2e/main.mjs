@@ -286,11 +286,25 @@ const scenarios = {
     await page.getByRole('button', { name: 'Mark all read' }).click();
     await page.locator('#notif-summary', { hasText: 'All read.' }).waitFor();
     check(await page.locator('#notif-count').isHidden(), 'the unread badge stays after mark all read');
+    // An access token about to expire is refreshed before the next call
+    // (refresh tokens are single-use: the new one is kept).
+    const old = await page.evaluate(() => {
+      const s = JSON.parse(localStorage.getItem('agora.session'));
+      const before = { token: s.token, refreshToken: s.refreshToken };
+      s.expiresAt = Date.now();
+      localStorage.setItem('agora.session', JSON.stringify(s));
+      return before;
+    });
+    await page.reload();
+    await page.locator('#whoami').waitFor();
     // The order list.
     await page.getByRole('link', { name: 'Orders', exact: true }).click();
     await page.locator('main table tbody tr').first().waitFor();
     await page.locator('main table tbody tr', { hasText: 'CONFIRMED' }).first().waitFor();
     await shoot(page, 'orders');
+    const now = await page.evaluate(() => JSON.parse(localStorage.getItem('agora.session')));
+    check(now.token !== old.token && now.refreshToken !== old.refreshToken && now.expiresAt > Date.now() + 60000,
+      'the session was not refreshed');
     // A review, now that the person is signed in.
     await search(page, 'wireless');
     await page.getByRole('link', { name: 'Aurora Wireless Headphones' }).click();
