@@ -64,6 +64,11 @@ static void hook(ag_db *db)
     ag_db_after_commit(db, after_commit, NULL);
 }
 
+void nt_push_begin(void)
+{
+    pending_reset();
+}
+
 void nt_push_after_commit(ag_db *db, int64_t id, const char *kind, char *json, const char *user)
 {
     if (g_pending.n == g_pending.cap) {

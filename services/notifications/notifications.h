@@ -151,6 +151,10 @@ int nt_mail_failed(ag_db *db, int64_t id, const char *error, int64_t next_ms, bo
 /* ---- events.c ------------------------------------------------------------------------ */
 
 int nt_subscribe(ag_bus *bus);
+/* A handler starts: forgets what an attempt that rolled back had pending
+ * (its ids were rolled back too and will be given again). Every handler
+ * calls it first; one handler runs per event. */
+void nt_push_begin(void);
 /* Pushes `json` (stolen) as `kind` under `id` to `user` after the current
  * transaction commits (the pending batch of events.c). */
 void nt_push_after_commit(ag_db *db, int64_t id, const char *kind, char *json, const char *user);
