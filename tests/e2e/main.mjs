@@ -271,6 +271,8 @@ const scenarios = {
     await page.getByText('Paid and confirmed').waitFor();
     await page.locator('.timeline', { hasText: 'OrderConfirmed' }).waitFor();
     shared.confirmedOrder = page.url().split('/').pop();
+    // The order came from the cart: agora-cart empties it, the badge follows.
+    await page.locator('#cart-count').waitFor({ state: 'hidden' });
     await shoot(page, 'order-confirmed');
     // The confirmation arrived as a notification too: badge, list, mark read.
     await page.locator('#notif-count').waitFor();

@@ -129,6 +129,9 @@ realtime.addEventListener('notification', (ev) => {
   const n = ev.detail.data || {};
   if (n.title) toast(n.title + (n.message ? ': ' + n.message : ''));
   refreshNotifBadge();
+  // A confirmed order placed from the cart empties it (agora-cart consumes
+  // order.confirmed): the badge follows.
+  if (n.type === 'order.confirmed') for (const ms of [500, 3000]) setTimeout(refreshCartBadge, ms);
 });
 
 realtime.addEventListener('message.sent', (ev) => {

@@ -68,7 +68,7 @@ async function renderCart(box, ctx) {
   });
   clear(box,
     c.pricesMayBeStale ? h('p', { class: 'warn', role: 'status' }, 'The catalogue cannot be reached right now: prices shown are the last known ones; the order is priced again when placed.') : null,
-    h('div', { class: 'table-wrap' }, h('table', { class: 'cart' },
+    h('div', { class: 'table-wrap' }, h('table', { class: 'cart stack' },
       h('caption', { class: 'sr' }, 'Items in your cart'),
       h('thead', null, h('tr', null, ['Product', 'Price', 'Quantity', 'Total', ''].map((t) => h('th', { scope: 'col' }, t)))),
       h('tbody', null, rows))),
