@@ -19,12 +19,13 @@
  * platform admins and services. Anyone else gets 404 ROOM_NOT_FOUND, the
  * answer for a room that does not exist, on every route.
  *
- * Every change is one ag_store_tx: it reads the room with the caller's role,
- * decides, and either refuses (returns 0 having written nothing; the route
- * answers the refusal) or bumps the room's version (rooms_bump), writes,
- * publishes its room.* event into the outbox and builds the answer. A
- * transaction may run more than once (conflicts rerun it), so each starts by
- * resetting what it reports.
+ * Every change is one ag_store_tx (room_tx, or create_tx and invite_tx):
+ * it reads the room with the caller's role, decides (the route's
+ * room_step), and either refuses (returns 0 having written nothing; the
+ * route answers the refusal) or bumps the room's version (rooms_bump),
+ * writes, publishes its room.* event into the outbox and builds the answer.
+ * A transaction may run more than once (conflicts rerun it), so each starts
+ * by resetting what it reports.
  */
 #include <string.h>
 
@@ -121,7 +122,13 @@ static json_t *object_body(ag_http_req *req, ag_http_res *res, ag_validator *v,
 
 /* ---- The shape of every change ------------------------------------------------------------ */
 
-typedef struct op {
+/* A change to one room, run inside the transaction after the room was read
+ * as the caller sees it (room_tx): 0 with c->answer set or a refusal
+ * recorded in `c`, or an error code that rolls the transaction back. */
+typedef struct op op;
+typedef int (*room_step)(ag_db *db, op *c, rooms_room *r);
+
+struct op {
     const ag_caller *me;
     const char *room;
     const char *user; /* the member a route acts on */
@@ -135,7 +142,8 @@ typedef struct op {
     const char *code;
     const char *msg;
     json_t *answer;
-} op;
+    room_step step; /* what room_tx runs */
+};
 
 static void op_reset(op *c)
 {
@@ -188,6 +196,64 @@ static void finish(ag_http_req *req, ag_http_res *res, op *c, int rc, const char
         ag_res_ok(res, status, json_incref(c->answer));
     json_decref(c->answer);
     c->answer = NULL;
+}
+
+/* The transaction of every route that changes a room: the room as the
+ * caller sees it (404 when they do not), then c->step on it. A retried
+ * transaction starts again from op_reset. */
+static int room_tx(ag_db *db, void *ud)
+{
+    op *c = ud;
+    op_reset(c);
+    rooms_room r;
+    bool ok;
+    int rc = load_room(db, c, &r, &ok);
+    if (!ok) return rc;
+    return c->step(db, c, &r);
+}
+
+/* Starts `c` for a route on /v1/rooms/:id: the caller and the room id, or
+ * false with 401 or 404 answered. */
+static bool op_start(ag_http_req *req, ag_http_res *res, op *c)
+{
+    memset(c, 0, sizeof *c);
+    return (c->me = ag_auth_caller_required(req, res)) && (c->room = room_param(req, res));
+}
+
+/* op_start for a route on /v1/rooms/:id/members/:userId, with c->user
+ * (404 MEMBER_NOT_FOUND for an id that cannot be one). */
+static bool op_start_member(ag_http_req *req, ag_http_res *res, op *c)
+{
+    if (!op_start(req, res, c)) return false;
+    c->user = ag_req_param(req, "userId");
+    if (!rooms_id_ok(c->user)) {
+        ag_res_error(res, 404, "MEMBER_NOT_FOUND", "no such member", NULL);
+        return false;
+    }
+    return true;
+}
+
+/* Runs `step` in room_tx and answers 200 with the outcome (`what` names a
+ * failure in the log). */
+static void run(ag_http_req *req, ag_http_res *res, op *c, room_step step, const char *what)
+{
+    c->step = step;
+    int rc = ag_store_tx(g_rooms.store, room_tx, c);
+    finish(req, res, c, rc, what, 200);
+}
+
+/* run() for a route with a body: 422 when `v` found problems, else the
+ * step. Releases `v`, and `body` last, since `c` may point into it. */
+static void run_body(ag_http_req *req, ag_http_res *res, op *c, ag_validator *v, json_t *body,
+                     room_step step, const char *what)
+{
+    if (!ag_v_ok(v)) {
+        ag_res_validation(res, v);
+    } else {
+        ag_v_release(v);
+        run(req, res, c, step, what);
+    }
+    json_decref(body);
 }
 
 /* ---- Rooms -------------------------------------------------------------------------------- */
@@ -302,35 +368,29 @@ static void get_room(ag_http_req *req, ag_http_res *res, void *ud)
         ag_res_ok(res, 200, rooms_room_json(&r));
 }
 
-static int patch_tx(ag_db *db, void *ud)
+static int patch_step(ag_db *db, op *c, rooms_room *r)
 {
-    op *c = ud;
-    op_reset(c);
-    rooms_room r;
-    bool ok;
-    int rc = load_room(db, c, &r, &ok);
-    if (!ok) return rc;
-    if (!moderates(r.my_role))
+    if (!moderates(r->my_role))
         return refuse(c, 403, "FORBIDDEN", "only the room's owner or an admin may edit it");
     bool changed = false;
-    if (c->has_name && strcmp(r.name, c->name) != 0) {
-        snprintf(r.name, sizeof r.name, "%s", c->name);
+    if (c->has_name && strcmp(r->name, c->name) != 0) {
+        snprintf(r->name, sizeof r->name, "%s", c->name);
         changed = true;
     }
-    if (c->has_description && strcmp(r.description, c->description) != 0) {
-        snprintf(r.description, sizeof r.description, "%s", c->description);
+    if (c->has_description && strcmp(r->description, c->description) != 0) {
+        snprintf(r->description, sizeof r->description, "%s", c->description);
         changed = true;
     }
-    if (c->has_private && r.is_private != c->is_private) {
-        r.is_private = c->is_private;
+    if (c->has_private && r->is_private != c->is_private) {
+        r->is_private = c->is_private;
         changed = true;
     }
     if (changed) { /* an edit that changes nothing is answered, not counted */
         char now[32];
         rooms_now(now);
-        rc = rooms_bump(db, &r, now);
-        if (rc == 0) rc = rooms_save(db, &r);
-        if (rc == 0) rc = rooms_publish_updated(db, &r, NULL, NULL);
+        int rc = rooms_bump(db, r, now);
+        if (rc == 0) rc = rooms_save(db, r);
+        if (rc == 0) rc = rooms_publish_updated(db, r, NULL, NULL);
         if (rc < 0) return rc;
     }
     return answer_room(db, c);
@@ -340,8 +400,7 @@ static void patch_room(ag_http_req *req, ag_http_res *res, void *ud)
 {
     (void)ud;
     op c;
-    memset(&c, 0, sizeof c);
-    if (!(c.me = ag_auth_caller_required(req, res)) || !(c.room = room_param(req, res))) return;
+    if (!op_start(req, res, &c)) return;
     static const char *const allowed[] = {"name", "description", "isPrivate", NULL};
     ag_validator v;
     json_t *body = object_body(req, res, &v, allowed);
@@ -352,39 +411,25 @@ static void patch_room(ag_http_req *req, ag_http_res *res, void *ud)
     c.description = ag_v_str(&v, body, "description", AG_V_NULLABLE, 0, ROOMS_DESCRIPTION_MAX);
     if (!c.description) c.description = "";
     c.has_private = ag_v_bool(&v, body, "isPrivate", 0, &c.is_private);
-    if (!ag_v_ok(&v)) {
-        ag_res_validation(res, &v);
-        json_decref(body);
-        return;
-    }
-    ag_v_release(&v);
-    int rc = ag_store_tx(g_rooms.store, patch_tx, &c);
-    finish(req, res, &c, rc, "room update failed", 200);
-    json_decref(body);
+    run_body(req, res, &c, &v, body, patch_step, "room update failed");
 }
 
-static int delete_tx(ag_db *db, void *ud)
+static int delete_step(ag_db *db, op *c, rooms_room *r)
 {
-    op *c = ud;
-    op_reset(c);
-    rooms_room r;
-    bool ok;
-    int rc = load_room(db, c, &r, &ok);
-    if (!ok) return rc;
-    if (strcmp(r.my_role, "owner") != 0 && !is_admin(c->me))
+    if (strcmp(r->my_role, "owner") != 0 && !is_admin(c->me))
         return refuse(c, 403, "FORBIDDEN", "only the room's owner may delete it");
     char now[32];
     rooms_now(now);
     json_t *ids = json_array();
-    rc = rooms_bump(db, &r, now);
-    if (rc == 0) rc = rooms_member_ids(db, r.id, ids);
-    if (rc == 0) rc = rooms_delete(db, r.id);
+    int rc = rooms_bump(db, r, now);
+    if (rc == 0) rc = rooms_member_ids(db, r->id, ids);
+    if (rc == 0) rc = rooms_delete(db, r->id);
     if (rc < 0) {
         json_decref(ids);
         return rc;
     }
-    rc = rooms_publish_deleted(db, &r, c->me->id, ids);
-    if (rc == 0) c->answer = json_pack("{s:s, s:b}", "id", r.id, "deleted", 1);
+    rc = rooms_publish_deleted(db, r, c->me->id, ids);
+    if (rc == 0) c->answer = json_pack("{s:s, s:b}", "id", r->id, "deleted", 1);
     return rc;
 }
 
@@ -392,30 +437,22 @@ static void delete_room(ag_http_req *req, ag_http_res *res, void *ud)
 {
     (void)ud;
     op c;
-    memset(&c, 0, sizeof c);
-    if (!(c.me = ag_auth_caller_required(req, res)) || !(c.room = room_param(req, res))) return;
-    int rc = ag_store_tx(g_rooms.store, delete_tx, &c);
-    finish(req, res, &c, rc, "room delete failed", 200);
+    if (!op_start(req, res, &c)) return;
+    run(req, res, &c, delete_step, "room delete failed");
 }
 
 /* ---- Joining and leaving ------------------------------------------------------------------ */
 
-static int join_tx(ag_db *db, void *ud)
+static int join_step(ag_db *db, op *c, rooms_room *r)
 {
-    op *c = ud;
-    op_reset(c);
-    rooms_room r;
-    bool ok;
-    int rc = load_room(db, c, &r, &ok);
-    if (!ok) return rc;
-    if (r.my_role[0]) return answer_room(db, c); /* already in: nothing changes */
-    if (r.is_private)
+    if (r->my_role[0]) return answer_room(db, c); /* already in: nothing changes */
+    if (r->is_private)
         return refuse(c, 403, "INVITE_ONLY", "a private room is joined by invitation only");
     char now[32];
     rooms_now(now);
-    rc = rooms_bump(db, &r, now);
-    if (rc == 0) rc = rooms_member_add(db, r.id, c->me->id, "member", now, r.version);
-    if (rc == 0) rc = rooms_publish_joined(db, &r, c->me->id, "member", c->me->id, "joined");
+    int rc = rooms_bump(db, r, now);
+    if (rc == 0) rc = rooms_member_add(db, r->id, c->me->id, "member", now, r->version);
+    if (rc == 0) rc = rooms_publish_joined(db, r, c->me->id, "member", c->me->id, "joined");
     if (rc == 0) rc = answer_room(db, c);
     return rc;
 }
@@ -424,55 +461,45 @@ static void post_join(ag_http_req *req, ag_http_res *res, void *ud)
 {
     (void)ud;
     op c;
-    memset(&c, 0, sizeof c);
-    if (!(c.me = ag_auth_caller_required(req, res)) || !(c.room = room_param(req, res))) return;
-    int rc = ag_store_tx(g_rooms.store, join_tx, &c);
-    finish(req, res, &c, rc, "room join failed", 200);
+    if (!op_start(req, res, &c)) return;
+    run(req, res, &c, join_step, "room join failed");
 }
 
 /* The caller leaves (how "left"); shared by POST leave and DELETE of
  * oneself. `answer_member` picks the DELETE route's answer. */
-static int leave(ag_db *db, op *c, bool answer_member)
+static int leave(ag_db *db, op *c, rooms_room *r, bool answer_member)
 {
-    rooms_room r;
-    bool ok;
-    int rc = load_room(db, c, &r, &ok);
-    if (!ok) return rc;
-    if (!r.my_role[0]) return refuse(c, 409, "NOT_A_MEMBER", "you are not a member of this room");
-    if (strcmp(r.my_role, "owner") == 0)
+    if (!r->my_role[0]) return refuse(c, 409, "NOT_A_MEMBER", "you are not a member of this room");
+    if (strcmp(r->my_role, "owner") == 0)
         return refuse(c, 409, "OWNER_CANNOT_LEAVE",
                       "the owner cannot leave: delete the room or hand it over first");
     char now[32];
     rooms_now(now);
-    rc = rooms_bump(db, &r, now);
-    if (rc == 0) rc = rooms_member_remove(db, r.id, c->me->id);
-    if (rc == 0) rc = rooms_publish_left(db, &r, c->me->id, c->me->id, "left");
+    int rc = rooms_bump(db, r, now);
+    if (rc == 0) rc = rooms_member_remove(db, r->id, c->me->id);
+    if (rc == 0) rc = rooms_publish_left(db, r, c->me->id, c->me->id, "left");
     if (rc < 0) return rc;
     if (answer_member)
-        c->answer = json_pack("{s:s, s:s, s:b, s:I}", "roomId", r.id, "userId", c->me->id,
-                              "removed", 1, "version", (json_int_t)r.version);
+        c->answer = json_pack("{s:s, s:s, s:b, s:I}", "roomId", r->id, "userId", c->me->id,
+                              "removed", 1, "version", (json_int_t)r->version);
     else
         rc = answer_room(db, c);
     return rc;
 }
 
-static int leave_tx(ag_db *db, void *ud)
+static int leave_step(ag_db *db, op *c, rooms_room *r)
 {
-    op *c = ud;
-    op_reset(c);
-    return leave(db, c, false);
+    return leave(db, c, r, false);
 }
 
 static void post_leave(ag_http_req *req, ag_http_res *res, void *ud)
 {
     (void)ud;
     op c;
-    memset(&c, 0, sizeof c);
-    if (!(c.me = ag_auth_caller_required(req, res)) || !(c.room = room_param(req, res))) return;
+    if (!op_start(req, res, &c)) return;
     /* The answer is the caller's last view of the room (myRole null), even
      * of a private room they may no longer see. */
-    int rc = ag_store_tx(g_rooms.store, leave_tx, &c);
-    finish(req, res, &c, rc, "room leave failed", 200);
+    run(req, res, &c, leave_step, "room leave failed");
 }
 
 /* ---- Members ------------------------------------------------------------------------------ */
@@ -619,8 +646,7 @@ static void post_member(ag_http_req *req, ag_http_res *res, void *ud)
 {
     (void)ud;
     op c;
-    memset(&c, 0, sizeof c);
-    if (!(c.me = ag_auth_caller_required(req, res)) || !(c.room = room_param(req, res))) return;
+    if (!op_start(req, res, &c)) return;
     static const char *const allowed[] = {"userId", "role", NULL};
     ag_validator v;
     json_t *body = object_body(req, res, &v, allowed);
@@ -650,18 +676,12 @@ static void post_member(ag_http_req *req, ag_http_res *res, void *ud)
     json_decref(body);
 }
 
-static int role_tx(ag_db *db, void *ud)
+static int role_step(ag_db *db, op *c, rooms_room *r)
 {
-    op *c = ud;
-    op_reset(c);
-    rooms_room r;
-    bool ok;
-    int rc = load_room(db, c, &r, &ok);
-    if (!ok) return rc;
-    if (strcmp(r.my_role, "owner") != 0)
+    if (strcmp(r->my_role, "owner") != 0)
         return refuse(c, 403, "FORBIDDEN", "only the room's owner may change roles");
     rooms_member m;
-    rc = rooms_member_get(db, r.id, c->user, &m);
+    int rc = rooms_member_get(db, r->id, c->user, &m);
     if (rc == AG_ENOTFOUND) return refuse(c, 404, "MEMBER_NOT_FOUND", "no such member");
     if (rc < 0) return rc;
     if (strcmp(m.role, c->role) == 0) { /* nothing changes */
@@ -673,27 +693,27 @@ static int role_tx(ag_db *db, void *ud)
                       "a room keeps its owner: hand it over to another member instead");
     char now[32];
     rooms_now(now);
-    rc = rooms_bump(db, &r, now);
+    rc = rooms_bump(db, r, now);
     json_t *members = NULL;
     if (rc == 0 && strcmp(c->role, "owner") == 0) {
         /* The hand-over: the old owner steps down to admin first, as the
          * one-owner index wants. */
-        rc = rooms_member_set_role(db, r.id, c->me->id, "admin");
-        if (rc == 0) rc = rooms_member_set_role(db, r.id, c->user, "owner");
-        snprintf(r.owner_id, sizeof r.owner_id, "%s", c->user);
-        if (rc == 0) rc = rooms_save(db, &r);
+        rc = rooms_member_set_role(db, r->id, c->me->id, "admin");
+        if (rc == 0) rc = rooms_member_set_role(db, r->id, c->user, "owner");
+        snprintf(r->owner_id, sizeof r->owner_id, "%s", c->user);
+        if (rc == 0) rc = rooms_save(db, r);
         members = json_pack("[{s:s, s:s}, {s:s, s:s}]", "userId", c->user, "role", "owner",
                             "userId", c->me->id, "role", "admin");
     } else if (rc == 0) {
-        rc = rooms_member_set_role(db, r.id, c->user, c->role);
+        rc = rooms_member_set_role(db, r->id, c->user, c->role);
     }
     if (rc < 0) {
         json_decref(members);
         return rc;
     }
-    rc = rooms_publish_updated(db, &r, json_pack("{s:s, s:s}", "userId", c->user, "role", c->role),
+    rc = rooms_publish_updated(db, r, json_pack("{s:s, s:s}", "userId", c->user, "role", c->role),
                                members);
-    if (rc == 0) rc = rooms_member_get(db, r.id, c->user, &m);
+    if (rc == 0) rc = rooms_member_get(db, r->id, c->user, &m);
     if (rc == 0) c->answer = rooms_member_json(&m);
     return rc;
 }
@@ -702,56 +722,36 @@ static void put_member(ag_http_req *req, ag_http_res *res, void *ud)
 {
     (void)ud;
     op c;
-    memset(&c, 0, sizeof c);
-    if (!(c.me = ag_auth_caller_required(req, res)) || !(c.room = room_param(req, res))) return;
-    c.user = ag_req_param(req, "userId");
-    if (!rooms_id_ok(c.user)) {
-        ag_res_error(res, 404, "MEMBER_NOT_FOUND", "no such member", NULL);
-        return;
-    }
+    if (!op_start_member(req, res, &c)) return;
     static const char *const allowed[] = {"role", NULL};
     ag_validator v;
     json_t *body = object_body(req, res, &v, allowed);
     if (!body) return;
     check_role(&v, body, AG_V_REQUIRED, true, c.role);
-    if (!ag_v_ok(&v)) {
-        ag_res_validation(res, &v);
-        json_decref(body);
-        return;
-    }
-    ag_v_release(&v);
-    int rc = ag_store_tx(g_rooms.store, role_tx, &c);
-    finish(req, res, &c, rc, "role change failed", 200);
-    json_decref(body);
+    run_body(req, res, &c, &v, body, role_step, "role change failed");
 }
 
-static int kick_tx(ag_db *db, void *ud)
+static int kick_step(ag_db *db, op *c, rooms_room *r)
 {
-    op *c = ud;
-    op_reset(c);
-    if (strcmp(c->user, c->me->id) == 0) return leave(db, c, true);
-    rooms_room r;
-    bool ok;
-    int rc = load_room(db, c, &r, &ok);
-    if (!ok) return rc;
-    if (!moderates(r.my_role))
+    if (strcmp(c->user, c->me->id) == 0) return leave(db, c, r, true);
+    if (!moderates(r->my_role))
         return refuse(c, 403, "FORBIDDEN", "only the room's owner or an admin may remove members");
     rooms_member m;
-    rc = rooms_member_get(db, r.id, c->user, &m);
+    int rc = rooms_member_get(db, r->id, c->user, &m);
     if (rc == AG_ENOTFOUND) return refuse(c, 404, "MEMBER_NOT_FOUND", "no such member");
     if (rc < 0) return rc;
     if (strcmp(m.role, "owner") == 0)
         return refuse(c, 403, "FORBIDDEN", "the room's owner cannot be removed");
-    if (strcmp(m.role, "admin") == 0 && strcmp(r.my_role, "owner") != 0)
+    if (strcmp(m.role, "admin") == 0 && strcmp(r->my_role, "owner") != 0)
         return refuse(c, 403, "FORBIDDEN", "only the room's owner may remove an admin");
     char now[32];
     rooms_now(now);
-    rc = rooms_bump(db, &r, now);
-    if (rc == 0) rc = rooms_member_remove(db, r.id, c->user);
-    if (rc == 0) rc = rooms_publish_left(db, &r, c->user, c->me->id, "kicked");
+    rc = rooms_bump(db, r, now);
+    if (rc == 0) rc = rooms_member_remove(db, r->id, c->user);
+    if (rc == 0) rc = rooms_publish_left(db, r, c->user, c->me->id, "kicked");
     if (rc == 0)
-        c->answer = json_pack("{s:s, s:s, s:b, s:I}", "roomId", r.id, "userId", c->user, "removed",
-                              1, "version", (json_int_t)r.version);
+        c->answer = json_pack("{s:s, s:s, s:b, s:I}", "roomId", r->id, "userId", c->user, "removed",
+                              1, "version", (json_int_t)r->version);
     return rc;
 }
 
@@ -759,15 +759,8 @@ static void delete_member(ag_http_req *req, ag_http_res *res, void *ud)
 {
     (void)ud;
     op c;
-    memset(&c, 0, sizeof c);
-    if (!(c.me = ag_auth_caller_required(req, res)) || !(c.room = room_param(req, res))) return;
-    c.user = ag_req_param(req, "userId");
-    if (!rooms_id_ok(c.user)) {
-        ag_res_error(res, 404, "MEMBER_NOT_FOUND", "no such member", NULL);
-        return;
-    }
-    int rc = ag_store_tx(g_rooms.store, kick_tx, &c);
-    finish(req, res, &c, rc, "member remove failed", 200);
+    if (!op_start_member(req, res, &c)) return;
+    run(req, res, &c, kick_step, "member remove failed");
 }
 
 void rooms_routes(ag_router *r)

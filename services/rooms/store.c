@@ -195,19 +195,26 @@ static void member_from_row(ag_rows *rows, rooms_member *m)
     copy(m->joined_at, sizeof m->joined_at, ag_rows_text(rows, 2));
 }
 
-int rooms_member_get(ag_db *db, const char *room, const char *user, rooms_member *out)
+/* The first row of `sql` (which selects user_id, role, joined_at) into
+ * `out`: 0, AG_ENOTFOUND for none, or the query's error. */
+static int member_query(ag_db *db, const char *sql, const ag_val *p, int n, rooms_member *out)
 {
-    ag_val p[] = {AG_VTEXT(room), AG_VTEXT(user)};
     ag_rows *rows;
-    int rc = ag_db_query(db,
-                         "SELECT user_id, role, joined_at FROM room_members"
-                         " WHERE room_id = $1 AND user_id = $2",
-                         p, 2, &rows);
+    int rc = ag_db_query(db, sql, p, n, &rows);
     if (rc < 0) return rc;
     rc = ag_rows_next(rows);
     if (rc == 1) member_from_row(rows, out);
     ag_rows_free(rows);
     return rc == 1 ? 0 : rc == 0 ? AG_ENOTFOUND : rc;
+}
+
+int rooms_member_get(ag_db *db, const char *room, const char *user, rooms_member *out)
+{
+    ag_val p[] = {AG_VTEXT(room), AG_VTEXT(user)};
+    return member_query(db,
+                        "SELECT user_id, role, joined_at FROM room_members"
+                        " WHERE room_id = $1 AND user_id = $2",
+                        p, 2, out);
 }
 
 json_t *rooms_member_json(const rooms_member *m)
@@ -285,18 +292,12 @@ int rooms_member_ids(ag_db *db, const char *room, json_t *arr)
 int rooms_successor(ag_db *db, const char *room, const char *except, rooms_member *out)
 {
     ag_val p[] = {AG_VTEXT(room), AG_VTEXT(except)};
-    ag_rows *rows;
-    int rc = ag_db_query(db,
-                         "SELECT user_id, role, joined_at FROM room_members"
-                         " WHERE room_id = $1 AND user_id <> $2 AND role <> 'owner'"
-                         " ORDER BY CASE WHEN role = 'admin' THEN 0 ELSE 1 END, joined_version,"
-                         " user_id LIMIT 1",
-                         p, 2, &rows);
-    if (rc < 0) return rc;
-    rc = ag_rows_next(rows);
-    if (rc == 1) member_from_row(rows, out);
-    ag_rows_free(rows);
-    return rc == 1 ? 0 : rc == 0 ? AG_ENOTFOUND : rc;
+    return member_query(db,
+                        "SELECT user_id, role, joined_at FROM room_members"
+                        " WHERE room_id = $1 AND user_id <> $2 AND role <> 'owner'"
+                        " ORDER BY CASE WHEN role = 'admin' THEN 0 ELSE 1 END, joined_version,"
+                        " user_id LIMIT 1",
+                        p, 2, out);
 }
 
 int rooms_user_memberships(ag_db *db, const char *user, json_t *arr)
