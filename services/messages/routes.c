@@ -72,20 +72,31 @@ static bool emoji_ok(const char *s)
     return true;
 }
 
-/* A JSON body that is first of all UTF-8: the JSON parser would call bad
- * bytes malformed (400), but they are a problem with a field's value. */
-static int body_json(ag_http_req *req, ag_http_res *res, json_t **out)
+/* The body, first of all UTF-8 (the JSON parser would call bad bytes
+ * malformed, 400, but they are a problem with a field's value: 422), then
+ * JSON; NULL after answering. Otherwise `v` is initialised with a problem
+ * recorded for a body that is not an object or for fields not in
+ * `allowed`; the route reads its fields only from an object, and releases
+ * `v` and the body. */
+static json_t *object_body(ag_http_req *req, ag_http_res *res, ag_validator *v,
+                           const char *const *allowed)
 {
     size_t len;
     const char *raw = ag_req_body(req, &len);
     if (raw && len && !ag_ws_utf8_valid(raw, len)) {
-        ag_validator v;
-        ag_v_init(&v);
-        ag_v_fail(&v, "content", "the body is not valid UTF-8");
-        ag_res_validation(res, &v);
-        return AG_EINVAL;
+        ag_v_init(v);
+        ag_v_fail(v, "content", "the body is not valid UTF-8");
+        ag_res_validation(res, v);
+        return NULL;
     }
-    return ag_req_json(req, res, out);
+    json_t *body;
+    if (ag_req_json(req, res, &body) < 0) return NULL;
+    ag_v_init(v);
+    if (!json_is_object(body))
+        ag_v_fail(v, "", "the body must be a JSON object");
+    else
+        ag_v_only_fields(v, body, NULL, allowed);
+    return body;
 }
 
 /* Checks `content`: required unless `optional`, a string of at most the
@@ -285,17 +296,13 @@ static void post_message(ag_http_req *req, ag_http_res *res, void *ud)
     (void)ud;
     const ag_caller *me = ag_auth_caller_required(req, res);
     if (!me) return;
-    json_t *body;
-    if (body_json(req, res, &body) < 0) return;
     static const char *const allowed[] = {"roomId", "content", "replyTo", "fileId", NULL};
     ag_validator v;
-    ag_v_init(&v);
+    json_t *body = object_body(req, res, &v, allowed);
+    if (!body) return;
     const char *room = NULL, *content = NULL, *reply = NULL, *file = NULL;
     bool too_long = false;
-    if (!json_is_object(body)) {
-        ag_v_fail(&v, "", "the body must be a JSON object");
-    } else {
-        ag_v_only_fields(&v, body, NULL, allowed);
+    if (json_is_object(body)) {
         room = ag_v_str(&v, body, "roomId", AG_V_REQUIRED, 1, MSG_ID_MAX);
         if (room && !chat_id_ok(room)) ag_v_fail(&v, "roomId", "roomId must be a room id");
         reply = ag_v_str(&v, body, "replyTo", AG_V_NULLABLE, 1, MSG_ID_MAX);
@@ -523,16 +530,12 @@ static void post_read(ag_http_req *req, ag_http_res *res, void *ud)
     (void)ud;
     const ag_caller *me = ag_auth_caller_required(req, res);
     if (!me) return;
-    json_t *body;
-    if (body_json(req, res, &body) < 0) return;
     static const char *const allowed[] = {"roomId", "messageId", NULL};
     ag_validator v;
-    ag_v_init(&v);
+    json_t *body = object_body(req, res, &v, allowed);
+    if (!body) return;
     const char *room = NULL, *id = NULL;
-    if (!json_is_object(body)) {
-        ag_v_fail(&v, "", "the body must be a JSON object");
-    } else {
-        ag_v_only_fields(&v, body, NULL, allowed);
+    if (json_is_object(body)) {
         room = ag_v_str(&v, body, "roomId", AG_V_REQUIRED, 1, MSG_ID_MAX);
         if (room && !chat_id_ok(room)) ag_v_fail(&v, "roomId", "roomId must be a room id");
         id = ag_v_str(&v, body, "messageId", AG_V_REQUIRED, 1, MSG_ID_MAX);
@@ -651,17 +654,13 @@ static void patch_message(ag_http_req *req, ag_http_res *res, void *ud)
     (void)ud;
     const ag_caller *me = ag_auth_caller_required(req, res);
     if (!me) return;
-    json_t *body;
-    if (body_json(req, res, &body) < 0) return;
     static const char *const allowed[] = {"content", NULL};
     ag_validator v;
-    ag_v_init(&v);
+    json_t *body = object_body(req, res, &v, allowed);
+    if (!body) return;
     const char *content = NULL;
     bool too_long = false;
-    if (!json_is_object(body)) {
-        ag_v_fail(&v, "", "the body must be a JSON object");
-    } else {
-        ag_v_only_fields(&v, body, NULL, allowed);
+    if (json_is_object(body)) {
         content = content_field(&v, body, false, &too_long);
     }
     if (!ag_v_ok(&v)) {
@@ -718,16 +717,12 @@ static void post_reaction(ag_http_req *req, ag_http_res *res, void *ud)
     (void)ud;
     const ag_caller *me = ag_auth_caller_required(req, res);
     if (!me) return;
-    json_t *body;
-    if (body_json(req, res, &body) < 0) return;
     static const char *const allowed[] = {"emoji", NULL};
     ag_validator v;
-    ag_v_init(&v);
+    json_t *body = object_body(req, res, &v, allowed);
+    if (!body) return;
     const char *emoji = NULL;
-    if (!json_is_object(body)) {
-        ag_v_fail(&v, "", "the body must be a JSON object");
-    } else {
-        ag_v_only_fields(&v, body, NULL, allowed);
+    if (json_is_object(body)) {
         emoji = ag_v_str(&v, body, "emoji", AG_V_REQUIRED, 1, MSG_EMOJI_MAX);
         if (emoji && !emoji_ok(emoji))
             ag_v_fail(&v, "emoji", "emoji must be 1 to %d bytes without white space",
