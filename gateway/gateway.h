@@ -45,44 +45,54 @@ typedef struct gw_limit_pair {
 } gw_limit_pair;
 
 typedef struct gw_upstream_cfg {
-    char *name;              /* the service: "catalog" */
-    uint64_t timeout_ms;     /* per try; a route may shorten it */
-    int retries;             /* extra tries for idempotent requests */
+    char *name;                /* the service: "catalog" */
+    uint64_t timeout_ms;       /* per try; a route may shorten it */
+    int retries;               /* extra tries for idempotent requests */
     uint64_t retry_backoff_ms; /* base of the jittered backoff */
-    ag_breaker *breaker;     /* shared across reloads (see config.c) */
-    bool health_check;       /* actively checked by the gateway (default) */
+    ag_breaker *breaker;       /* shared across reloads (see config.c) */
+    bool health_check;         /* actively checked by the gateway (default) */
     /* metric series looked up once (proxy.c): the hot path only adds */
     _Atomic(ag_series *) s_latency;
     _Atomic(ag_series *) s_status[600];
 } gw_upstream_cfg;
 
 typedef struct gw_route {
-    char *prefix;      /* "/api/v1/products"; matched at a segment boundary */
-    char *rewrite;     /* replaces the prefix upstream: "/v1/products" */
-    char *service;     /* upstream name */
-    unsigned methods;  /* bit set of GW_M_*; 0: all */
+    char *prefix;     /* "/api/v1/products"; matched at a segment boundary */
+    char *rewrite;    /* replaces the prefix upstream: "/v1/products" */
+    char *service;    /* upstream name */
+    unsigned methods; /* bit set of GW_M_*; 0: all */
     gw_auth_mode auth;
-    char *role;        /* required role, or NULL */
-    uint64_t timeout_ms; /* 0: the upstream's */
-    int retries;       /* -1: the upstream's */
+    char *role;                  /* required role, or NULL */
+    uint64_t timeout_ms;         /* 0: the upstream's */
+    int retries;                 /* -1: the upstream's */
     const gw_limit_pair *limits; /* NULL: none */
-    bool websocket;    /* upgrades allowed */
-    bool spool_body;   /* request bodies go to a file, then upstream from it */
-    uint64_t max_body_bytes; /* 0: the server's AGORA_HTTP_MAX_BODY_BYTES */
+    bool websocket;              /* upgrades allowed */
+    bool spool_body;             /* request bodies go to a file, then upstream from it */
+    uint64_t max_body_bytes;     /* 0: the server's AGORA_HTTP_MAX_BODY_BYTES */
     gw_upstream_cfg *up;
+    /* This route's series of agora_gateway_route_requests_total (by status
+     * class 1xx..5xx) and agora_gateway_route_seconds, looked up once and
+     * kept here (the families keep the series across reloads). */
+    _Atomic(ag_series *) m_count[6];
+    _Atomic(ag_series *) m_seconds;
 } gw_route;
 
 enum {
-    GW_M_GET = 1 << 0, GW_M_HEAD = 1 << 1, GW_M_POST = 1 << 2, GW_M_PUT = 1 << 3,
-    GW_M_PATCH = 1 << 4, GW_M_DELETE = 1 << 5, GW_M_OPTIONS = 1 << 6,
+    GW_M_GET = 1 << 0,
+    GW_M_HEAD = 1 << 1,
+    GW_M_POST = 1 << 2,
+    GW_M_PUT = 1 << 3,
+    GW_M_PATCH = 1 << 4,
+    GW_M_DELETE = 1 << 5,
+    GW_M_OPTIONS = 1 << 6,
 };
 
 typedef struct gw_config {
     atomic_int refs;
     uint64_t generation;
-    char *source;           /* the file it came from */
-    char *latest_version;   /* "v1": what unversioned /api/... means */
-    gw_route *routes;       /* sorted by prefix length, longest first */
+    char *source;         /* the file it came from */
+    char *latest_version; /* "v1": what unversioned /api/... means */
+    gw_route *routes;     /* sorted by prefix length, longest first */
     int nroutes;
     gw_upstream_cfg *ups;
     int nups;
@@ -90,12 +100,12 @@ typedef struct gw_config {
     gw_limit_pair *limits;
     int nlimits;
     const gw_limit_pair *default_limits;
-    char **cors_origins;    /* "*" allowed */
+    char **cors_origins; /* "*" allowed */
     int ncors;
     uint64_t cors_max_age_s;
     uint64_t dashboard_timeout_ms;
     bool admin_loopback_only; /* the admin API from loopback without a token */
-    json_t *doc;            /* the parsed file, for /admin/routes */
+    json_t *doc;              /* the parsed file, for /admin/routes */
 } gw_config;
 
 /* Reads and validates `path`. On failure returns AG_ECONFIG and writes why
@@ -125,7 +135,7 @@ typedef struct gw_gateway {
     ag_service *svc;
     ag_metrics *metrics;
     ag_discovery *disc;
-    ag_http_client *http;  /* dashboard, health checks, JWKS */
+    ag_http_client *http; /* dashboard, health checks, JWKS */
     ag_jwks_client *jwks;
     ag_jwt_policy jwt_policy;
     gw_ratelimit *rl;
@@ -136,12 +146,13 @@ typedef struct gw_gateway {
     gw_loop *loops;
     int nloops;
     gw_retry_budget budget;
-    double retry_budget_ratio;   /* retries allowed per request; 0.2 */
+    double retry_budget_ratio; /* retries allowed per request; 0.2 */
     uint64_t health_interval_ms;
-    struct gw_tokens *tokens;    /* auth.c */
+    struct gw_tokens *tokens; /* auth.c */
     /* metrics */
     ag_metric *m_upstream, *m_upstream_latency, *m_retries, *m_rejects, *m_reloads;
     ag_metric *m_ws;
+    ag_metric *m_route_count, *m_route_seconds; /* per route prefix */
 } gw_gateway;
 
 extern gw_gateway g_gw;
@@ -149,10 +160,10 @@ extern gw_gateway g_gw;
 /* Per loop: its current configuration and its idle upstream connections. */
 struct gw_loop {
     ag_loop *loop;
-    gw_config *config;        /* this loop's reference */
-    struct gw_idle *idle;     /* proxy.c: idle connections by address */
-    atomic_int idle_total;    /* how many, for the admin view (any thread) */
-    uv_timer_t sweep;         /* closes idle connections past their time */
+    gw_config *config;     /* this loop's reference */
+    struct gw_idle *idle;  /* proxy.c: idle connections by address */
+    atomic_int idle_total; /* how many, for the admin view (any thread) */
+    uv_timer_t sweep;      /* closes idle connections past their time */
     bool sweep_on;
     uint64_t rng;
 };

@@ -28,7 +28,8 @@ void gw_config_free_breakers(void);
 
 static void watch_upstreams(const gw_config *c)
 {
-    for (int i = 0; i < c->nups; i++) ag_discovery_watch(g_gw.disc, c->ups[i].name);
+    for (int i = 0; i < c->nups; i++)
+        ag_discovery_watch(g_gw.disc, c->ups[i].name);
 }
 
 typedef struct swap {
@@ -145,7 +146,8 @@ static void on_stop(void *ud)
         pthread_cond_init(&c.cv, NULL);
         if (ag_loop_post(gl->loop, close_on_loop, &c) == 0) {
             pthread_mutex_lock(&c.mu);
-            while (!c.done) pthread_cond_wait(&c.cv, &c.mu);
+            while (!c.done)
+                pthread_cond_wait(&c.cv, &c.mu);
             pthread_mutex_unlock(&c.mu);
         }
         pthread_mutex_destroy(&c.mu);
@@ -171,16 +173,24 @@ static void metrics_init(ag_metrics *m)
     g_gw.m_upstream_latency =
         ag_metrics_family(m, AG_HISTOGRAM, "agora_gateway_upstream_seconds",
                           "Time to the upstream's response head", 1, svc, NULL, 0);
-    g_gw.m_retries = ag_metrics_family(m, AG_COUNTER, "agora_gateway_retries_total",
-                                       "Retries by service and the failure retried", 2,
-                                       svc_reason, NULL, 0);
-    g_gw.m_rejects = ag_metrics_family(m, AG_COUNTER, "agora_gateway_rejections_total",
-                                       "Requests answered by the gateway itself, by reason", 1,
-                                       reason, NULL, 0);
+    g_gw.m_retries =
+        ag_metrics_family(m, AG_COUNTER, "agora_gateway_retries_total",
+                          "Retries by service and the failure retried", 2, svc_reason, NULL, 0);
+    g_gw.m_rejects =
+        ag_metrics_family(m, AG_COUNTER, "agora_gateway_rejections_total",
+                          "Requests answered by the gateway itself, by reason", 1, reason, NULL, 0);
     g_gw.m_reloads = ag_metrics_family(m, AG_COUNTER, "agora_gateway_config_reloads_total",
                                        "Configuration reloads by result", 1, result, NULL, 0);
     g_gw.m_ws = ag_metrics_family(m, AG_COUNTER, "agora_gateway_websocket_tunnels_total",
                                   "WebSocket tunnels opened, by service", 1, svc, NULL, 0);
+    static const char *const route_class[] = {"route", "class"};
+    static const char *const route[] = {"route"};
+    g_gw.m_route_count = ag_metrics_family(
+        m, AG_COUNTER, "agora_gateway_route_requests_total",
+        "Requests by matched route prefix and status class (2xx, 5xx...)", 2, route_class, NULL, 0);
+    g_gw.m_route_seconds = ag_metrics_family(
+        m, AG_HISTOGRAM, "agora_gateway_route_seconds",
+        "Time from the request to its end, by matched route prefix", 1, route, NULL, 0);
 }
 
 int main(void)

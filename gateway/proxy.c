@@ -120,6 +120,7 @@ typedef enum ex_state {
 } ex_state;
 
 struct exchange {
+    uint64_t t0_ns; /* uv_hrtime() at the start */
     ag_http_req *req;
     ag_http_res *res;
     gw_loop *gl;
@@ -290,7 +291,8 @@ static void ex_drop_conn(exchange *ex, bool reusable)
     }
     gw_loop *gl = uc->gl;
     gw_idle *id = gl->idle;
-    while (id && strcmp(id->key, uc->key) != 0) id = id->next;
+    while (id && strcmp(id->key, uc->key) != 0)
+        id = id->next;
     if (!id) {
         id = ag_calloc(1, sizeof *id);
         snprintf(id->key, sizeof id->key, "%s", uc->key);
@@ -314,9 +316,32 @@ static void ex_drop_conn(exchange *ex, bool reusable)
 
 /* The end of the exchange, whatever happened: one finishing call on the
  * response (which only releases it when the client has gone). */
+/* The exchange's end in its route's series (the framework's own request
+ * metrics see one catch-all route for the whole gateway). */
+static void route_record(exchange *ex, bool tunnel)
+{
+    gw_route *rt = (gw_route *)ex->route; /* only its metric cache is written */
+    int status = ag_res_get_status(ex->res);
+    int cls = status >= 100 && status <= 599 ? status / 100 : 5;
+    ag_series *cnt = atomic_load_explicit(&rt->m_count[cls], memory_order_acquire);
+    ag_series *sec = atomic_load_explicit(&rt->m_seconds, memory_order_acquire);
+    if (!cnt || !sec) {
+        char c[4] = {(char)('0' + cls), 'x', 'x', '\0'};
+        const char *v[2] = {rt->prefix, c};
+        cnt = ag_metric_series(g_gw.m_route_count, v);
+        sec = ag_metric_series(g_gw.m_route_seconds, v);
+        atomic_store_explicit(&rt->m_count[cls], cnt, memory_order_release);
+        atomic_store_explicit(&rt->m_seconds, sec, memory_order_release);
+    }
+    ag_series_inc(cnt, 1);
+    /* A WebSocket tunnel's life is not a latency. */
+    if (!tunnel) ag_series_observe(sec, (double)(uv_hrtime() - ex->t0_ns) / 1e9);
+}
+
 static void ex_done(exchange *ex)
 {
     if (ex->state == EX_DONE) return;
+    if (ex->route) route_record(ex, ex->state == EX_TUNNEL);
     ex_state was = ex->state;
     ex->state = EX_DONE;
     uv_timer_stop(&ex->timer);
@@ -497,10 +522,18 @@ static int up_on_header_value(llhttp_t *p, const char *at, size_t len)
 /* Hop-by-hop and server-owned headers are not passed on (RFC 9110 §7.6.1). */
 static bool hop_header(const char *name)
 {
-    static const char *const hop[] = {"Connection", "Keep-Alive", "Proxy-Connection",
-                                      "Transfer-Encoding", "TE", "Trailer", "Upgrade",
-                                      "Content-Length", "Date", "X-Request-Id",
-                                      "Proxy-Authenticate", "Proxy-Authorization"};
+    static const char *const hop[] = {"Connection",
+                                      "Keep-Alive",
+                                      "Proxy-Connection",
+                                      "Transfer-Encoding",
+                                      "TE",
+                                      "Trailer",
+                                      "Upgrade",
+                                      "Content-Length",
+                                      "Date",
+                                      "X-Request-Id",
+                                      "Proxy-Authenticate",
+                                      "Proxy-Authorization"};
     for (size_t i = 0; i < sizeof hop / sizeof hop[0]; i++)
         if (strcasecmp(name, hop[i]) == 0) return true;
     return false;
@@ -652,6 +685,7 @@ static int up_on_message_complete(llhttp_t *p)
     if (ex->ws && ex->status == 101) return HPE_PAUSED; /* raw bytes follow */
     if (ex->state != EX_STREAM) return HPE_USER;
     bool keep = llhttp_should_keep_alive(p);
+    if (ex->route) route_record(ex, false);
     ex->state = EX_DONE;
     uv_timer_stop(&ex->timer);
     ex_drop_conn(ex, keep);
@@ -706,7 +740,8 @@ static void tunnel_on_data(void *ud, const char *data, size_t len)
     size_t done = 0;
     if (uv_stream_get_write_queue_size((uv_stream_t *)&uc->tcp) == 0) {
         int n = uv_try_write((uv_stream_t *)&uc->tcp, &b, 1);
-        if (n > 0) done = (size_t)n;
+        if (n > 0)
+            done = (size_t)n;
         else if (n < 0 && n != UV_EAGAIN) {
             ex_done(ex);
             return;
@@ -781,7 +816,8 @@ static void up_on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
     if (!ex) { /* idle: the upstream closed it, or sent what nobody asked for */
         for (gw_idle *id = uc->gl->idle; id; id = id->next) {
             upconn **pp = &id->head;
-            while (*pp && *pp != uc) pp = &(*pp)->next;
+            while (*pp && *pp != uc)
+                pp = &(*pp)->next;
             if (*pp) {
                 *pp = uc->next;
                 id->count--;
@@ -811,8 +847,7 @@ static void up_on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
          * safe to retry for any method only if no byte was answered; we
          * cannot know it was not processed, so only idempotent ones. */
         char msg[128];
-        snprintf(msg, sizeof msg, "%s closed the connection without answering",
-                 ex->route->service);
+        snprintf(msg, sizeof msg, "%s closed the connection without answering", ex->route->service);
         ex_try_failed(ex, true, 502, "BAD_GATEWAY", msg);
         return;
     }
@@ -875,9 +910,8 @@ static bool skip_request_header(const char *name, bool ws)
         ['k' - 'a'] = {"Keep-Alive"},
         ['p' - 'a'] = {"Proxy-Connection", "Proxy-Authorization"},
         ['t' - 'a'] = {"TE", "Trailer", "Transfer-Encoding"},
-        ['x' - 'a'] = {"X-Request-Id", "X-Forwarded-For", "X-Forwarded-Proto",
-                       "X-Forwarded-Host", "X-User-Id", "X-User-Email", "X-User-Role",
-                       AG_DEADLINE_HEADER},
+        ['x' - 'a'] = {"X-Request-Id", "X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host",
+                       "X-User-Id", "X-User-Email", "X-User-Role", AG_DEADLINE_HEADER},
     };
     int ch = tolower((unsigned char)name[0]);
     if (ch == 'u') return !ws && strcasecmp(name, "Upgrade") == 0;
@@ -982,8 +1016,8 @@ static void ex_send(exchange *ex)
         ag_buf_printf(&b, "%s: %llu\r\n", AG_DEADLINE_HEADER, (unsigned long long)budget);
     }
     if (ex->has_caller) {
-        ag_buf_printf(&b, "X-User-Id: %s\r\nX-User-Email: %s\r\nX-User-Role: %s\r\n",
-                      ex->caller.id, ex->caller.email, ex->caller.role);
+        ag_buf_printf(&b, "X-User-Id: %s\r\nX-User-Email: %s\r\nX-User-Role: %s\r\n", ex->caller.id,
+                      ex->caller.email, ex->caller.role);
     }
     size_t blen = 0;
     const char *body = ag_req_body(req, &blen);
@@ -998,18 +1032,19 @@ static void ex_send(exchange *ex)
         ag_buf_appends(&b, "Connection: Upgrade\r\n");
     else if (spooled)
         ag_buf_printf(&b, "Content-Length: %llu\r\n", (unsigned long long)fsize);
-    else if (blen > 0 || strcmp(m, "POST") == 0 || strcmp(m, "PUT") == 0 ||
-             strcmp(m, "PATCH") == 0)
+    else if (blen > 0 || strcmp(m, "POST") == 0 || strcmp(m, "PUT") == 0 || strcmp(m, "PATCH") == 0)
         ag_buf_printf(&b, "Content-Length: %zu\r\n", blen);
     ag_buf_appends(&b, "\r\n");
 
     size_t hlen;
     char *head = ag_buf_detach(&b, &hlen);
-    uv_buf_t bufs[2] = {uv_buf_init(head, (unsigned)hlen), uv_buf_init((char *)body, (unsigned)blen)};
+    uv_buf_t bufs[2] = {uv_buf_init(head, (unsigned)hlen),
+                        uv_buf_init((char *)body, (unsigned)blen)};
     int nb = blen ? 2 : 1;
     size_t total = hlen + blen, done = 0;
     int w = uv_try_write((uv_stream_t *)&uc->tcp, bufs, (unsigned)nb);
-    if (w > 0) done = (size_t)w;
+    if (w > 0)
+        done = (size_t)w;
     else if (w < 0 && w != UV_EAGAIN) {
         ag_free(head);
         ex_try_failed(ex, !uc->reused ? false : true, 502, "BAD_GATEWAY",
@@ -1091,8 +1126,10 @@ static void on_connect(uv_connect_t *r, int status)
     uv_read_start((uv_stream_t *)&uc->tcp, up_alloc, up_on_read);
     uint64_t left = ag_deadline_remaining(ag_req_deadline(ex->req));
     uint64_t t = ex->try_timeout_ms < left ? ex->try_timeout_ms : left;
-    if (!ex->ws) uv_timer_start(&ex->timer, on_try_timeout, t, 0);
-    else uv_timer_stop(&ex->timer);
+    if (!ex->ws)
+        uv_timer_start(&ex->timer, on_try_timeout, t, 0);
+    else
+        uv_timer_stop(&ex->timer);
     ex_send(ex);
 }
 
@@ -1115,8 +1152,10 @@ static void on_resolved(uv_getaddrinfo_t *r, int status, struct addrinfo *res)
     struct sockaddr_storage ss;
     memcpy(&ss, res->ai_addr, res->ai_addrlen);
     uv_freeaddrinfo(res);
-    if (ss.ss_family == AF_INET) ((struct sockaddr_in *)&ss)->sin_port = htons((uint16_t)uc->port);
-    else ((struct sockaddr_in6 *)&ss)->sin6_port = htons((uint16_t)uc->port);
+    if (ss.ss_family == AF_INET)
+        ((struct sockaddr_in *)&ss)->sin_port = htons((uint16_t)uc->port);
+    else
+        ((struct sockaddr_in6 *)&ss)->sin6_port = htons((uint16_t)uc->port);
     uc->u.connect.data = uc;
     if (uv_tcp_connect(&uc->u.connect, &uc->tcp, (struct sockaddr *)&ss, on_connect) < 0)
         ex_try_failed(ex, false, 502, "BAD_GATEWAY", "could not connect upstream");
@@ -1360,7 +1399,8 @@ static const char *bearer(exchange *ex)
     const char *h = ag_req_header(ex->req, "Authorization");
     if (h && strncasecmp(h, "Bearer ", 7) == 0) {
         h += 7;
-        while (*h == ' ') h++;
+        while (*h == ' ')
+            h++;
         return *h ? h : NULL;
     }
     if (ex->ws) return ag_req_query(ex->req, "access_token");
@@ -1381,7 +1421,8 @@ static bool header_has_token(const char *v, const char *token)
 {
     size_t tl = strlen(token);
     while (v && *v) {
-        while (*v == ' ' || *v == ',') v++;
+        while (*v == ' ' || *v == ',')
+            v++;
         if (strncasecmp(v, token, tl) == 0 && (v[tl] == '\0' || v[tl] == ',' || v[tl] == ' '))
             return true;
         v = strchr(v, ',');
@@ -1418,8 +1459,8 @@ void gw_proxy_body_policy(ag_http_req *req, bool *spool, uint64_t *max_bytes, vo
     if (!path) return; /* answered later (400); the server's limit meanwhile */
     bool method_ok;
     char allow[96];
-    const gw_route *rt = gw_config_match(c, path, ag_req_method(req), &method_ok, allow,
-                                         sizeof allow);
+    const gw_route *rt =
+        gw_config_match(c, path, ag_req_method(req), &method_ok, allow, sizeof allow);
     if (!rt) return;
     if (rt->spool_body) *spool = true;
     if (rt->max_body_bytes) *max_bytes = rt->max_body_bytes;
@@ -1432,6 +1473,7 @@ void gw_proxy_handler(ag_http_req *req, ag_http_res *res, void *ud)
     pthread_once(&once, up_settings_init);
     gw_loop *gl = gw_loop_of(req);
     exchange *ex = ag_calloc(1, sizeof *ex);
+    ex->t0_ns = uv_hrtime();
     ex->req = req;
     ex->res = res;
     ex->gl = gl;
@@ -1446,8 +1488,7 @@ void gw_proxy_handler(ag_http_req *req, ag_http_res *res, void *ud)
     /* The retry budget's window: one second. */
     gw_retry_budget *b = &g_gw.budget;
     uint64_t now = ag_now_ms(), start = atomic_load(&b->window_start_ms);
-    if (now - start >= 1000 &&
-        atomic_compare_exchange_strong(&b->window_start_ms, &start, now)) {
+    if (now - start >= 1000 && atomic_compare_exchange_strong(&b->window_start_ms, &start, now)) {
         atomic_store(&b->requests, 0);
         atomic_store(&b->retries, 0);
     }
@@ -1557,7 +1598,7 @@ json_t *gw_proxy_pool_json(void)
      * each loop's atomic total. */
     json_t *a = json_array();
     for (int i = 0; i < g_gw.nloops; i++)
-        json_array_append_new(a, json_pack("{s:i,s:i}", "loop", i, "idle",
-                                           atomic_load(&g_gw.loops[i].idle_total)));
+        json_array_append_new(
+            a, json_pack("{s:i,s:i}", "loop", i, "idle", atomic_load(&g_gw.loops[i].idle_total)));
     return a;
 }

@@ -393,6 +393,13 @@ const scenarios = {
       const td = document.querySelector('#traffic tr[data-route="catalog"] td');
       return td && Number(td.textContent) > 0;
     }, null, { timeout: T(10000) });
+    await page.waitForFunction(() => {
+      const td = document.querySelector('#routes tr[data-route="/api/v1/products"] td');
+      return td && Number(td.textContent) > 0;
+    }, null, { timeout: T(10000) });
+    const prodRow = await page.locator('#routes tr[data-route="/api/v1/products"] td').allInnerTexts();
+    check(/ms$/.test(prodRow[2]) && /ms$/.test(prodRow[3]), 'the /api/v1/products route: ' + prodRow.join(' | '));
+    log(`ops: route /api/v1/products ${prodRow[0]} req/s, p95 ${prodRow[3]}`);
     const catRow = await page.locator('#traffic tr[data-route="catalog"] td').allInnerTexts();
     check(/ms$/.test(catRow[2]) && /ms$/.test(catRow[3]), 'catalog latency: ' + catRow.join(' | '));
     log(`ops: catalog ${catRow[0]} req/s, errors ${catRow[1]}, p50 ${catRow[2]}, p95 ${catRow[3]}`);

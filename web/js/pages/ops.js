@@ -26,6 +26,7 @@ export async function page(main) {
   const compSummary = h('p', { id: 'components-summary', role: 'status' });
   const trafficBox = h('div', { id: 'traffic' });
   const endpointsBox = h('div', { id: 'endpoints' });
+  const routesBox = h('div', { id: 'routes' });
   const sagaBox = h('div', { id: 'sagas' });
   const updated = h('span', { class: 'muted small', id: 'ops-updated' });
   let paused = false;
@@ -39,9 +40,12 @@ export async function page(main) {
   clear(main, heading('Ops console'),
     h('p', { class: 'toolbar' }, updated, pauseBtn),
     h('section', { 'aria-labelledby': 'comp-title' }, h('h2', { id: 'comp-title' }, 'Components'), compSummary, compBox),
-    h('section', { 'aria-labelledby': 'traffic-title' }, h('h2', { id: 'traffic-title' }, 'Traffic by route'),
-      h('p', { class: 'muted small' }, 'From the gateway\'s /metrics, between readings ', EVERY_MS / 1000,
-        ' s apart. The gateway labels every proxied request with its upstream service (agora_gateway_upstream_*), not with the route that matched, so the routes of one service are counted together.'),
+    h('section', { 'aria-labelledby': 'routes-title' }, h('h2', { id: 'routes-title' }, 'Traffic by route'),
+      h('p', { class: 'muted small' }, 'From the gateway\'s /metrics (agora_gateway_route_*: each request under the route prefix that matched it), between readings ', EVERY_MS / 1000,
+        ' s apart. WebSocket routes count tunnels opened; their latency is not measured.'),
+      routesBox),
+    h('section', { 'aria-labelledby': 'traffic-title' }, h('h2', { id: 'traffic-title' }, 'Traffic by upstream service'),
+      h('p', { class: 'muted small' }, 'Each try the gateway made to a service (agora_gateway_upstream_*, retries included).'),
       trafficBox),
     h('section', { 'aria-labelledby': 'endpoints-title' }, h('h2', { id: 'endpoints-title' }, 'Gateway endpoints'), endpointsBox),
     h('section', { 'aria-labelledby': 'sagas-title' }, h('h2', { id: 'sagas-title' }, 'Recent checkouts (sagas)'), sagaBox),
@@ -156,18 +160,28 @@ export async function page(main) {
       errors: sumBy(metrics, 'agora_http_requests_total', (l) => l.route, (l) => /^5/.test(l.status)),
       buckets: bucketsBy(metrics, 'agora_http_request_duration_seconds_bucket', (l) => l.route),
     };
-    const cur = { at: now, byService, byEndpoint };
+    const byRoute = {
+      count: sumBy(metrics, 'agora_gateway_route_requests_total', (l) => l.route),
+      errors: sumBy(metrics, 'agora_gateway_route_requests_total', (l) => l.route, (l) => l.class === '5xx'),
+      buckets: bucketsBy(metrics, 'agora_gateway_route_seconds_bucket', (l) => l.route),
+    };
+    const cur = { at: now, byService, byEndpoint, byRoute };
     if (prev) {
       const dt = (now - prev.at) / 1000;
       const svcNames = new Set([...byService.count.keys(), ...routes.map((r) => r.service)]);
       const rows = [...svcNames].sort().map((svc) => rateRow('svc:' + svc, svc, byService, prev.byService, dt,
         routes.filter((r) => r.service === svc).map((r) => r.prefix)));
       clear(trafficBox, table('Traffic per upstream service', ['Routes', 'Requests/s', 'Errors', 'Latency p50', 'Latency p95', 'Rate', 'p95'], rows));
+      const prefixes = new Set([...byRoute.count.keys(), ...routes.map((r) => r.prefix)]);
+      const routeRows = [...prefixes].sort().map((prefix) => rateRow('rt:' + prefix, prefix, byRoute, prev.byRoute, dt,
+        [...new Set(routes.filter((r) => r.prefix === prefix).map((r) => '→ ' + r.service))]));
+      clear(routesBox, table('Traffic per route', ['Route', 'Requests/s', 'Errors (5xx)', 'Latency p50', 'Latency p95', 'Rate', 'p95'], routeRows));
       const eps = [...byEndpoint.count.keys()].sort().map((route) => rateRow('ep:' + route, route === '/*' ? 'proxied (all /api routes) and static files' : route,
         byEndpoint, prev.byEndpoint, dt, null));
       clear(endpointsBox, table('Requests the gateway served, by its own endpoints', ['Endpoint', 'Requests/s', 'Errors (5xx)', 'Latency p50', 'Latency p95', 'Rate', 'p95'], eps));
     } else {
       clear(trafficBox, h('p', { class: 'muted' }, 'Measuring: rates appear after the second reading.'));
+      clear(routesBox, h('p', { class: 'muted' }, 'Measuring: rates appear after the second reading.'));
     }
     prev = cur;
   }
