@@ -9,6 +9,10 @@ servers themselves come from tests/harness/with-servers).
 
 Every call in the tests goes through the gateway, as a client's would;
 admin-only reads (payments, inventory) go there too with the admin's token.
+
+A test class that also watches the events its services publish starts with
+start_with_bus (the stack and a broker client subscribed to a subject) and
+ends with stop_with_bus.
 """
 
 import http.client
@@ -25,6 +29,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", "..", ".."))
 sys.path.insert(0, os.path.join(HERE, "..", "http"))
 import harness  # noqa: E402
+from amqp_client import bus_client  # noqa: E402
 
 ADMIN_EMAIL, ADMIN_PASSWORD = "admin@example.com", "admin-password-1"
 CLIENT_SECRET = "orders-test-secret"
@@ -36,6 +41,34 @@ CHAT = ["users", "rooms", "messages", "files", "notifications"]
 
 def binary(name):
     return os.environ.get("AGORA_%sD" % name.upper())
+
+
+def require(*names):
+    """Raises unless the test run names a binary for each of `names` (as
+    ctest does): a failure, not a skip, since the build made them."""
+    missing = ["AGORA_%sD" % n.upper() for n in names if not binary(n)]
+    if missing:
+        raise RuntimeError("set %s (run through ctest)" % " and ".join(missing))
+
+
+def start_with_bus(tag, services, subject, env=None):
+    """A started Stack of `services` (their binaries and the gateway's
+    required) and a client of its broker subscribed to `subject` (sid 1):
+    (stack, bus). End with stop_with_bus."""
+    require(*services, "gateway")
+    s = Stack(tag, env=env, services=services).start()
+    bus = bus_client(s.bus)
+    bus.sub(subject, 1)
+    return s, bus
+
+
+def stop_with_bus(s, bus):
+    """Closes `bus` and stops `s`; raises with what the servers reported
+    (a crash, a sanitizer's finding) if anything."""
+    bus.close()
+    problems = s.stop()
+    if problems:
+        raise AssertionError("\n".join(problems))
 
 
 class Reply:

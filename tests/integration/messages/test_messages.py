@@ -38,7 +38,6 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "lib"))
 sys.path.insert(0, os.path.join(HERE, "..", "http"))
 import stack as st  # noqa: E402
-from amqp_client import bus_client  # noqa: E402
 
 RATE, BURST = 10, 30
 
@@ -46,21 +45,13 @@ RATE, BURST = 10, 30
 class Messages(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        for name in ("users", "rooms", "messages", "files", "gateway"):
-            if not st.binary(name):
-                raise RuntimeError("set AGORA_%sD (run through ctest)" % name.upper())
         env = {"AGORA_MESSAGES_RATE": str(RATE), "AGORA_MESSAGES_BURST": str(BURST)}
-        cls.s = st.Stack("messages", env=env,
-                         services=["users", "rooms", "messages", "files"]).start()
-        cls.bus = bus_client(cls.s.bus)
-        cls.bus.sub("agora.events.message.>", 1)
+        cls.s, cls.bus = st.start_with_bus("messages", ["users", "rooms", "messages", "files"],
+                                           "agora.events.message.>", env=env)
 
     @classmethod
     def tearDownClass(cls):
-        cls.bus.close()
-        problems = cls.s.stop()
-        if problems:
-            raise AssertionError("\n".join(problems))
+        st.stop_with_bus(cls.s, cls.bus)
 
     def setUp(self):
         self.alice = self.s.register("alice")

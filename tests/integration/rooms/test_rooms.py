@@ -33,7 +33,6 @@ sys.path.insert(0, os.path.join(HERE, "..", "lib"))
 sys.path.insert(0, os.path.join(HERE, "..", "http"))
 import stack as st  # noqa: E402
 import harness  # noqa: E402
-from amqp_client import bus_client  # noqa: E402
 
 ROOMS = "/api/v1/rooms"
 
@@ -43,19 +42,12 @@ class Rooms(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        if not st.binary("rooms") or not st.binary("users"):
-            raise RuntimeError("set AGORA_USERSD and AGORA_ROOMSD (run through ctest)")
-        cls.s = st.Stack("rooms", services=["users", "rooms"]).start()
+        cls.s, cls.bus = st.start_with_bus("rooms", ["users", "rooms"], "agora.events.room.>")
         cls.admin = cls.s.login(st.ADMIN_EMAIL, st.ADMIN_PASSWORD)
-        cls.bus = bus_client(cls.s.bus)
-        cls.bus.sub("agora.events.room.>", 1)
 
     @classmethod
     def tearDownClass(cls):
-        cls.bus.close()
-        problems = cls.s.stop()
-        if problems:
-            raise AssertionError("\n".join(problems))
+        st.stop_with_bus(cls.s, cls.bus)
 
     def setUp(self):
         self.alice = self.s.register("alice")
