@@ -88,6 +88,12 @@ void ag_bus_free(ag_bus *bus);
 /* A readiness check (the shape of ag_ready_check): the broker is reachable. */
 int ag_bus_ping(void *bus, char *why, size_t why_len);
 
+/* What this service dead-lettered, newest first, at most `limit` (the
+ * store keeps the newest 1000), appended to `arr` as {id, type, reason,
+ * event (the envelope), delivery, deadAt}. Recorded when the event goes to
+ * the broker's dead-letter destination; served at /admin/dead-letters. */
+int ag_bus_dead_letters(ag_bus *b, int limit, json_t *arr);
+
 /* Rows of the outbox not yet confirmed, and the age in ms of the oldest. */
 int ag_bus_outbox_depth(ag_bus *bus, int64_t *rows, int64_t *oldest_ms);
 

@@ -61,7 +61,9 @@ int ag_service_use_store(ag_service *svc, const char *schema_dir, ag_store **out
  * the service's store (ag_service_use_store first). Subscribe before
  * ag_service_run, which starts it with the server; at stop it stops
  * consuming and flushes the outbox (within AGORA_DRAIN_TIMEOUT) after the
- * server drained. Added to /ready. The service owns the bus. */
+ * server drained. Added to /ready. Adds GET /admin/dead-letters (admins:
+ * what the service dead-lettered, ag_bus_dead_letters). The service owns
+ * the bus. */
 int ag_service_use_bus(ag_service *svc, ag_bus **out);
 /* The service's own OpenAPI document (JSON text, borrowed for the
  * service's life), served at /openapi.json instead of the one generated

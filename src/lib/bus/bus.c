@@ -33,8 +33,8 @@
 #include "internal.h"
 
 #define RELAY_BATCH 256
-#define MARKS_MAX 512    /* confirmed rows waiting to be marked sent */
-#define MARKS_DELAY_MS 20 /* longest a confirmed row waits for its mark */
+#define MARKS_MAX 512                    /* confirmed rows waiting to be marked sent */
+#define MARKS_DELAY_MS 20                /* longest a confirmed row waits for its mark */
 #define RETENTION_MS (60ull * 60 * 1000) /* sent rows kept an hour for inspection */
 
 typedef struct sub {
@@ -59,12 +59,12 @@ struct ag_bus {
     bool relay_started, consumer_started;
     pthread_mutex_t mu;
     pthread_cond_t cond;
-    bool wake;         /* guarded by mu */
-    bool stopping;     /* guarded by mu */
+    bool wake;               /* guarded by mu */
+    bool stopping;           /* guarded by mu */
     uint64_t flush_deadline; /* guarded by mu; monotonic ms */
     atomic_bool consumer_stop;
     void *first_consumer; /* opened by ag_bus_start, handed to the consumer thread */
-    void *pub;         /* relay thread's adapter state */
+    void *pub;            /* relay thread's adapter state */
     /* Relay thread only: rows the broker confirmed that are not yet marked
      * sent in the outbox. Marks are committed in groups (one fsync for many
      * events); until then these rows are skipped, not published again. */
@@ -73,8 +73,8 @@ struct ag_bus {
     uint64_t marks_since;
     atomic_int broker_ok; /* last known publisher health */
 
-    ag_series *m_published, *m_confirmed, *m_publish_failed, *m_consumed, *m_duplicates,
-        *m_retried, *m_dead, *m_depth, *m_age;
+    ag_series *m_published, *m_confirmed, *m_publish_failed, *m_consumed, *m_duplicates, *m_retried,
+        *m_dead, *m_depth, *m_age;
 };
 
 bool ag_bus_pattern_match(const char *pattern, const char *type)
@@ -103,7 +103,11 @@ static const char sqlite_ddl[] =
     " attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT);"
     "CREATE INDEX IF NOT EXISTS agora_outbox_unsent ON agora_outbox (seq) WHERE sent_ms IS NULL;"
     "CREATE TABLE IF NOT EXISTS agora_inbox ("
-    " id TEXT PRIMARY KEY, type TEXT NOT NULL, received_ms BIGINT NOT NULL);";
+    " id TEXT PRIMARY KEY, type TEXT NOT NULL, received_ms BIGINT NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS agora_dead_letters ("
+    " id TEXT NOT NULL, type TEXT, reason TEXT NOT NULL, envelope TEXT NOT NULL,"
+    " delivery INTEGER NOT NULL, dead_ms BIGINT NOT NULL);"
+    "CREATE INDEX IF NOT EXISTS agora_dead_letters_at ON agora_dead_letters (dead_ms);";
 
 static const char postgres_ddl[] =
     "CREATE TABLE IF NOT EXISTS agora_outbox ("
@@ -112,7 +116,11 @@ static const char postgres_ddl[] =
     " attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT);"
     "CREATE INDEX IF NOT EXISTS agora_outbox_unsent ON agora_outbox (seq) WHERE sent_ms IS NULL;"
     "CREATE TABLE IF NOT EXISTS agora_inbox ("
-    " id TEXT PRIMARY KEY, type TEXT NOT NULL, received_ms BIGINT NOT NULL);";
+    " id TEXT PRIMARY KEY, type TEXT NOT NULL, received_ms BIGINT NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS agora_dead_letters ("
+    " id TEXT NOT NULL, type TEXT, reason TEXT NOT NULL, envelope TEXT NOT NULL,"
+    " delivery INTEGER NOT NULL, dead_ms BIGINT NOT NULL);"
+    "CREATE INDEX IF NOT EXISTS agora_dead_letters_at ON agora_dead_letters (dead_ms);";
 
 typedef struct ddl_ctx {
     const char *sql;
@@ -132,7 +140,8 @@ static int run_ddl(ag_db *db, void *ud)
     int rc = 0;
     char *save = NULL;
     for (char *stmt = strtok_r(copy, ";", &save); stmt; stmt = strtok_r(NULL, ";", &save)) {
-        while (*stmt == ' ') stmt++;
+        while (*stmt == ' ')
+            stmt++;
         if (!*stmt) continue;
         rc = ag_db_exec(db, stmt, NULL, 0, NULL);
         if (rc < 0) break;
@@ -185,9 +194,9 @@ int ag_bus_open(const ag_bus_opts *o, ag_bus **out)
     ag_metrics *m = o->metrics ? o->metrics : ag_metrics_default();
     const char *lk[] = {"service"};
     const char *lv[] = {o->service};
-#define COUNTER(field, name, help)                                                             \
+#define COUNTER(field, name, help)                                                                 \
     b->field = ag_metric_series(ag_metrics_family(m, AG_COUNTER, name, help, 1, lk, NULL, 0), lv)
-#define GAUGE(field, name, help)                                                               \
+#define GAUGE(field, name, help)                                                                   \
     b->field = ag_metric_series(ag_metrics_family(m, AG_GAUGE, name, help, 1, lk, NULL, 0), lv)
     COUNTER(m_published, "agora_bus_published_total", "Events written to the outbox.");
     COUNTER(m_confirmed, "agora_bus_confirmed_total", "Outbox events confirmed by the broker.");
@@ -260,9 +269,9 @@ int ag_bus_publish(ag_bus *b, ag_db *db, const char *type, const char *subject, 
     ag_id_new_str(id);
     uint64_t now = ag_wall_ms();
     ag_time_rfc3339(ts, sizeof ts, now);
-    json_t *env = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "specversion", "1.0", "id", id,
-                            "source", b->source, "type", type, "time", ts, "datacontenttype",
-                            "application/json");
+    json_t *env =
+        json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "specversion", "1.0", "id", id, "source",
+                  b->source, "type", type, "time", ts, "datacontenttype", "application/json");
     if (subject) json_object_set_new(env, "subject", json_string(subject));
     json_object_set_new(env, "data", data ? data : json_null());
     char *payload = json_dumps(env, JSON_COMPACT);
@@ -299,8 +308,8 @@ static void update_depth(ag_bus *b, ag_db *db)
     int64_t rows = 0, oldest = 0;
     ag_db_query_int(db, "SELECT COUNT(*) FROM agora_outbox WHERE sent_ms IS NULL", NULL, 0, &rows);
     if (rows > 0 &&
-        ag_db_query_int(db, "SELECT MIN(created_ms) FROM agora_outbox WHERE sent_ms IS NULL",
-                        NULL, 0, &oldest) == 0) {
+        ag_db_query_int(db, "SELECT MIN(created_ms) FROM agora_outbox WHERE sent_ms IS NULL", NULL,
+                        0, &oldest) == 0) {
         int64_t age = (int64_t)ag_wall_ms() - oldest;
         ag_series_set(b->m_age, age > 0 ? (double)age / 1000.0 : 0.0);
     } else {
@@ -335,8 +344,7 @@ static int flush_marks(ag_bus *b)
     mark_ctx mc = {b->marks, b->nmarks};
     int rc = ag_store_tx(b->store, mark_sent, &mc);
     if (rc < 0) {
-        ag_warn("cannot mark events sent; will try again", AG_FI("events", b->nmarks),
-                AG_FERR(rc));
+        ag_warn("cannot mark events sent; will try again", AG_FI("events", b->nmarks), AG_FERR(rc));
         return rc;
     }
     b->nmarks = 0;
@@ -367,7 +375,8 @@ static int relay_batch(ag_bus *b, ag_db *db, bool *more)
     while (n < RELAY_BATCH && (rc = ag_rows_next(r)) == 1) {
         int64_t seq = ag_rows_int(r, 0);
         bool marked = false;
-        for (int k = b->nmarks - 1; k >= 0 && !marked; k--) marked = b->marks[k] == seq;
+        for (int k = b->nmarks - 1; k >= 0 && !marked; k--)
+            marked = b->marks[k] == seq;
         if (marked) continue; /* confirmed already; its mark is on the way */
         rows[n].seq = seq;
         rows[n].id = ag_strdup(ag_rows_text(r, 1));
@@ -454,7 +463,8 @@ static void *relay_main(void *arg)
             uint64_t now = ag_now_ms();
             if (now - last_cleanup > 60000) {
                 ag_val cut = AG_VINT((int64_t)(ag_wall_ms() - RETENTION_MS));
-                ag_db_exec(db, "DELETE FROM agora_outbox WHERE sent_ms IS NOT NULL AND sent_ms < $1",
+                ag_db_exec(db,
+                           "DELETE FROM agora_outbox WHERE sent_ms IS NOT NULL AND sent_ms < $1",
                            &cut, 1, NULL);
                 last_cleanup = now;
             }
@@ -499,8 +509,7 @@ static void *relay_main(void *arg)
         b->wake = false;
         pthread_mutex_unlock(&b->mu);
     }
-    if (is_pg && leader)
-        ag_db_exec(db, "SELECT pg_advisory_unlock(7368209)", NULL, 0, NULL);
+    if (is_pg && leader) ag_db_exec(db, "SELECT pg_advisory_unlock(7368209)", NULL, 0, NULL);
     return NULL;
 }
 
@@ -550,9 +559,86 @@ static const char *jstr(json_t *o, const char *k)
     return json_is_string(v) ? json_string_value(v) : NULL;
 }
 
+/* The service's own record of what it dead-lettered (ag_bus_dead_letters;
+ * the broker's dead-letter destination holds the events themselves), the
+ * newest DEAD_KEEP kept. Best effort: the event is with the broker either
+ * way, so a failure here is logged and nothing more. */
+#define DEAD_KEEP 1000
+
+typedef struct dead_ctx {
+    const char *id, *type, *reason;
+    const char *body;
+    size_t len;
+    int delivery;
+} dead_ctx;
+
+static int dead_record_tx(ag_db *db, void *ud)
+{
+    dead_ctx *d = ud;
+    ag_val p[] = {AG_VTEXT(d->id ? d->id : ""), AG_VTEXT(d->type),
+                  AG_VTEXT(d->reason),          {.type = AG_VT_TEXT, .v.s = d->body, .len = d->len},
+                  AG_VINT(d->delivery),         AG_VINT((int64_t)ag_wall_ms())};
+    int rc = ag_db_exec(db,
+                        "INSERT INTO agora_dead_letters (id, type, reason, envelope, delivery, "
+                        "dead_ms) VALUES ($1, $2, $3, $4, $5, $6)",
+                        p, 6, NULL);
+    if (rc < 0) return rc;
+    ag_val k[] = {AG_VINT(DEAD_KEEP)};
+    return ag_db_exec(db,
+                      "DELETE FROM agora_dead_letters WHERE dead_ms < (SELECT MIN(dead_ms) FROM "
+                      "(SELECT dead_ms FROM agora_dead_letters ORDER BY dead_ms DESC LIMIT $1) t)",
+                      k, 1, NULL);
+}
+
+int ag_bus_dead_letters(ag_bus *b, int limit, json_t *arr)
+{
+    ag_db *db;
+    int rc = ag_store_db(b->store, &db);
+    if (rc < 0) return rc;
+    ag_val p[] = {AG_VINT(limit)};
+    ag_rows *r;
+    rc = ag_db_query(db,
+                     "SELECT id, type, reason, envelope, delivery, dead_ms FROM agora_dead_letters "
+                     "ORDER BY dead_ms DESC LIMIT $1",
+                     p, 1, &r);
+    if (rc < 0) return rc;
+    while ((rc = ag_rows_next(r)) == 1) {
+        char at[40];
+        ag_time_rfc3339(at, sizeof at, (uint64_t)ag_rows_int(r, 5));
+        json_t *env = json_loads(ag_rows_text(r, 3), 0, NULL);
+        json_array_append_new(
+            arr, json_pack("{s:s, s:s?, s:s, s:o, s:I, s:s}", "id", ag_rows_text(r, 0), "type",
+                           ag_rows_is_null(r, 1) ? NULL : ag_rows_text(r, 1), "reason",
+                           ag_rows_text(r, 2), "event", env ? env : json_string(ag_rows_text(r, 3)),
+                           "delivery", (json_int_t)ag_rows_int(r, 4), "deadAt", at));
+    }
+    ag_rows_free(r);
+    return rc < 0 ? rc : 0;
+}
+
 static void dead_letter(ag_bus *b, void *st, ag__bus_msg *m, const char *reason, const char *id)
 {
+    /* Recorded only once the broker has it (a failure leaves it for
+     * redelivery, and it would be recorded twice); the body first, as the
+     * adapter may be done with it after. */
+    json_t *env = json_loadb(m->body, m->len, 0, NULL);
+    dead_ctx d = {.id = id,
+                  .type = jstr(env, "type"),
+                  .reason = reason,
+                  .body = m->body,
+                  .len = m->len,
+                  .delivery = m->delivery};
+    char *copy = ag_strndup(m->body, m->len);
+    d.body = copy;
     int rc = b->ad->dead_letter(st, m, reason);
+    if (rc == 0) {
+        int rrc = ag_store_tx(b->store, dead_record_tx, &d);
+        if (rrc < 0)
+            ag_warn("dead letter not recorded in the store", AG_FS("id", id ? id : ""),
+                    AG_FERR(rrc));
+    }
+    ag_free(copy);
+    json_decref(env);
     if (rc < 0) {
         /* Not moved: leave it with the broker, which will deliver it again. */
         ag_error("cannot dead-letter an event; left for redelivery", AG_FS("id", id ? id : ""),
@@ -637,7 +723,8 @@ static void *consumer_main(void *arg)
 {
     ag_bus *b = arg;
     const char **patterns = ag_calloc((size_t)b->nsubs, sizeof *patterns);
-    for (int i = 0; i < b->nsubs; i++) patterns[i] = b->subs[i].pattern;
+    for (int i = 0; i < b->nsubs; i++)
+        patterns[i] = b->subs[i].pattern;
     void *st = b->first_consumer;
     b->first_consumer = NULL;
     uint64_t pause = 100;
@@ -681,7 +768,8 @@ int ag_bus_start(ag_bus *b)
          * events meant for this service already have somewhere to go. If
          * the broker is down the consumer thread keeps trying. */
         const char **patterns = ag_calloc((size_t)b->nsubs, sizeof *patterns);
-        for (int i = 0; i < b->nsubs; i++) patterns[i] = b->subs[i].pattern;
+        for (int i = 0; i < b->nsubs; i++)
+            patterns[i] = b->subs[i].pattern;
         if (b->ad->open(b->url, b->service, AG_BUS_CONSUMER, patterns, b->nsubs,
                         (uint64_t)b->max_deliveries, &b->first_consumer) < 0)
             b->first_consumer = NULL;
@@ -722,7 +810,8 @@ void ag_bus_free(ag_bus *b)
     if (!b) return;
     ag_bus_stop(b, 0);
     if (b->pub) b->ad->close(b->pub);
-    for (int i = 0; i < b->nsubs; i++) ag_free(b->subs[i].pattern);
+    for (int i = 0; i < b->nsubs; i++)
+        ag_free(b->subs[i].pattern);
     ag_free(b->subs);
     pthread_mutex_destroy(&b->mu);
     pthread_cond_destroy(&b->cond);

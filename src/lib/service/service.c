@@ -13,7 +13,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "agora/auth.h"
 #include "agora/config.h"
+#include "agora/json.h"
 #include "agora/log.h"
 #include "agora/service.h"
 
@@ -202,6 +204,30 @@ int ag_service_use_store(ag_service *s, const char *schema_dir, ag_store **out)
     return 0;
 }
 
+/* GET /admin/dead-letters: what this service dead-lettered (admins only;
+ * the service's auth middleware has verified the caller, if it has one). */
+static void dead_letters(ag_http_req *req, ag_http_res *res, void *ud)
+{
+    ag_service *s = ud;
+    if (!ag_auth_caller_role(req, res, "admin")) return;
+    ag_validator v;
+    ag_v_init(&v);
+    int64_t limit = ag_v_query_int(&v, req, "limit", 50, 1, 1000);
+    if (!ag_v_ok(&v)) {
+        ag_res_validation(res, &v);
+        return;
+    }
+    ag_v_release(&v);
+    json_t *arr = json_array();
+    int rc = ag_bus_dead_letters(s->bus, (int)limit, arr);
+    if (rc < 0) {
+        json_decref(arr);
+        ag_res_internal(req, res, "reading the dead letters failed", rc);
+        return;
+    }
+    ag_res_ok(res, 200, arr);
+}
+
 int ag_service_use_bus(ag_service *s, ag_bus **out)
 {
     if (s->bus) {
@@ -220,14 +246,14 @@ int ag_service_use_bus(ag_service *s, ag_bus **out)
     ag_free(url);
     if (rc < 0) return rc;
     ag_service_add_ready_check(s, "bus", ag_bus_ping, s->bus);
+    ag_router_add(s->router, "GET", "/admin/dead-letters", dead_letters, s, 0);
     *out = s->bus;
     return 0;
 }
 
 ag_discovery *ag_service_discovery(ag_service *s)
 {
-    if (!s->discovery && !s->discovery_failed &&
-        ag_discovery_new(NULL, &s->discovery) < 0)
+    if (!s->discovery && !s->discovery_failed && ag_discovery_new(NULL, &s->discovery) < 0)
         s->discovery_failed = true;
     return s->discovery;
 }
@@ -298,7 +324,9 @@ int ag__service_ready(ag_service *s, json_t *checks)
         char why[256] = "";
         int r = s->checks[i].fn(s->checks[i].ud, why, sizeof why);
         json_object_set_new(checks, s->checks[i].name,
-                            json_string(r == 0 ? "ok" : why[0] ? why : ag_strerror(r)));
+                            json_string(r == 0   ? "ok"
+                                        : why[0] ? why
+                                                 : ag_strerror(r)));
         if (r < 0) rc = r;
     }
     return rc;
@@ -402,12 +430,14 @@ int ag_service_run(ag_service *s)
      * while it still answers. */
     uv_signal_stop(&s->sighup);
     if (s->discovery) ag_discovery_deregister(s->discovery);
-    for (int i = 0; i < s->ndrain_hooks; i++) s->drain_hooks[i].fn(s->drain_hooks[i].ud);
+    for (int i = 0; i < s->ndrain_hooks; i++)
+        s->drain_hooks[i].fn(s->drain_hooks[i].ud);
     int forced = ag_http_server_drain(s->server, s->drain_ms);
     /* Requests are done: stop consuming events and flush what they
      * published. */
     if (s->bus) ag_bus_stop(s->bus, s->drain_ms);
-    for (int i = 0; i < s->nhooks; i++) s->hooks[i].fn(s->hooks[i].ud);
+    for (int i = 0; i < s->nhooks; i++)
+        s->hooks[i].fn(s->hooks[i].ud);
     ag_pool_shutdown(s->pool);
     ag_loopset_stop(s->loops);
     uv_walk(&s->main_loop, close_cb_walk, NULL);
@@ -449,7 +479,8 @@ void ag_service_free(ag_service *s)
     ag_bus_free(s->bus);
     ag_store_close(s->store);
     ag_router_free(s->router);
-    for (int i = 0; i < s->nchecks; i++) ag_free(s->checks[i].name);
+    for (int i = 0; i < s->nchecks; i++)
+        ag_free(s->checks[i].name);
     ag_free(s->checks);
     ag_free(s->hooks);
     ag_free(s->drain_hooks);

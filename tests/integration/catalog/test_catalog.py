@@ -439,7 +439,9 @@ class Catalog(harness.ServerTestCase):
 
         def recs():
             d = self.assertOk(self.call("GET", path, user_y["token"]))
-            return d if d and d[0]["id"] == b else None
+            # B is top rated too (nothing is rated): wait for the reason as
+            # well, which only changes once both orders were consumed.
+            return d if d and d[0]["id"] == b and d[0]["reason"] == "boughtTogether" else None
         d = self.wait_until(recs, what="bought-together recommendations")
         self.assertEqual(d[0]["reason"], "boughtTogether")
         got = [p["id"] for p in d]

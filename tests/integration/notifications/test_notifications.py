@@ -7,7 +7,8 @@ would.
 Covered: a user.registered gives a welcome notification and a Maildir
 message (RFC 5322 headers), and the same event delivered twice gives one of
 each; order.* notifications with unreadCount, pagination, ?unread=true and
-marking read by ids and all; payment.failed with and without userId;
+marking read by ids and all; an unparseable event dead-lettered and
+listed at /admin/dead-letters for admins only; payment.failed with and without userId;
 inventory.low_stock to every known admin only; user.deleted; a WebSocket
 client (written here on the socket module) and an SSE client both get a
 new notification live; resume after a disconnect (WS ?since=, WS resume
@@ -792,6 +793,34 @@ class Notifications(harness.ServerTestCase):
         finally:
             cls.notif.stop(timeout=15)
             cls.notif = cls.start_notif()
+
+    def test_dead_letters_listed_for_admins(self):
+        """An event that cannot be handled goes to the broker's dead letters
+        and is listed at /admin/dead-letters with its reason, for admins."""
+        marker = uid("dl")
+        self.bus.pub("agora.events.order.created", {"specversion": "1.0", "source": marker,
+                                                   "data": {"orderId": marker}})
+        found = {}
+
+        def listed():
+            r = self.call("GET", "/admin/dead-letters?limit=20", self.admin)
+            self.assertEqual(r.status, 200, r.body)
+            for d in r.json()["data"]:
+                if d["event"].get("source") == marker:
+                    found.update(d)
+                    return True
+            return False
+        deadline = time.time() + harness.scaled(15)
+        while not listed() and time.time() < deadline:
+            time.sleep(0.2)
+        self.assertTrue(found, "the unparseable event is not listed")
+        self.assertIn("missing id or type", found["reason"])
+        self.assertEqual(found["event"]["data"], {"orderId": marker})
+        self.assertTrue(found["deadAt"].endswith("Z"))
+        _, _, customer = self.new_user()
+        self.assertEqual(self.call("GET", "/admin/dead-letters", customer).status, 403)
+        self.assertEqual(self.call("GET", "/admin/dead-letters").status, 401)
+        self.assertEqual(self.call("GET", "/admin/dead-letters?limit=0", self.admin).status, 422)
 
     def test_openapi_describes_every_route(self):
         r = self.call("GET", "/openapi.json")

@@ -3,7 +3,8 @@
 // gateway's /admin/upstreams and /admin/breakers; traffic per upstream and
 // per gateway endpoint from /metrics (Prometheus text parsed here), with
 // rates and latencies computed between two readings and drawn as
-// sparklines; recent checkout sagas with their steps. Refreshed every few
+// sparklines; recent checkout sagas with their steps; each consuming
+// service's dead-lettered events. Refreshed every few
 // seconds, with a pause for anyone who wants the page to hold still.
 import { h, clear, heading, errorBox, when, shortId, statusBadge } from '../ui.js';
 import { api, get, qs } from '../api.js';
@@ -28,6 +29,7 @@ export async function page(main) {
   const endpointsBox = h('div', { id: 'endpoints' });
   const routesBox = h('div', { id: 'routes' });
   const sagaBox = h('div', { id: 'sagas' });
+  const dlqBox = h('div', { id: 'dlq' });
   const updated = h('span', { class: 'muted small', id: 'ops-updated' });
   let paused = false;
   const pauseBtn = h('button', { type: 'button', class: 'small secondary', 'aria-pressed': 'false', onclick: () => {
@@ -50,7 +52,8 @@ export async function page(main) {
     h('section', { 'aria-labelledby': 'endpoints-title' }, h('h2', { id: 'endpoints-title' }, 'Gateway endpoints'), endpointsBox),
     h('section', { 'aria-labelledby': 'sagas-title' }, h('h2', { id: 'sagas-title' }, 'Recent checkouts (sagas)'), sagaBox),
     h('section', { 'aria-labelledby': 'dlq-title' }, h('h2', { id: 'dlq-title' }, 'Dead-lettered events'),
-      h('p', { id: 'dlq-note' }, 'Not available: no service exposes its dead-lettered events over HTTP yet. Events that exhaust their retries go to the broker\'s dead-letter destination (NATS: the AGORA stream\'s dead-letter subject; RabbitMQ: the dead-letter exchange) with the reason, and are counted in each service\'s /metrics; this page will list them once an endpoint exists.')),
+      h('p', { class: 'muted small' }, 'Events a service could not handle after its retries, newest first (each service\'s /admin/dead-letters, through the gateway). The events themselves stay in the broker\'s dead-letter destination.'),
+      dlqBox),
     h('section', { 'aria-labelledby': 'trace-title' }, h('h2', { id: 'trace-title' }, 'Traces'),
       h('p', { id: 'trace-note' }, 'Not available yet: tracing does not exist in Agora so far. Requests carry a W3C traceparent and the gateway logs its trace id, but no spans are collected or stored anywhere a page could read them. A trace view will appear here once tracing is built.')));
 
@@ -260,6 +263,32 @@ export async function page(main) {
     return [view(s, 'Checkout'), s.cancellation ? view(s.cancellation, 'Cancellation') : null];
   }
 
+  async function deadLetters() {
+    let rs = routes;
+    if (!rs.length) {
+      try {
+        rs = (await get('/admin/routes')).routes;
+      } catch (err) {
+        clear(dlqBox, errorBox(err, 'The gateway\'s routes could not be read'));
+        return;
+      }
+    }
+    const prefix = '/api/v1/admin/dead-letters/';
+    const svcs = [...new Set(rs.filter((r) => r.prefix.startsWith(prefix)).map((r) => r.prefix.slice(prefix.length)))].sort();
+    const rows = await Promise.all(svcs.map(async (svc) => {
+      try {
+        const list = await get(prefix + svc + qs({ limit: 20 }));
+        if (!list.length) return h('tr', { 'data-service': svc }, h('th', { scope: 'row' }, svc), h('td', { colspan: 4, class: 'muted' }, 'none'));
+        return list.map((d) => h('tr', { 'data-service': svc }, h('th', { scope: 'row' }, svc),
+          h('td', null, d.type || '(no type)'), h('td', { class: 'small' }, shortId(d.id || '')),
+          h('td', { class: 'small warn' }, d.reason), h('td', { class: 'small' }, when(d.deadAt))));
+      } catch (err) {
+        return h('tr', { 'data-service': svc }, h('th', { scope: 'row' }, svc), h('td', { colspan: 4 }, errorBox(err, 'Could not be read')));
+      }
+    }));
+    clear(dlqBox, table('Dead-lettered events by service', ['Service', 'Type', 'Event', 'Reason', 'When'], rows.flat()));
+  }
+
   async function tick() {
     if (!alive || paused) return;
     clearTimeout(timer);
@@ -280,6 +309,7 @@ export async function page(main) {
 
   await tick();
   sagas();
+  deadLetters();
   return () => { alive = false; clearTimeout(timer); };
 }
 
