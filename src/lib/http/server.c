@@ -87,17 +87,17 @@ typedef struct ag_conn {
     llhttp_t parser;
     phase phase;
     tmode tmode;
-    int refs;             /* tcp and two timer handles, a worker holding req */
-    bool closing;         /* close begun; no more I/O */
-    bool paused;          /* parser paused: a request in a worker, or closing */
-    bool reading;         /* uv_read_start active */
-    bool wait_drain;      /* paused until the write queue drains */
-    bool close_after;     /* linger-close once the write queue drains */
-    bool in_worker;       /* req is owned by a worker right now */
-    bool in_async;        /* req is owned by an AG_ROUTE_ASYNC handler */
-    bool dispatching;     /* inside dispatch: a finishing call must not resume */
-    bool tunnel;          /* after ag_res_tunnel: raw bytes both ways */
-    bool loop_close;      /* a loop stream decided to close at its head */
+    int refs;         /* tcp and two timer handles, a worker holding req */
+    bool closing;     /* close begun; no more I/O */
+    bool paused;      /* parser paused: a request in a worker, or closing */
+    bool reading;     /* uv_read_start active */
+    bool wait_drain;  /* paused until the write queue drains */
+    bool close_after; /* linger-close once the write queue drains */
+    bool in_worker;   /* req is owned by a worker right now */
+    bool in_async;    /* req is owned by an AG_ROUTE_ASYNC handler */
+    bool dispatching; /* inside dispatch: a finishing call must not resume */
+    bool tunnel;      /* after ag_res_tunnel: raw bytes both ways */
+    bool loop_close;  /* a loop stream decided to close at its head */
     ag_res_event_fn abort_fn, drain_fn;
     void *abort_ud, *drain_ud;
     size_t drain_low;
@@ -115,9 +115,11 @@ typedef struct ag_conn {
     int fail_status;      /* why the parser was stopped (431, 413) */
     ag_buf head;          /* request line and headers, NUL-separated */
     size_t url_off, url_len;
-    struct { size_t name_off, value_off; } *hoffs;
-    int nh;
-    int hstate; /* 0: none, 1: in field, 2: in value */
+    struct {
+        size_t name_off, value_off;
+    } * hoffs;
+    int nh, hcap; /* hoffs grows to max_headers: most requests carry a dozen */
+    int hstate;   /* 0: none, 1: in field, 2: in value */
     ag_buf body;
     uint64_t body_limit; /* this request's: the route's, or max_body_bytes */
     int spool_fd;        /* this request's spooled body, or -1 */
@@ -398,7 +400,8 @@ static void conn_write_plain(ag_conn *c, const char *head, size_t hlen, char *bo
     size_t done = 0;
     if (uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) == 0) {
         int n = uv_try_write((uv_stream_t *)&c->tcp, bufs, blen ? 2 : 1);
-        if (n > 0) done = (size_t)n;
+        if (n > 0)
+            done = (size_t)n;
         else if (n < 0 && n != UV_EAGAIN) {
             stream_done_bytes(st, st ? total : 0);
             ag_free(body);
@@ -703,8 +706,7 @@ static void access_log(ag_conn *c, double secs, size_t bytes)
         for (int i = 0; i < 32; i++)
             if (!strchr("0123456789abcdef", trace[i])) trace[0] = '\0';
     }
-    ag_info("request", AG_FS("method", r->method), AG_FS("path", r->path),
-            AG_FS("traceId", trace),
+    ag_info("request", AG_FS("method", r->method), AG_FS("path", r->path), AG_FS("traceId", trace),
             AG_FS("route", r->match.pattern ? r->match.pattern : ""),
             AG_FI("status", r->res.status), AG_FD("durationMs", secs * 1000.0),
             AG_FI("bytes", (long long)bytes), AG_FS("requestId", r->id),
@@ -1023,8 +1025,10 @@ static int on_message_begin(llhttp_t *p)
         c->phase = P_HEAD;
         /* The header timeout runs from the first byte of a keep-alive request
          * and from accept for the first one (already armed then). */
-        if (c->served_one || c->tmode != T_IDLE) arm_timer(c, T_HEAD);
-        else c->tmode = T_HEAD;
+        if (c->served_one || c->tmode != T_IDLE)
+            arm_timer(c, T_HEAD);
+        else
+            c->tmode = T_HEAD;
     }
     return 0;
 }
@@ -1051,8 +1055,12 @@ static int on_header_field(llhttp_t *p, const char *at, size_t len)
             c->fail_status = 431;
             return HPE_USER;
         }
-        if (!c->hoffs)
-            c->hoffs = ag_malloc((size_t)srv_of(c)->o.limits.max_headers * sizeof *c->hoffs);
+        if (c->nh == c->hcap) {
+            int max = srv_of(c)->o.limits.max_headers;
+            c->hcap = c->hcap ? c->hcap * 2 : 16;
+            if (c->hcap > max) c->hcap = max;
+            c->hoffs = ag_realloc(c->hoffs, (size_t)c->hcap * sizeof *c->hoffs);
+        }
         c->hoffs[c->nh].name_off = c->head.len;
         c->hoffs[c->nh].value_off = SIZE_MAX;
         c->nh++;
@@ -1139,7 +1147,8 @@ static int on_headers_complete(llhttp_t *p)
     ag_deadline d;
     if (dl && ag_deadline_parse_header(dl, &d) == 0) r->deadline = ag_deadline_min(r->deadline, d);
 
-    bool has_body = (p->flags & F_CHUNKED) || ((p->flags & F_CONTENT_LENGTH) && p->content_length > 0);
+    bool has_body =
+        (p->flags & F_CHUNKED) || ((p->flags & F_CONTENT_LENGTH) && p->content_length > 0);
     /* The body's limit and home are the route's (and its policy's), decided
      * before any body byte is read. */
     int mrc = ag_router_match(s->o.router, r->method, r->path, &r->match);
@@ -1590,18 +1599,17 @@ int ag_http_server_new(const ag_http_server_opts *o, ag_http_server **out)
     const char *l3[] = {"route", "method", "status"};
     const char *l2[] = {"route", "method"};
     const char *l1[] = {"reason"};
-    s->m_requests = ag_metrics_family(s->metrics, AG_COUNTER, "agora_http_requests_total",
-                                      "HTTP requests answered, by route, method and status.", 3,
-                                      l3, NULL, 0);
+    s->m_requests =
+        ag_metrics_family(s->metrics, AG_COUNTER, "agora_http_requests_total",
+                          "HTTP requests answered, by route, method and status.", 3, l3, NULL, 0);
     s->m_errors = ag_metrics_family(s->metrics, AG_COUNTER, "agora_http_request_errors_total",
                                     "HTTP requests answered with a 5xx status.", 2, l2, NULL, 0);
-    s->m_latency = ag_metrics_family(s->metrics, AG_HISTOGRAM,
-                                     "agora_http_request_duration_seconds",
-                                     "Time from the first byte of a request to its answer.", 3,
-                                     l3, NULL, 0);
-    s->m_rejected = ag_metrics_family(s->metrics, AG_COUNTER, "agora_http_rejected_total",
-                                      "Connections or requests refused by a limit.", 1, l1, NULL,
-                                      0);
+    s->m_latency =
+        ag_metrics_family(s->metrics, AG_HISTOGRAM, "agora_http_request_duration_seconds",
+                          "Time from the first byte of a request to its answer.", 3, l3, NULL, 0);
+    s->m_rejected =
+        ag_metrics_family(s->metrics, AG_COUNTER, "agora_http_rejected_total",
+                          "Connections or requests refused by a limit.", 1, l1, NULL, 0);
     s->s_rejected_conns = ag_metric_series(s->m_rejected, (const char *[]){"max_connections"});
     s->s_timeouts = ag_metric_series(s->m_rejected, (const char *[]){"timeout"});
     s->s_bad = ag_metric_series(s->m_rejected, (const char *[]){"malformed"});
@@ -1619,7 +1627,8 @@ int ag_http_server_new(const ag_http_server_opts *o, ag_http_server **out)
     if (o->tls_cert || o->tls_key) {
         int rc = tls_context(s, o->tls_cert, o->tls_key);
         if (rc < 0) {
-            for (int i = 0; i < s->nls; i++) ag_buf_release(&s->ls[i].scratch);
+            for (int i = 0; i < s->nls; i++)
+                ag_buf_release(&s->ls[i].scratch);
             ag_free(s->ls);
             ag_free(s);
             return rc;
@@ -1664,18 +1673,20 @@ int ag_http_server_start(ag_http_server *s)
     for (int i = 0; i < s->nls; i++) {
         int fd = ag_listen_socket(s->o.host, port, 1024);
         if (fd < 0) {
-            for (int j = 0; j < i; j++) close(s->ls[j].fd);
-            ag_error("cannot listen", AG_FS("host", s->o.host), AG_FI("port", port),
-                     AG_FERR(fd));
+            for (int j = 0; j < i; j++)
+                close(s->ls[j].fd);
+            ag_error("cannot listen", AG_FS("host", s->o.host), AG_FI("port", port), AG_FERR(fd));
             return fd;
         }
         if (port == 0) port = ag_socket_port(fd);
         s->ls[i].fd = fd;
     }
     s->port = port;
-    for (int i = 0; i < s->nls; i++) ag_loop_post(s->ls[i].loop, start_on_loop, &s->ls[i]);
+    for (int i = 0; i < s->nls; i++)
+        ag_loop_post(s->ls[i].loop, start_on_loop, &s->ls[i]);
     pthread_mutex_lock(&s->mu);
-    while (s->started_listeners < s->nls) pthread_cond_wait(&s->cond, &s->mu);
+    while (s->started_listeners < s->nls)
+        pthread_cond_wait(&s->cond, &s->mu);
     int err = s->start_err;
     pthread_mutex_unlock(&s->mu);
     if (err < 0) ag_error("cannot start listener", AG_FERR(err));
@@ -1727,13 +1738,15 @@ static void drain_on_loop(void *arg)
 static void force_on_loop(void *arg)
 {
     loop_srv *ls = arg;
-    while (ls->conns) conn_close(ls->conns);
+    while (ls->conns)
+        conn_close(ls->conns);
 }
 
 int ag_http_server_drain(ag_http_server *s, uint64_t timeout_ms)
 {
     atomic_store(&s->draining, true);
-    for (int i = 0; i < s->nls; i++) ag_loop_post(s->ls[i].loop, drain_on_loop, &s->ls[i]);
+    for (int i = 0; i < s->nls; i++)
+        ag_loop_post(s->ls[i].loop, drain_on_loop, &s->ls[i]);
     struct timespec until = realtime_after(timeout_ms);
     int forced = 0;
     pthread_mutex_lock(&s->mu);
@@ -1744,7 +1757,8 @@ int ag_http_server_drain(ag_http_server *s, uint64_t timeout_ms)
         forced = (int)atomic_load(&s->nconns);
         pthread_mutex_unlock(&s->mu);
         ag_warn("drain timed out; closing connections", AG_FI("connections", forced));
-        for (int i = 0; i < s->nls; i++) ag_loop_post(s->ls[i].loop, force_on_loop, &s->ls[i]);
+        for (int i = 0; i < s->nls; i++)
+            ag_loop_post(s->ls[i].loop, force_on_loop, &s->ls[i]);
         pthread_mutex_lock(&s->mu);
         while (atomic_load(&s->nconns) > 0 || s->open_listeners > 0)
             pthread_cond_wait(&s->cond, &s->mu);
@@ -1756,7 +1770,8 @@ int ag_http_server_drain(ag_http_server *s, uint64_t timeout_ms)
 void ag_http_server_free(ag_http_server *s)
 {
     if (!s) return;
-    for (int i = 0; i < s->nls; i++) ag_buf_release(&s->ls[i].scratch);
+    for (int i = 0; i < s->nls; i++)
+        ag_buf_release(&s->ls[i].scratch);
     ag_free(s->ls);
     if (s->tls) SSL_CTX_free(s->tls);
     pthread_mutex_destroy(&s->mu);
@@ -1856,8 +1871,8 @@ int ag__stream_start(ag_http_res *res)
      * scratch buffer belongs to the loop thread. */
     ag_buf b;
     ag_buf_init(&b, 0);
-    bool close = (!res->chunked && !r->head_only) || !r->keep_alive ||
-                 atomic_load(&c->ls->srv->draining);
+    bool close =
+        (!res->chunked && !r->head_only) || !r->keep_alive || atomic_load(&c->ls->srv->draining);
     ag_buf_printf(&b, "HTTP/1.1 %d %s\r\nDate: %s\r\n", res->status, ag_http_reason(res->status),
                   http_date());
     if (res->content_type) ag_buf_printf(&b, "Content-Type: %s\r\n", res->content_type);
@@ -1996,10 +2011,9 @@ static int conn_write_borrowed(ag_conn *c, const char *pre, size_t prelen, const
         tls_flush(c);
         return c->closing ? AG_ECLOSED : 0;
     }
-    uv_buf_t bufs[4] = {uv_buf_init((char *)head, (unsigned)hlen),
-                        uv_buf_init((char *)pre, (unsigned)prelen),
-                        uv_buf_init((char *)data, (unsigned)len),
-                        uv_buf_init((char *)post, (unsigned)postlen)};
+    uv_buf_t bufs[4] = {
+        uv_buf_init((char *)head, (unsigned)hlen), uv_buf_init((char *)pre, (unsigned)prelen),
+        uv_buf_init((char *)data, (unsigned)len), uv_buf_init((char *)post, (unsigned)postlen)};
     size_t total = hlen + prelen + len + postlen, sent = 0;
     if (uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) == 0) {
         int n = uv_try_write((uv_stream_t *)&c->tcp, bufs, 4);
