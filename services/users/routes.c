@@ -162,7 +162,7 @@ static int login_tx(ag_db *db, void *ud)
     int rc = users_set_online(db, c->u.id, true);
     if (rc < 0) return rc;
     c->u.online = true;
-    rc = publish_user_event(db, "user.online", &c->u);
+    rc = publish_user_event(db, "user.logged_in", &c->u);
     if (rc < 0) return rc;
     return refresh_store(db, c->refresh_hash, c->u.id,
                          (int64_t)ag_wall_ms() + g_users.refresh_ttl_s * 1000);
@@ -280,7 +280,7 @@ static int logout_tx(ag_db *db, void *ud)
     rc = users_set_online(db, c->u.id, false);
     if (rc < 0) return rc;
     c->u.online = false;
-    return publish_user_event(db, "user.offline", &c->u);
+    return publish_user_event(db, "user.logged_out", &c->u);
 }
 
 static void post_logout(ag_http_req *req, ag_http_res *res, void *ud)

@@ -73,7 +73,8 @@ struct ag_bus {
     uint64_t marks_since;
     atomic_int broker_ok; /* last known publisher health */
 
-    ag_series *m_published, *m_confirmed, *m_publish_failed, *m_consumed, *m_duplicates, *m_retried,
+    ag_metric *f_published; /* by service and type: one producer per type shows */
+    ag_series *m_confirmed, *m_publish_failed, *m_consumed, *m_duplicates, *m_retried,
         *m_dead, *m_depth, *m_age;
 };
 
@@ -198,7 +199,9 @@ int ag_bus_open(const ag_bus_opts *o, ag_bus **out)
     b->field = ag_metric_series(ag_metrics_family(m, AG_COUNTER, name, help, 1, lk, NULL, 0), lv)
 #define GAUGE(field, name, help)                                                                   \
     b->field = ag_metric_series(ag_metrics_family(m, AG_GAUGE, name, help, 1, lk, NULL, 0), lv)
-    COUNTER(m_published, "agora_bus_published_total", "Events written to the outbox.");
+    const char *lk2[] = {"service", "type"};
+    b->f_published = ag_metrics_family(m, AG_COUNTER, "agora_bus_published_total",
+                                       "Events written to the outbox.", 2, lk2, NULL, 0);
     COUNTER(m_confirmed, "agora_bus_confirmed_total", "Outbox events confirmed by the broker.");
     COUNTER(m_publish_failed, "agora_bus_publish_failures_total",
             "Attempts to publish an outbox event that the broker did not confirm.");
@@ -284,7 +287,8 @@ int ag_bus_publish(ag_bus *b, ag_db *db, const char *type, const char *subject, 
                         p, 5, NULL);
     ag_free(payload);
     if (rc < 0) return rc;
-    ag_series_inc(b->m_published, 1);
+    const char *lv[] = {b->source + sizeof "agora/" - 1, type};
+    ag_series_inc(ag_metric_series(b->f_published, lv), 1);
     ag_db_after_commit(db, wake_relay, b);
     if (id_out) memcpy(id_out, id, AG_ID_LEN + 1);
     return 0;

@@ -18,6 +18,7 @@ ends with stop_with_bus.
 import http.client
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -105,6 +106,7 @@ class Stack:
         self.servers = {}
         self.ports = {}
         self.gateway = None
+        self.expect_dead_letters = False  # a suite that sends bad events on purpose sets it
 
     def db_url(self, name):
         if name not in self.dbs:
@@ -192,8 +194,68 @@ class Stack:
         svc = r.json()["data"]["services"].get(name, {})
         return any(i["healthy"] and not i["ejected"] for i in svc.get("instances", []))
 
+    def dead_letters(self):
+        """What the running services dead-lettered, as "service: type (reason)"
+        lines. A suite that sends no malformed event expects none: one here
+        means two services disagree on an event's contract."""
+        out = []
+        if not self.gateway or not self.gateway.alive() or "users" not in self.servers:
+            return out
+        try:
+            admin = self.login(ADMIN_EMAIL, ADMIN_PASSWORD)
+        except (AssertionError, OSError):
+            return out
+        for name in self.names:
+            srv = self.servers.get(name)
+            if srv is None or not srv.alive():
+                continue
+            try:
+                r = self.call("GET", "/admin/dead-letters?limit=100", admin["token"],
+                              port=self.ports[name], timeout=10)
+            except OSError:
+                continue
+            if r.status != 200:
+                continue
+            for d in r.json().get("data", []):
+                out.append("%s dead-lettered %s: %s" % (name, d.get("type"), d.get("reason")))
+        return out
+
+    def event_contract(self):
+        """What the running services published breaks the event rules: a type
+        published by two services (one producer per type), or a type that
+        docs/events.md does not describe."""
+        by_type = {}
+        for name in self.names:
+            srv = self.servers.get(name)
+            if srv is None or not srv.alive():
+                continue
+            try:
+                r = self.call("GET", "/metrics", port=self.ports[name], timeout=10)
+            except OSError:
+                continue
+            if r.status != 200:
+                continue
+            m = harness.parse_metrics(r.body.decode())
+            for (n, labels), v in m.items():
+                ls = dict(labels)
+                if n == "agora_bus_published_total" and v > 0 and "type" in ls:
+                    by_type.setdefault(ls["type"], set()).add(name)
+        out = []
+        documented = documented_producers()
+        for t, producers in sorted(by_type.items()):
+            if len(producers) > 1:
+                out.append("%s is published by %s: one producer per type" %
+                           (t, " and ".join(sorted(producers))))
+            for p in sorted(producers):
+                if documented.get(t) != p:
+                    out.append("%s is published by %s; docs/events.md names %s" %
+                               (t, p, documented.get(t, "no producer")))
+        return out
+
     def stop(self):
-        problems = []
+        problems = self.event_contract()
+        if not self.expect_dead_letters:
+            problems += self.dead_letters()
         for srv in [self.gateway] + [self.servers[n] for n in reversed(self.names)
                                      if n in self.servers]:
             if srv is None:
@@ -294,6 +356,21 @@ def address():
 def card(number):
     return {"type": "card", "number": number, "expMonth": 12,
             "expYear": time.gmtime().tm_year + 2, "cvc": "123"}
+
+
+def documented_producers():
+    """{type: service} from the type tables of docs/events.md (first cell:
+    the types in backticks; second: the producer, agora-<service>)."""
+    out = {}
+    with open(os.path.join(ROOT, "docs", "events.md")) as f:
+        for line in f:
+            cells = line.split("|")
+            if not line.startswith("| `") or len(cells) < 3:
+                continue
+            m = re.match(r"\s*agora-([a-z]+)", cells[2])
+            for t in re.findall(r"`([a-z_]+\.[a-z_]+)`", cells[1]):
+                out[t] = m.group(1) if m else None
+    return out
 
 
 def free_port():

@@ -131,7 +131,7 @@ class Users(harness.ServerTestCase):
         self.assertEnvelopeError(self.post(c, "/v1/auth/refresh",
                                            {"refreshToken": r1["refreshToken"]}), 401)
         self.assertFalse(self.assertOk(self.call(c, "GET", "/v1/users/" + me["id"]))["online"])
-        # Its events (registered, online, offline) reached the broker.
+        # Its events (registered, logged_in, logged_out) reached the broker.
         import time
         deadline = time.monotonic() + harness.scaled(15)
         while True:
