@@ -13,6 +13,7 @@ import * as orders from './pages/orders.js';
 import * as notifications from './pages/notifications.js';
 import * as chat from './pages/chat.js';
 import * as ops from './pages/ops.js';
+import * as traces from './pages/traces.js';
 
 const routes = [
   [/^\/?$/, shop.catalogue, 'shop'],
@@ -27,6 +28,7 @@ const routes = [
   [/^\/chat$/, chat.page, 'chat'],
   [/^\/chat\/([^/]+)$/, chat.page, 'chat'],
   [/^\/ops$/, ops.page, 'ops'],
+  [/^\/ops\/traces\/([^/]+)$/, traces.trace, 'ops'],
 ];
 
 let cleanup = null;

@@ -4,7 +4,8 @@
 // per gateway endpoint from /metrics (Prometheus text parsed here), with
 // rates and latencies computed between two readings and drawn as
 // sparklines; recent checkout sagas with their steps; each consuming
-// service's dead-lettered events. Refreshed every few
+// service's dead-lettered events; recent traces from agora-traces
+// (traces.js, which also draws a trace's waterfall). Refreshed every few
 // seconds, with a pause for anyone who wants the page to hold still.
 import { h, clear, heading, errorBox, when, shortId, statusBadge } from '../ui.js';
 import { api, get, qs } from '../api.js';
@@ -12,6 +13,7 @@ import * as session from '../session.js';
 import { parse, sumBy, quantile } from '../prom.js';
 import { sparkline, fmt } from '../chart.js';
 import { needSignIn } from './account.js';
+import { tracesSection } from './traces.js';
 
 const EVERY_MS = 3000;
 const KEEP = 40;
@@ -30,6 +32,7 @@ export async function page(main) {
   const routesBox = h('div', { id: 'routes' });
   const sagaBox = h('div', { id: 'sagas' });
   const dlqBox = h('div', { id: 'dlq' });
+  const traces = tracesSection();
   const updated = h('span', { class: 'muted small', id: 'ops-updated' });
   let paused = false;
   const pauseBtn = h('button', { type: 'button', class: 'small secondary', 'aria-pressed': 'false', onclick: () => {
@@ -54,8 +57,7 @@ export async function page(main) {
     h('section', { 'aria-labelledby': 'dlq-title' }, h('h2', { id: 'dlq-title' }, 'Dead-lettered events'),
       h('p', { class: 'muted small' }, 'Events a service could not handle after its retries, newest first (each service\'s /admin/dead-letters, through the gateway). The events themselves stay in the broker\'s dead-letter destination.'),
       dlqBox),
-    h('section', { 'aria-labelledby': 'trace-title' }, h('h2', { id: 'trace-title' }, 'Traces'),
-      h('p', { id: 'trace-note' }, 'Not available yet: tracing does not exist in Agora so far. Requests carry a W3C traceparent and the gateway logs its trace id, but no spans are collected or stored anywhere a page could read them. A trace view will appear here once tracing is built.')));
+    traces.el);
 
   const hist = new Map();   // key → {rate: [], err: [], p95: []}
   let prev = null;          // {at, metrics}
@@ -303,6 +305,7 @@ export async function page(main) {
     } catch (err) {
       clear(trafficBox, errorBox(err, 'The gateway\'s metrics could not be read'));
     }
+    await traces.refresh();
     updated.textContent = 'Updated ' + new Date().toLocaleTimeString('en-GB') + ' · every ' + EVERY_MS / 1000 + ' s ';
     if (alive && !paused) timer = setTimeout(tick, EVERY_MS);
   }
