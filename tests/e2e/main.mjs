@@ -23,6 +23,8 @@ const SHOTS = need('AGORA_E2E_SHOTS');
 const CHROMIUM = process.env.AGORA_E2E_CHROMIUM || '/usr/bin/chromium';
 const ADMIN = { email: need('AGORA_E2E_ADMIN_EMAIL'), password: need('AGORA_E2E_ADMIN_PASSWORD') };
 const SERVICES = (process.env.AGORA_E2E_SERVICES || '').split(',').filter(Boolean);
+// run.py's fixture trace in agora-traces: two services, four spans, one error.
+const FIXTURE_TRACE = process.env.AGORA_E2E_TRACE_ID || '';
 const SCALE = Number(process.env.AGORA_E2E_SCALE || '1');
 const T = (ms) => Math.round(ms * SCALE);
 const DESKTOP = { width: 1280, height: 800 };
@@ -176,6 +178,58 @@ async function openNewRoom(page) {
 async function stillSameDocument(page) {
   check(await page.evaluate(() => window.__agoraNoReload === true), 'the page was reloaded');
   check(await page.locator('#live-state[data-state="open"]').count() === 1, 'the WebSocket was not connected');
+}
+
+// The fixture trace (run.py): found in the ops console's list by its
+// service, opened, and its waterfall checked row by row.
+async function traceFixture(page) {
+  check(FIXTURE_TRACE, 'run.py posted no fixture trace (AGORA_E2E_TRACE_ID)');
+  await page.locator('#trace-service option[value="e2e-edge"]').waitFor({ state: 'attached', timeout: T(15000) });
+  await page.getByLabel('Service', { exact: true }).selectOption('e2e-edge');
+  const row = page.locator(`#traces tr[data-trace="${FIXTURE_TRACE}"]`);
+  await row.waitFor();
+  const text = await row.innerText();
+  check(/GET \/api\/v1\/fixture/.test(text) && /40(\.0)? ms/.test(text) && /1 failed/.test(text) && /e2e-backend, e2e-edge/.test(text),
+    'the fixture trace in the list: ' + text);
+  await page.getByLabel('Show', { exact: true }).selectOption('errors');
+  await row.waitFor();
+  await row.getByRole('link').click();
+  await page.waitForURL(new RegExp(`#/ops/traces/${FIXTURE_TRACE}$`));
+  await page.locator('#waterfall .wf-row').nth(3).waitFor();
+  const rows = await page.locator('#waterfall .wf-row').evaluateAll((lis) => lis.map((li) => {
+    const bar = li.querySelector('.wf-bar').getBoundingClientRect();
+    const track = li.querySelector('.wf-track').getBoundingClientRect();
+    return { name: li.querySelector('.wf-name').textContent, service: li.dataset.service, depth: Number(li.dataset.depth),
+      span: li.dataset.span, parent: li.dataset.parent,
+      status: li.dataset.status, text: li.querySelector('.wf-label').innerText,
+      left: (bar.left - track.left) / track.width, width: bar.width / track.width, color: getComputedStyle(li.querySelector('.wf-bar')).backgroundColor };
+  }));
+  check(rows.map((r) => r.name).join('|') === 'GET /api/v1/fixture|GET|GET /v1/fixture|SELECT fixture', 'waterfall rows: ' + rows.map((r) => r.name).join('|'));
+  check(rows.map((r) => r.depth).join() === '0,1,2,3', 'waterfall depths: ' + rows.map((r) => r.depth).join());
+  check(rows.every((r, i) => r.parent === (i ? rows[i - 1].span : '')), 'waterfall parents: ' + rows.map((r) => `${r.span}←${r.parent}`).join(' '));
+  check(rows.map((r) => r.service).join() === 'e2e-edge,e2e-edge,e2e-backend,e2e-backend', 'waterfall services: ' + rows.map((r) => r.service).join());
+  // Bars on one time axis: 0-40, 2-38, 5-35, 10-20 ms of 40.
+  const near = (a, b) => Math.abs(a - b) < 0.02;
+  const want = [[0, 1], [0.05, 0.9], [0.125, 0.75], [0.25, 0.25]];
+  rows.forEach((r, i) => check(near(r.left, want[i][0]) && near(r.width, want[i][1]),
+    `bar of ${r.name}: left ${r.left.toFixed(3)}, width ${r.width.toFixed(3)} (want ${want[i]})`));
+  check(rows[0].color === rows[1].color && rows[2].color === rows[3].color && rows[0].color !== rows[2].color, 'bars are not coloured by service: ' + rows.map((r) => r.color).join());
+  check(rows[2].status === 'error' && /error/.test(rows[2].text) && rows.filter((r) => /error/.test(r.text)).length === 1, 'the failed span is not marked: ' + rows.map((r) => r.text).join(' | '));
+  await page.locator('.wf-legend li', { hasText: 'e2e-backend' }).waitFor();
+  // A span's details: status and attributes.
+  const backend = page.locator('#waterfall .wf-row').nth(2);
+  await backend.locator('.wf-label').click();
+  const detail = backend.locator('.wf-detail');
+  await detail.waitFor();
+  const said = await detail.innerText();
+  check(/the fixture failed on purpose/.test(said) && /http\.route/.test(said) && /\/v1\/fixture/.test(said), 'span details: ' + said);
+  const db = page.locator('#waterfall .wf-row').nth(3);
+  await db.locator('.wf-label').press('Enter'); // the keyboard opens it too
+  await db.locator('.wf-detail tr', { hasText: 'db.rows' }).waitFor();
+  await shoot(page, 'trace');
+  await backend.locator('.wf-label').click();
+  await detail.waitFor({ state: 'hidden' });
+  log(`ops: fixture trace ${FIXTURE_TRACE}: ${rows.length} spans in the waterfall`);
 }
 
 // --- scenarios -----------------------------------------------------------------------------
@@ -421,8 +475,12 @@ const scenarios = {
       const text = await row.innerText();
       check(/none/.test(text), `dead letters of ${svc}: ${text}`);
     }
-    await page.locator('#trace-note', { hasText: 'tracing does not exist' }).waitFor();
+    check(SERVICES.includes('traces'), 'the ops console needs agora-traces, not started');
+    await page.locator('#traces table, #traces p').first().waitFor();
+    check(await page.locator('#traces [role=alert]').count() === 0, 'traces: ' + await page.locator('#traces').innerText());
     await shoot(page, 'ops');
+    check(!page.errors.length, 'errors on the page: ' + page.errors.join('; '));
+    await traceFixture(page);
     check(!page.errors.length, 'errors on the page: ' + page.errors.join('; '));
     await context.close();
   },

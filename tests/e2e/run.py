@@ -27,6 +27,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
@@ -105,6 +106,63 @@ def stock_demo(s):
                       "stock of %s in agora-inventory" % p["name"], timeout=60)
 
 
+def export_to_traces(s):
+    """Every service of `s` exports its spans to the stack's agora-traces,
+    as config/agora.json has it for `agora up`. The port is chosen when the
+    stack starts, so the variable is added as each process is started."""
+    plain = s.env_for
+
+    def env_for(name):
+        env = plain(name)
+        if "traces" in s.ports:
+            env.setdefault("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:%d" % s.ports["traces"])
+        return env
+    s.env_for = env_for
+
+
+def fixture_trace(s):
+    """A trace of known shape posted straight to agora-traces (as an
+    exporter would): the ops scenario opens its waterfall and checks each
+    row, whatever the real services export. Returns its id, or "" without
+    agora-traces."""
+    if "traces" not in s.names:
+        return ""
+    tid = uuid.uuid4().hex
+    ids = [uuid.uuid4().hex[:16] for _ in range(4)]
+    t0 = time.time_ns()
+
+    def sp(i, name, start_ms, end_ms, kind, parent=None, status=None, attrs=()):
+        out = {"traceId": tid, "spanId": ids[i], "name": name, "kind": kind,
+               "startTimeUnixNano": str(t0 + start_ms * 1000000),
+               "endTimeUnixNano": str(t0 + end_ms * 1000000),
+               "attributes": [{"key": k, "value": v} for k, v in attrs]}
+        if parent is not None:
+            out["parentSpanId"] = ids[parent]
+        if status:
+            out["status"] = status
+        return out
+
+    edge = [sp(0, "GET /api/v1/fixture", 0, 40, 2,
+               attrs=[("http.response.status_code", {"intValue": "502"})]),
+            sp(1, "GET", 2, 38, 3, parent=0)]
+    backend = [sp(2, "GET /v1/fixture", 5, 35, 2, parent=1,
+                  status={"code": 2, "message": "the fixture failed on purpose"},
+                  attrs=[("http.route", {"stringValue": "/v1/fixture"})]),
+               sp(3, "SELECT fixture", 10, 20, 1, parent=2,
+                  attrs=[("db.system", {"stringValue": "sqlite"}),
+                         ("db.rows", {"intValue": "3"})])]
+
+    def res(svc, spans):
+        return {"resource": {"attributes": [{"key": "service.name",
+                                             "value": {"stringValue": svc}}]},
+                "scopeSpans": [{"scope": {"name": "e2e"}, "spans": spans}]}
+    r = s.call("POST", "/v1/traces", port=s.ports["traces"],
+               body={"resourceSpans": [res("e2e-backend", backend), res("e2e-edge", edge)]})
+    if r.status != 200 or r.json() != {"partialSuccess": {}}:
+        raise SystemExit("e2e: agora-traces did not take the fixture trace: %r" % r)
+    return tid
+
+
 def on_signal(signum, _frame):
     # with-servers passes its SIGTERM on; ctest's timeout kills; a
     # background run ignores SIGINT: each becomes a clean stop of the stack.
@@ -124,12 +182,14 @@ def main():
     if missing:
         raise SystemExit("e2e: the shop needs AGORA_%sD" % "D, AGORA_".join(
             m.upper() for m in missing))
-    s = st.Stack("e2e", services=st.SERVICES, env={
+    # agora-traces first, so that it is up before the services export to it.
+    s = st.Stack("e2e", services=["traces"] + st.SERVICES, env={
         "AGORA_MESSAGES_MESSAGES_RATE": "1000",
         "AGORA_MESSAGES_MESSAGES_BURST": "1000",
         "AGORA_NOTIFICATIONS_PUSH_MAX_PER_USER": "20",
         "AGORA_GATEWAY_HEALTH_INTERVAL": "1s",
     })
+    export_to_traces(s)
     status = 1
     try:
         s.start()
@@ -137,6 +197,7 @@ def main():
         log("system up at %s (%s)" % (url, ", ".join(s.names)))
         load_demo(s)
         stock_demo(s)
+        trace_id = fixture_trace(s)
         if serve:
             log("serving %s ; admin %s / %s ; Ctrl-C stops" % (url, st.ADMIN_EMAIL,
                                                              st.ADMIN_PASSWORD))
@@ -155,6 +216,7 @@ def main():
             "AGORA_E2E_SERVICES": ",".join(s.names),
             "AGORA_E2E_SCALE": str(harness.SCALE),
             "AGORA_E2E_NODE_DIR": node_dir,
+            "AGORA_E2E_TRACE_ID": trace_id,
         })
         only = [a for a in sys.argv[1:] if not a.startswith("--")]
         want_outage = not only or "outage" in only
