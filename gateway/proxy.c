@@ -53,6 +53,7 @@
 #include "agora/config.h"
 #include "agora/id.h"
 #include "agora/log.h"
+#include "agora/trace.h"
 #include "gateway.h"
 
 #define RBUF_SIZE 65536
@@ -200,9 +201,10 @@ void gw_common_headers(ag_http_req *req, ag_http_res *res, const gw_config *c)
     if (origin && c && origin_allowed(c, origin)) {
         ag_res_header(res, "Access-Control-Allow-Origin", origin);
         ag_res_header(res, "Access-Control-Allow-Credentials", "true");
-        ag_res_header(res, "Access-Control-Expose-Headers",
-                      "X-Request-Id, RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset, "
-                      "Retry-After");
+        ag_res_header(
+            res, "Access-Control-Expose-Headers",
+            "X-Request-Id, traceresponse, RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset, "
+            "Retry-After");
         ag_res_header(res, "Vary", "Origin");
     }
 }
@@ -532,6 +534,7 @@ static bool hop_header(const char *name)
                                       "Content-Length",
                                       "Date",
                                       "X-Request-Id",
+                                      "traceresponse", /* the gateway sends its own */
                                       "Proxy-Authenticate",
                                       "Proxy-Authorization"};
     for (size_t i = 0; i < sizeof hop / sizeof hop[0]; i++)
@@ -986,14 +989,17 @@ static void ex_send(exchange *ex)
     ag_buf_init(&b, 0);
     ag_buf_reserve(&b, 1024);
     ag_buf_printf(&b, "%s %s HTTP/1.1\r\nHost: %s\r\n", ag_req_method(req), ex->upath, uc->key);
-    const char *xff = NULL, *host = NULL, *tp = NULL;
+    const char *xff = NULL, *host = NULL;
     size_t n = ag_req_header_count(req);
     for (size_t i = 0; i < n; i++) {
         const char *name, *value;
         ag_req_header_at(req, i, &name, &value);
         if (strcasecmp(name, "X-Forwarded-For") == 0) xff = value;
         if (strcasecmp(name, "Host") == 0) host = value;
-        if (strcasecmp(name, "traceparent") == 0) tp = value;
+        if (strcasecmp(name, "traceparent") == 0 || strcasecmp(name, "tracestate") == 0) {
+            /* the server span's context goes instead, when there is one */
+            if (ag_req_trace(req)->valid) continue;
+        }
         if (skip_request_header(name, ex->ws)) continue;
         buf_header(&b, name, value);
     }
@@ -1005,10 +1011,14 @@ static void ex_send(exchange *ex)
     ag_buf_appends(&b, "X-Forwarded-Proto: http\r\n");
     if (host) ag_buf_printf(&b, "X-Forwarded-Host: %s\r\n", host);
     buf_header(&b, "X-Request-Id", ag_req_id(req));
-    if (!tp) {
-        uint64_t a = gw_rand(ex->gl), c = gw_rand(ex->gl), d = gw_rand(ex->gl);
-        ag_buf_printf(&b, "traceparent: 00-%016llx%016llx-%016llx-01\r\n", (unsigned long long)a,
-                      (unsigned long long)c, (unsigned long long)(d | 1));
+    /* The upstream's parent is the gateway's server span (agora/trace.h;
+     * a new trace when the client sent none). */
+    const ag_trace_ctx *tc = ag_req_trace(req);
+    if (tc->valid) {
+        char tr[AG_TRACEPARENT_LEN + 1];
+        ag_traceparent_format(tc, tr);
+        ag_buf_printf(&b, "traceparent: %s\r\n", tr);
+        if (tc->state[0]) ag_buf_printf(&b, "tracestate: %s\r\n", tc->state);
     }
     uint64_t left = ag_deadline_remaining(ag_req_deadline(req));
     if (!ex->ws) {
@@ -1510,7 +1520,9 @@ void gw_proxy_handler(ag_http_req *req, ag_http_res *res, void *ud)
     const gw_route *rt = gw_config_match(c, path, method, &method_ok, allow, sizeof allow);
     if (!rt && strncmp(path, "/api/", 5) != 0 &&
         (strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0)) {
-        /* web/ at /: the static module answers and finishes the response */
+        /* web/ at /: the static module answers and finishes the response;
+         * a page's assets are no trace worth keeping */
+        ag_span_drop(ag_req_span(req));
         ex->state = EX_DONE;
         uv_close((uv_handle_t *)&ex->timer, on_timer_closed);
         ex_unref(ex);
@@ -1551,6 +1563,16 @@ void gw_proxy_handler(ag_http_req *req, ag_http_res *res, void *ud)
         ag_res_status(res, 204);
         ex_done(ex);
         return;
+    }
+
+    /* The server span is named after the route, not the catch-all. */
+    ag_span *span = ag_req_span(req);
+    if (ag_span_recording(span)) {
+        char sname[200];
+        snprintf(sname, sizeof sname, "%s %s", method, rt->prefix);
+        ag_span_rename(span, sname);
+        ag_span_attr_str(span, "agora.route", rt->prefix);
+        ag_span_attr_str(span, "agora.upstream", rt->service);
     }
 
     /* The upstream target: the route's prefix rewritten, the query kept. */

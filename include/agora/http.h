@@ -70,6 +70,14 @@ const char *ag_req_body(const ag_http_req *r, size_t *len);
 int ag_req_body_file(const ag_http_req *r, int *fd, uint64_t *size);
 /* The request id: X-Request-Id from the client when it is sane, or a new id. */
 const char *ag_req_id(const ag_http_req *r);
+/* The request's server span context (agora/trace.h): valid once the request
+ * is dispatched; what a handler that answers later from the loop passes on
+ * (the gateway's upstream traceparent). Every answer carries it in a
+ * traceresponse header (W3C Trace Context level 2). */
+const struct ag_trace_ctx *ag_req_trace(const ag_http_req *r);
+/* The server span itself, to rename it or add attributes (the gateway names
+ * it after its route: "POST /api/v1/orders"). Until the answer is sent. */
+struct ag_span *ag_req_span(ag_http_req *r);
 /* When this request must be answered by: the server's own request timeout,
  * shortened by an X-Agora-Deadline-Ms header from the caller. */
 ag_deadline ag_req_deadline(const ag_http_req *r);
@@ -161,8 +169,8 @@ int ag_res_loop_begin(ag_http_res *res, int status, int64_t content_length);
  * may run before this returns. Returns how many bytes are queued to the
  * client now (a source pauses above a mark of its own and resumes from the
  * drain callback), or AG_ECLOSED (done has run). */
-long long ag_res_loop_write(ag_http_res *res, const void *data, size_t len,
-                            ag_res_event_fn done, void *done_ud);
+long long ag_res_loop_write(ag_http_res *res, const void *data, size_t len, ag_res_event_fn done,
+                            void *done_ud);
 /* The head waits for the first body bytes (one write for a small answer);
  * this sends it now, for a source that has no body bytes at hand. */
 void ag_res_loop_flush(ag_http_res *res);
@@ -284,8 +292,7 @@ json_t *ag_router_openapi(const ag_router *r, const char *title, const char *ver
 
 /* Matches `method` and `path`. 0 on a match; AG_ENOTFOUND otherwise, with
  * m->allow non-empty when the path exists under other methods (405). */
-int ag_router_match(const ag_router *r, const char *method, const char *path,
-                    ag_route_match *m);
+int ag_router_match(const ag_router *r, const char *method, const char *path, ag_route_match *m);
 
 /* ---- Server ------------------------------------------------------------ */
 
@@ -310,14 +317,14 @@ void ag_http_limits_default(ag_http_limits *l);
 int ag_http_limits_from_env(ag_http_limits *l);
 
 typedef struct ag_http_server_opts {
-    const char *host;      /* "127.0.0.1" */
-    int port;              /* 0: any free port (see ag_http_server_port) */
-    ag_router *router;     /* borrowed; must outlive the server */
-    ag_loopset *loops;     /* borrowed */
-    ag_pool *pool;         /* borrowed; handlers without AG_ROUTE_INLINE run here */
+    const char *host;  /* "127.0.0.1" */
+    int port;          /* 0: any free port (see ag_http_server_port) */
+    ag_router *router; /* borrowed; must outlive the server */
+    ag_loopset *loops; /* borrowed */
+    ag_pool *pool;     /* borrowed; handlers without AG_ROUTE_INLINE run here */
     ag_http_limits limits;
-    bool access_log;       /* one info line per response */
-    ag_metrics *metrics;   /* NULL: ag_metrics_default() */
+    bool access_log;     /* one info line per response */
+    ag_metrics *metrics; /* NULL: ag_metrics_default() */
     /* TLS: PEM files of the certificate chain and its key. Both NULL: plain
      * HTTP. With them every connection is TLS 1.2+ (OpenSSL), terminated
      * here; AG_ECONFIG from ag_http_server_new when they do not load. */

@@ -14,6 +14,12 @@
  * whose deadline has already passed fails with AG_EDEADLINE without any I/O.
  * A header, request id, method or content type containing CR or LF is refused
  * with AG_EINVAL (no header injection).
+ *
+ * Tracing (agora/trace.h): a blocking call made while a span is current is
+ * a client span of its own ("GET catalog", with OpenTelemetry's HTTP client
+ * attributes), and the peer gets its traceparent and the tracestate; an
+ * asynchronous call passes on the current context, if any, without a span.
+ * A call that sets its own traceparent header keeps it.
  */
 #ifndef AGORA_HTTP_CLIENT_H
 #define AGORA_HTTP_CLIENT_H
@@ -41,15 +47,16 @@ int ag_http_client_new(const ag_http_client_opts *o, ag_http_client **out);
 void ag_http_client_free(ag_http_client *c);
 
 typedef struct ag_http_call {
-    const char *method;          /* NULL: GET */
-    const char *url;             /* "http://127.0.0.1:7002/v1/products/1" */
-    const char *const *headers;  /* "Name: value" strings, NULL-terminated; may be NULL */
-    const void *body;            /* may be NULL */
+    const char *method;         /* NULL: GET */
+    const char *url;            /* "http://127.0.0.1:7002/v1/products/1" */
+    const char *const *headers; /* "Name: value" strings, NULL-terminated; may be NULL */
+    const void *body;           /* may be NULL */
     size_t body_len;
-    const char *content_type;    /* for the body; NULL: application/json when body */
-    ag_deadline deadline;        /* 0 or AG_DEADLINE_NONE: none beyond timeout */
-    uint64_t timeout_ms;         /* 0: the client's default */
-    const char *request_id;      /* forwarded as X-Request-Id when set */
+    const char *content_type; /* for the body; NULL: application/json when body */
+    ag_deadline deadline;     /* 0 or AG_DEADLINE_NONE: none beyond timeout */
+    uint64_t timeout_ms;      /* 0: the client's default */
+    const char *request_id;   /* forwarded as X-Request-Id when set */
+    const char *peer;         /* the service called ("catalog"): names the client span */
 } ag_http_call;
 
 typedef struct ag_http_reply {

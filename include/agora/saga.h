@@ -35,6 +35,15 @@
  * never run again. ag_saga_engine_start resumes every RUNNING or
  * COMPENSATING row.
  *
+ * Tracing and metrics (agora/trace.h): ag_saga_create keeps the trace
+ * context current in the caller (the request that created the saga) in the
+ * row, and every step runs in a span of that trace ("saga checkout.reserve",
+ * "... compensate"), so the step's calls and the events its hooks publish
+ * belong to it, after a restart too. agora_saga_steps_total{service,saga,
+ * step,outcome} counts outcomes (ok, retried, failed, compensated,
+ * compensation_retried) and agora_saga_step_duration_seconds{service,saga,
+ * step} times the calls.
+ *
  * Limits: one engine per database (workers claim sagas in memory, not with
  * a lease in the row); a step's deadline is handed to the callback
  * (ag_saga_ctx_deadline) to honour on its outbound calls, not enforced by
@@ -49,6 +58,7 @@
 #include <stdint.h>
 
 #include "agora/clock.h"
+#include "agora/metrics.h"
 #include "agora/store.h"
 
 typedef struct ag_saga_engine ag_saga_engine;
@@ -71,10 +81,10 @@ typedef int (*ag_saga_hook)(ag_saga_ctx *ctx, ag_db *db, void *ud);
 
 typedef struct ag_saga_step {
     const char *name;
-    ag_saga_fn action;       /* required */
-    ag_saga_fn compensate;   /* NULL: nothing to undo */
-    uint64_t deadline_ms;    /* per call; 0: none */
-    int max_attempts;        /* of the action; 0 means 1 */
+    ag_saga_fn action;     /* required */
+    ag_saga_fn compensate; /* NULL: nothing to undo */
+    uint64_t deadline_ms;  /* per call; 0: none */
+    int max_attempts;      /* of the action; 0 means 1 */
 } ag_saga_step;
 
 typedef struct ag_saga_def {
@@ -93,6 +103,8 @@ typedef struct ag_saga_opts {
     uint64_t backoff_ms;     /* first retry delay; 0: 200 ms */
     uint64_t backoff_max_ms; /* cap of the doubling; 0: 30 s */
     uint64_t poll_ms;        /* longest idle sleep between scans; 0: 1 s */
+    ag_metrics *metrics;     /* where step metrics go; NULL: the default registry */
+    const char *service;     /* their `service` label; NULL: "" */
 } ag_saga_opts;
 
 /* Creates the agora_sagas table when missing. The definitions are
@@ -128,9 +140,9 @@ const char *ag_saga_ctx_id(const ag_saga_ctx *ctx);
 /* The saga's data, read and written by steps (persisted after each call,
  * whatever its result). Borrowed. */
 json_t *ag_saga_ctx_data(ag_saga_ctx *ctx);
-int ag_saga_ctx_step(const ag_saga_ctx *ctx);          /* index */
+int ag_saga_ctx_step(const ag_saga_ctx *ctx); /* index */
 const char *ag_saga_ctx_step_name(const ag_saga_ctx *ctx);
-int ag_saga_ctx_attempt(const ag_saga_ctx *ctx);       /* 1 on the first call */
+int ag_saga_ctx_attempt(const ag_saga_ctx *ctx); /* 1 on the first call */
 bool ag_saga_ctx_compensating(const ag_saga_ctx *ctx);
 ag_deadline ag_saga_ctx_deadline(const ag_saga_ctx *ctx);
 /* The reason of a failure, kept in the step's "error" (and the saga's

@@ -74,6 +74,11 @@ typedef struct ag_val {
  * bad URL fails at start), creating the database when it does not exist.
  * The caller owns the store. */
 int ag_store_open(const char *url, ag_store **out);
+/* Records every transaction's duration in `m` (NULL: the default registry)
+ * as agora_store_tx_duration_seconds{service,outcome}; ag_service_use_store
+ * calls it. Before any transaction runs. */
+struct ag_metrics;
+void ag_store_instrument(ag_store *s, struct ag_metrics *m, const char *service);
 /* Closes every connection and frees the store. No call may be in flight. */
 void ag_store_close(ag_store *s);
 ag_store_engine ag_store_engine_of(const ag_store *s);
@@ -91,8 +96,7 @@ int ag_db_exec(ag_db *db, const char *sql, const ag_val *params, int nparams, in
 int ag_db_query(ag_db *db, const char *sql, const ag_val *params, int nparams, ag_rows **out);
 /* The first column of the first row as an integer or (copied into `buf`)
  * text; AG_ENOTFOUND when there is no row or the value is NULL. */
-int ag_db_query_int(ag_db *db, const char *sql, const ag_val *params, int nparams,
-                    int64_t *out);
+int ag_db_query_int(ag_db *db, const char *sql, const ag_val *params, int nparams, int64_t *out);
 int ag_db_query_text(ag_db *db, const char *sql, const ag_val *params, int nparams, char *buf,
                      size_t n);
 /* The engine's message for the last failure on this connection. */

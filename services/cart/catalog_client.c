@@ -6,7 +6,8 @@
  *   - a deadline: the caller computes min(request deadline, lookup limit);
  *     the client sends what is left in X-Agora-Deadline-Ms, so catalog
  *     honours it too;
- *   - the request id (X-Request-Id) and traceparent forwarded, and the
+ *   - the request id (X-Request-Id) forwarded (the traceparent is the
+ *     client span's, sent by agora/http_client.h), and the
  *     caller's own bearer token, so catalog sees who asks (an admin sees
  *     soft-deleted products; anyone else gets 404 for them);
  *   - the "catalog" circuit breaker around it (include/agora/resilience.h).
@@ -70,8 +71,6 @@ int catalog_lookup(ag_http_req *req, const char *product_id, ag_deadline deadlin
     int nh = 0;
     const char *auth = ag_req_header(req, "Authorization");
     if (auth) headers[nh++] = ag_arena_printf(a, "Authorization: %s", auth);
-    const char *tp = ag_req_header(req, "traceparent");
-    if (tp) headers[nh++] = ag_arena_printf(a, "traceparent: %s", tp);
     headers[nh] = NULL;
     /* An instance from the registry when there is one (balanced, ejected
      * when failing), else the configured URL. */

@@ -76,7 +76,9 @@ int main(void)
         ag_saga_engine_new(&(ag_saga_opts){.store = g_ord.store,
                                            .workers = (int)workers,
                                            .backoff_ms = backoff_ms ? backoff_ms : 1,
-                                           .backoff_max_ms = backoff_max_ms},
+                                           .backoff_max_ms = backoff_max_ms,
+                                           .metrics = ag_service_metrics(svc),
+                                           .service = "orders"},
                            &g_ord.sagas) < 0 ||
         checkout_register() < 0) {
         ag_saga_engine_free(g_ord.sagas);

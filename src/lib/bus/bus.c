@@ -30,6 +30,7 @@
 #include "agora/id.h"
 #include "agora/log.h"
 #include "agora/loop.h"
+#include "agora/trace.h"
 #include "internal.h"
 
 #define RELAY_BATCH 256
@@ -74,8 +75,9 @@ struct ag_bus {
     atomic_int broker_ok; /* last known publisher health */
 
     ag_metric *f_published; /* by service and type: one producer per type shows */
-    ag_series *m_confirmed, *m_publish_failed, *m_consumed, *m_duplicates, *m_retried,
-        *m_dead, *m_depth, *m_age;
+    ag_series *m_lag;       /* outbox write to broker confirm */
+    ag_series *m_confirmed, *m_publish_failed, *m_consumed, *m_duplicates, *m_retried, *m_dead,
+        *m_depth, *m_age;
 };
 
 bool ag_bus_pattern_match(const char *pattern, const char *type)
@@ -203,6 +205,13 @@ int ag_bus_open(const ag_bus_opts *o, ag_bus **out)
     b->f_published = ag_metrics_family(m, AG_COUNTER, "agora_bus_published_total",
                                        "Events written to the outbox.", 2, lk2, NULL, 0);
     COUNTER(m_confirmed, "agora_bus_confirmed_total", "Outbox events confirmed by the broker.");
+    static const double lag_bounds[] = {0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                                        1,     2.5,   5,    10,    30,   60,  300};
+    b->m_lag = ag_metric_series(
+        ag_metrics_family(m, AG_HISTOGRAM, "agora_bus_relay_lag_seconds",
+                          "From an event's outbox write to the broker's confirmation.", 1, lk,
+                          lag_bounds, (int)(sizeof lag_bounds / sizeof lag_bounds[0])),
+        lv);
     COUNTER(m_publish_failed, "agora_bus_publish_failures_total",
             "Attempts to publish an outbox event that the broker did not confirm.");
     COUNTER(m_consumed, "agora_bus_consumed_total", "Events handled and committed.");
@@ -276,6 +285,24 @@ int ag_bus_publish(ag_bus *b, ag_db *db, const char *type, const char *subject, 
         json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "specversion", "1.0", "id", id, "source",
                   b->source, "type", type, "time", ts, "datacontenttype", "application/json");
     if (subject) json_object_set_new(env, "subject", json_string(subject));
+    /* A producer span when a request or event is traced: its context goes
+     * into the event (CloudEvents distributed tracing: traceparent and
+     * tracestate), where the consumers continue it. */
+    char sname[160];
+    snprintf(sname, sizeof sname, "%s publish", type);
+    ag_span span;
+    ag_span_begin(&span, sname, AG_SPAN_PRODUCER, NULL);
+    if (span.ctx.valid) {
+        char tp[AG_TRACEPARENT_LEN + 1];
+        ag_traceparent_format(&span.ctx, tp);
+        json_object_set_new(env, "traceparent", json_string(tp));
+        if (span.ctx.state[0]) json_object_set_new(env, "tracestate", json_string(span.ctx.state));
+        ag_span_attr_str(&span, "messaging.system", b->ad->name);
+        ag_span_attr_str(&span, "messaging.operation.type", "send");
+        ag_span_attr_str(&span, "messaging.destination.name", type);
+        ag_span_attr_str(&span, "messaging.message.id", id);
+        ag_span_end(&span); /* written to the outbox: the relay sends it after the commit */
+    }
     json_object_set_new(env, "data", data ? data : json_null());
     char *payload = json_dumps(env, JSON_COMPACT);
     json_decref(env);
@@ -297,7 +324,7 @@ int ag_bus_publish(ag_bus *b, ag_db *db, const char *type, const char *subject, 
 /* ---- The relay -------------------------------------------------------------------- */
 
 typedef struct pending_row {
-    int64_t seq;
+    int64_t seq, created_ms;
     char *id, *type, *payload;
 } pending_row;
 
@@ -369,10 +396,11 @@ static int relay_batch(ag_bus *b, ag_db *db, bool *more)
     if (ag_store_engine_of(b->store) == AG_STORE_SQLITE && b->nmarks > 0)
         after = b->marks[b->nmarks - 1];
     ag_val q[] = {AG_VINT(after), AG_VINT(RELAY_BATCH + (after ? 0 : b->nmarks))};
-    int rc = ag_db_query(db,
-                         "SELECT seq, id, type, payload FROM agora_outbox WHERE sent_ms IS NULL "
-                         "AND seq > $1 ORDER BY seq LIMIT $2",
-                         q, 2, &r);
+    int rc = ag_db_query(
+        db,
+        "SELECT seq, id, type, payload, created_ms FROM agora_outbox WHERE sent_ms IS NULL "
+        "AND seq > $1 ORDER BY seq LIMIT $2",
+        q, 2, &r);
     if (rc < 0) return rc;
     pending_row rows[RELAY_BATCH];
     int n = 0;
@@ -386,6 +414,7 @@ static int relay_batch(ag_bus *b, ag_db *db, bool *more)
         rows[n].id = ag_strdup(ag_rows_text(r, 1));
         rows[n].type = ag_strdup(ag_rows_text(r, 2));
         rows[n].payload = ag_strdup(ag_rows_text(r, 3));
+        rows[n].created_ms = ag_rows_int(r, 4);
         n++;
     }
     ag_rows_free(r);
@@ -418,6 +447,8 @@ static int relay_batch(ag_bus *b, ag_db *db, bool *more)
         if (b->nmarks == 0) b->marks_since = ag_now_ms();
         b->marks[b->nmarks++] = rows[i].seq;
         ag_series_inc(b->m_confirmed, 1);
+        int64_t lag = (int64_t)ag_wall_ms() - rows[i].created_ms;
+        ag_series_observe(b->m_lag, lag > 0 ? (double)lag / 1000.0 : 0.0);
         done++;
     }
     for (int i = 0; i < n; i++) {
@@ -697,12 +728,33 @@ static void handle_message(ag_bus *b, void *st, ag__bus_msg *m)
         .delivery = m->delivery,
     };
     handle_ctx h = {.bus = b, .ev = &ev};
+    /* The consumer span continues the producer's trace (the CloudEvents
+     * distributed-tracing extension); what the handler calls, writes and
+     * publishes is in it. An event without one starts a trace. */
+    ag_trace_ctx parent;
+    if (!ev.traceparent || ag_traceparent_parse(ev.traceparent, &parent) < 0)
+        memset(&parent, 0, sizeof parent);
+    else
+        ag_tracestate_set(&parent, jstr(env, "tracestate"));
+    char sname[160];
+    snprintf(sname, sizeof sname, "%s process", type);
+    ag_span span;
+    ag_span_begin(&span, sname, AG_SPAN_CONSUMER, &parent);
+    ag_span_attr_str(&span, "messaging.system", b->ad->name);
+    ag_span_attr_str(&span, "messaging.operation.type", "process");
+    ag_span_attr_str(&span, "messaging.destination.name", type);
+    ag_span_attr_str(&span, "messaging.message.id", id);
+    ag_span_attr_str(&span, "messaging.consumer.group.name", b->service);
+    ag_span_attr_int(&span, "messaging.message.delivery_count", m->delivery);
+    ag_span_enter(&span);
     int rc = 0;
     for (int attempt = 0; attempt <= b->immediate_retries; attempt++) {
         rc = ag_store_tx(b->store, handle_tx, &h);
         if (rc == 0) break;
         if (attempt < b->immediate_retries) ag_series_inc(b->m_retried, 1);
     }
+    if (rc < 0) ag_span_error(&span, h.why[0] ? h.why : ag_strerror(rc));
+    if (h.duplicate) ag_span_attr_bool(&span, "agora.duplicate", true);
     if (rc == 0) {
         b->ad->ack(st, m); /* after the commit, never before */
         ag_series_inc(h.duplicate ? b->m_duplicates : b->m_consumed, 1);
@@ -720,6 +772,7 @@ static void handle_message(ag_bus *b, void *st, ag__bus_msg *m)
                 AG_FS("reason", h.why[0] ? h.why : ag_strerror(rc)));
         b->ad->retry_later(st, m, delay);
     }
+    ag_span_end(&span);
     json_decref(env);
 }
 

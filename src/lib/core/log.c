@@ -14,6 +14,7 @@
 #include "agora/clock.h"
 #include "agora/log.h"
 #include "agora/mem.h"
+#include "agora/trace.h"
 
 static char g_service[64] = "agora";
 static ag_log_level g_level = AG_LOG_INFO;
@@ -108,11 +109,21 @@ static bool put_escaped(line *l, const char *s)
         char piece[8];
         size_t n = 0;
         switch (*p) {
-        case '"': memcpy(piece, "\\\"", n = 2); break;
-        case '\\': memcpy(piece, "\\\\", n = 2); break;
-        case '\n': memcpy(piece, "\\n", n = 2); break;
-        case '\r': memcpy(piece, "\\r", n = 2); break;
-        case '\t': memcpy(piece, "\\t", n = 2); break;
+        case '"':
+            memcpy(piece, "\\\"", n = 2);
+            break;
+        case '\\':
+            memcpy(piece, "\\\\", n = 2);
+            break;
+        case '\n':
+            memcpy(piece, "\\n", n = 2);
+            break;
+        case '\r':
+            memcpy(piece, "\\r", n = 2);
+            break;
+        case '\t':
+            memcpy(piece, "\\t", n = 2);
+            break;
         default:
             if (*p < 0x20) {
                 piece[0] = '\\', piece[1] = 'u', piece[2] = '0', piece[3] = '0';
@@ -158,6 +169,17 @@ void ag_log_(ag_log_level level, const char *msg, ...)
     put_escaped(&l, g_service);
     puts_(&l, ",\"msg\":");
     put_escaped(&l, msg);
+    ag_trace_ctx tc = ag_trace_current(); /* a line inside a span carries its ids */
+    if (tc.valid) {
+        char tid[33], sid[17];
+        ag_trace_id_hex(&tc, tid);
+        ag_span_id_hex(&tc, sid);
+        puts_(&l, ",\"traceId\":\"");
+        puts_(&l, tid);
+        puts_(&l, "\",\"spanId\":\"");
+        puts_(&l, sid);
+        puts_(&l, "\"");
+    }
 
     va_list ap;
     va_start(ap, msg);

@@ -3,17 +3,21 @@
  * (see agora/pool.h). One mutex and one condition variable, `ready`, that
  * wakes workers when a task arrives or on shutdown. Submitters never wait: a
  * full queue is refused. A task counts as waiting until a worker takes it, so
- * the bound is queue_cap waiting plus one per idle worker.
+ * the bound is queue_cap waiting plus one per idle worker. A task runs
+ * with the trace context that was current where it was submitted
+ * (agora/trace.h), so its spans and log lines belong to that request.
  */
 #include <pthread.h>
 
 #include "agora/log.h"
 #include "agora/mem.h"
 #include "agora/pool.h"
+#include "agora/trace.h"
 
 typedef struct task {
     ag_task_fn fn;
     void *arg;
+    ag_trace_ctx trace; /* the submitter's current context, current in the task */
 } task;
 
 struct ag_pool {
@@ -22,8 +26,8 @@ struct ag_pool {
     task *ring;
     size_t cap, head, count; /* guarded by mu */
     size_t queue_cap;
-    size_t running;          /* guarded by mu */
-    bool shutting_down;      /* guarded by mu */
+    size_t running;     /* guarded by mu */
+    bool shutting_down; /* guarded by mu */
     bool joined;
     int nthreads;
     pthread_t *threads;
@@ -37,14 +41,17 @@ static void *worker_main(void *arg)
     t_pool = p;
     pthread_mutex_lock(&p->mu);
     for (;;) {
-        while (p->count == 0 && !p->shutting_down) pthread_cond_wait(&p->ready, &p->mu);
+        while (p->count == 0 && !p->shutting_down)
+            pthread_cond_wait(&p->ready, &p->mu);
         if (p->count == 0) break; /* shutting down and drained */
         task t = p->ring[p->head];
         p->head = (p->head + 1) % p->cap;
         p->count--;
         p->running++;
         pthread_mutex_unlock(&p->mu);
+        ag_trace_set_current(&t.trace);
         t.fn(t.arg);
+        ag_trace_set_current(NULL);
         pthread_mutex_lock(&p->mu);
         p->running--;
     }
@@ -86,7 +93,7 @@ int ag_pool_submit(ag_pool *p, ag_task_fn fn, void *arg)
         pthread_mutex_unlock(&p->mu);
         return AG_EBUSY;
     }
-    p->ring[(p->head + p->count) % p->cap] = (task){fn, arg};
+    p->ring[(p->head + p->count) % p->cap] = (task){fn, arg, ag_trace_current()};
     p->count++;
     pthread_cond_signal(&p->ready);
     pthread_mutex_unlock(&p->mu);
@@ -100,7 +107,8 @@ void ag_pool_shutdown(ag_pool *p)
     pthread_cond_broadcast(&p->ready);
     pthread_mutex_unlock(&p->mu);
     if (p->joined) return;
-    for (int i = 0; i < p->nthreads; i++) pthread_join(p->threads[i], NULL);
+    for (int i = 0; i < p->nthreads; i++)
+        pthread_join(p->threads[i], NULL);
     p->joined = true;
 }
 

@@ -18,6 +18,7 @@
 
 #include "agora/http_client.h"
 #include "agora/log.h"
+#include "agora/trace.h"
 #include "internal.h"
 
 typedef struct lmulti lmulti;
@@ -62,7 +63,8 @@ int ag_http_client_new(const ag_http_client_opts *o, ag_http_client **out)
     if (!c->o.max_response_bytes) c->o.max_response_bytes = 16u << 20;
     if (!c->o.user_agent) c->o.user_agent = "agora/0.1";
     c->o.user_agent = ag_strdup(c->o.user_agent);
-    for (int i = 0; i < CURL_LOCK_DATA_LAST; i++) pthread_mutex_init(&c->locks[i], NULL);
+    for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
+        pthread_mutex_init(&c->locks[i], NULL);
     pthread_mutex_init(&c->mu, NULL);
     c->share = curl_share_init();
     if (!c->share) {
@@ -81,10 +83,12 @@ int ag_http_client_new(const ag_http_client_opts *o, ag_http_client **out)
 void ag_http_client_free(ag_http_client *c)
 {
     if (!c) return;
-    for (int i = 0; i < c->nfree; i++) curl_easy_cleanup(c->free_easy[i]);
+    for (int i = 0; i < c->nfree; i++)
+        curl_easy_cleanup(c->free_easy[i]);
     ag_free(c->free_easy);
     if (c->share) curl_share_cleanup(c->share);
-    for (int i = 0; i < CURL_LOCK_DATA_LAST; i++) pthread_mutex_destroy(&c->locks[i]);
+    for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
+        pthread_mutex_destroy(&c->locks[i]);
     pthread_mutex_destroy(&c->mu);
     ag_free(c->lm);
     ag_free((char *)c->o.user_agent);
@@ -144,7 +148,23 @@ static int apply_call(ag_http_client *c, CURL *e, const ag_http_call *call, setu
         if (strcmp(method, "POST") != 0) curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
     }
     struct curl_slist *h = NULL;
-    for (const char *const *p = call->headers; p && *p; p++) h = curl_slist_append(h, *p);
+    bool has_tp = false;
+    for (const char *const *p = call->headers; p && *p; p++) {
+        h = curl_slist_append(h, *p);
+        has_tp |= strncasecmp(*p, "traceparent:", 12) == 0;
+    }
+    ag_trace_ctx tc = ag_trace_current(); /* the client span's, in ag_http_client_do */
+    if (tc.valid && !has_tp) {
+        char tp[AG_TRACEPARENT_LEN + 16];
+        memcpy(tp, "traceparent: ", 13);
+        ag_traceparent_format(&tc, tp + 13);
+        h = curl_slist_append(h, tp);
+        if (tc.state[0]) {
+            char ts[sizeof tc.state + 16];
+            snprintf(ts, sizeof ts, "tracestate: %s", tc.state);
+            h = curl_slist_append(h, ts);
+        }
+    }
     if (call->body) {
         char ct[160];
         snprintf(ct, sizeof ct, "Content-Type: %s",
@@ -262,10 +282,25 @@ int ag_http_client_do(ag_http_client *c, const ag_http_call *call, ag_http_reply
     }
     CURL *e = take_easy(c);
     if (!e) return AG_ENOMEM;
+    /* A client span when a request or event is being traced (agora/trace.h);
+     * its context is the traceparent the peer gets. */
+    ag_span span;
+    const char *method = call->method ? call->method : "GET";
+    char sname[96];
+    snprintf(sname, sizeof sname, "%s%s%s", method, call->peer ? " " : "",
+             call->peer ? call->peer : "");
+    ag_span_begin(&span, sname, AG_SPAN_CLIENT, NULL);
+    ag_span_attr_str(&span, "http.request.method", method);
+    if (call->peer) ag_span_attr_str(&span, "peer.service", call->peer);
+    ag_span_attr_str(&span, "url.full", call->url);
+    ag_span_enter(&span);
     setup su = {0};
     int rc = apply_call(c, e, call, &su);
+    ag_span_leave(&span);
     if (rc < 0) {
         give_easy(c, e);
+        ag_span_error(&span, ag_strerror(rc));
+        ag_span_end(&span);
         return rc;
     }
     sync_ctx sc = {rep, false};
@@ -286,6 +321,13 @@ int ag_http_client_do(ag_http_client *c, const ag_http_call *call, ag_http_reply
         rc = sc.too_big ? AG_ETOOBIG : map_curl_error(cr, &su);
     }
     give_easy(c, e);
+    if (rc < 0) {
+        ag_span_error(&span, ag_strerror(rc));
+    } else {
+        ag_span_attr_int(&span, "http.response.status_code", rep->status);
+        if (rep->status >= 500) ag_span_error(&span, "the server answered 5xx");
+    }
+    ag_span_end(&span);
     if (rc < 0) ag_http_reply_release(rep);
     return rc;
 }
@@ -300,9 +342,11 @@ int ag_http_reply_header(const ag_http_reply *rep, const char *name, char *out, 
         size_t len = eol ? (size_t)(eol - p) : strlen(p);
         if (len > nlen && p[nlen] == ':' && strncasecmp(p, name, nlen) == 0) {
             const char *v = p + nlen + 1;
-            while (*v == ' ' || *v == '\t') v++;
+            while (*v == ' ' || *v == '\t')
+                v++;
             size_t vlen = (size_t)(p + len - v);
-            while (vlen && (v[vlen - 1] == ' ' || v[vlen - 1] == '\t')) vlen--;
+            while (vlen && (v[vlen - 1] == ' ' || v[vlen - 1] == '\t'))
+                vlen--;
             if (n) {
                 size_t k = vlen < n - 1 ? vlen : n - 1;
                 memcpy(out, v, k);
@@ -478,9 +522,7 @@ static void check_done(lmulti *lm)
         ag_http_op *op;
         curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&op);
         CURLcode rc = msg->data.result;
-        int err = rc == CURLE_OK ? 0
-                  : op->aborted  ? AG_ECANCELED
-                                 : map_curl_error(rc, &op->su);
+        int err = rc == CURLE_OK ? 0 : op->aborted ? AG_ECANCELED : map_curl_error(rc, &op->su);
         finish_op(op, err);
     }
 }
@@ -491,7 +533,8 @@ static lmulti *loop_multi(ag_http_client *c, ag_loop *loop)
     pthread_mutex_lock(&c->mu);
     if (i >= c->nlm) {
         c->lm = ag_realloc(c->lm, (size_t)(i + 1) * sizeof *c->lm);
-        for (int j = c->nlm; j <= i; j++) c->lm[j] = NULL;
+        for (int j = c->nlm; j <= i; j++)
+            c->lm[j] = NULL;
         c->nlm = i + 1;
     }
     lmulti *lm = c->lm[i];

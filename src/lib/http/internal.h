@@ -8,6 +8,7 @@
 #include <stdatomic.h>
 
 #include "agora/http.h"
+#include "agora/trace.h"
 
 /* Per (route, method) counters, created by the router with each endpoint and
  * filled in lazily by the server: one series pointer per status code so that
@@ -80,6 +81,7 @@ struct ag_http_req {
     size_t nlocals;
     int http_major, http_minor;
     bool keep_alive, head_only;
+    ag_span span; /* the server span (agora/trace.h); current while the handler runs */
     ag_http_res res;
 };
 

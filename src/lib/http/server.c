@@ -678,6 +678,13 @@ static void build_head(ag_conn *c, bool close, bool chunked, bool length, size_t
     ag_buf_appends(b, "X-Request-Id: ");
     ag_buf_appends(b, r->id);
     ag_buf_append(b, "\r\n", 2);
+    if (r->span.ctx.valid) { /* W3C Trace Context level 2: which trace this answer is in */
+        char tr[AG_TRACEPARENT_LEN + 1];
+        ag_traceparent_format(&r->span.ctx, tr);
+        ag_buf_appends(b, "traceresponse: ");
+        ag_buf_append(b, tr, AG_TRACEPARENT_LEN);
+        ag_buf_append(b, "\r\n", 2);
+    }
     for (size_t i = 0; i < res->nheaders; i++) { /* appends: no format to parse */
         ag_buf_appends(b, res->headers[i].name);
         ag_buf_append(b, ": ", 2);
@@ -698,19 +705,74 @@ static void access_log(ag_conn *c, double secs, size_t bytes)
     ag_http_server *s = srv_of(c);
     if (!s->o.access_log || !ag_log_enabled(AG_LOG_INFO)) return;
     ag_http_req *r = &c->req;
-    /* The W3C trace id, when the caller sent a well-formed traceparent. */
-    char trace[33] = "";
-    const char *tp = r->headers ? ag_req_header(r, "traceparent") : NULL;
-    if (tp && strlen(tp) >= 55 && tp[2] == '-' && tp[35] == '-') {
-        memcpy(trace, tp + 3, 32);
-        for (int i = 0; i < 32; i++)
-            if (!strchr("0123456789abcdef", trace[i])) trace[0] = '\0';
-    }
-    ag_info("request", AG_FS("method", r->method), AG_FS("path", r->path), AG_FS("traceId", trace),
+    /* The line carries the request's trace and span ids (agora/log.h). */
+    ag_trace_ctx saved = ag_trace_current();
+    ag_trace_set_current(&r->span.ctx);
+    ag_info("request", AG_FS("method", r->method), AG_FS("path", r->path),
             AG_FS("route", r->match.pattern ? r->match.pattern : ""),
             AG_FI("status", r->res.status), AG_FD("durationMs", secs * 1000.0),
             AG_FI("bytes", (long long)bytes), AG_FS("requestId", r->id),
             AG_FS("remote", c->remote));
+    ag_trace_set_current(&saved);
+}
+
+const ag_trace_ctx *ag_req_trace(const ag_http_req *r)
+{
+    return &r->span.ctx;
+}
+
+ag_span *ag_req_span(ag_http_req *r)
+{
+    return &r->span;
+}
+
+/* Built-in endpoints polled by health checks and scrapers: a span for each
+ * poll would bury the requests people look for. Traced when the caller
+ * sent a traceparent. */
+static bool untraced_path(const char *p)
+{
+    return strcmp(p, "/health") == 0 || strncmp(p, "/health/", 8) == 0 ||
+           strcmp(p, "/metrics") == 0 || strcmp(p, "/ready") == 0;
+}
+
+/* The server span of a request that reached dispatch: parent from the
+ * caller's traceparent (and tracestate), named after the route template
+ * (OpenTelemetry's HTTP semantic conventions: "GET /v1/orders/:id"). */
+static void begin_server_span(ag_http_req *r)
+{
+    const char *tp = ag_req_header(r, "traceparent");
+    ag_trace_ctx parent;
+    if (!tp || ag_traceparent_parse(tp, &parent) < 0) {
+        memset(&parent, 0, sizeof parent);
+        if (untraced_path(r->path)) return;
+    } else {
+        ag_tracestate_set(&parent, ag_req_header(r, "tracestate"));
+    }
+    char name[160];
+    if (r->match.pattern)
+        snprintf(name, sizeof name, "%s %s", r->method, r->match.pattern);
+    else
+        snprintf(name, sizeof name, "%s", r->method);
+    ag_span_begin(&r->span, name, AG_SPAN_SERVER, &parent);
+    if (!ag_span_recording(&r->span)) return;
+    ag_span_attr_str(&r->span, "http.request.method", r->method);
+    ag_span_attr_str(&r->span, "url.path", r->path);
+    if (r->match.pattern) ag_span_attr_str(&r->span, "http.route", r->match.pattern);
+    if (r->remote) ag_span_attr_str(&r->span, "client.address", r->remote);
+    ag_span_attr_str(&r->span, "agora.request_id", r->id);
+}
+
+static void end_server_span(ag_http_req *r)
+{
+    if (ag_span_recording(&r->span)) {
+        ag_span_attr_int(&r->span, "http.response.status_code", r->res.status);
+        if (r->res.status >= 500) {
+            char msg[16];
+            snprintf(msg, sizeof msg, "%d", r->res.status);
+            ag_span_error(&r->span, msg);
+        }
+    }
+    ag_span_end(&r->span);
 }
 
 static void finish_request(ag_conn *c)
@@ -720,7 +782,9 @@ static void finish_request(ag_conn *c)
     double secs = (double)(ag_now_ns() - r->start_ns) / 1e9;
     ag__route_stats *st = r->match.stats ? r->match.stats : ag__router_unmatched_stats(s->o.router);
     record(s, st, r->res.status, secs);
+    end_server_span(r);
     access_log(c, secs, r->res.body_len);
+    memset(&r->span, 0, sizeof r->span);
     c->served_one = true;
     if (c->spool_fd >= 0) { /* the spooled body: gone unless the handler linked it */
         close(c->spool_fd);
@@ -823,9 +887,12 @@ static void run_handler(ag_http_req *r)
         ag_res_error(&r->res, 504, "DEADLINE_EXCEEDED", "the request's deadline passed", NULL);
         return;
     }
-    if (ag__router_run_middleware(s->o.router, r, &r->res) == AG_STOP) return;
-    r->match.handler(r, &r->res, r->match.ud);
-    if (r->res.streaming && !r->res.stream_ended) ag_res_stream_end(&r->res);
+    ag_span_enter(&r->span);
+    if (ag__router_run_middleware(s->o.router, r, &r->res) != AG_STOP) {
+        r->match.handler(r, &r->res, r->match.ud);
+        if (r->res.streaming && !r->res.stream_ended) ag_res_stream_end(&r->res);
+    }
+    ag_span_leave(&r->span);
 }
 
 static void finish_from_worker(void *arg)
@@ -863,6 +930,7 @@ static int dispatch(ag_conn *c)
     r->body_file_size = c->spool_size;
     c->phase = P_HANDLING;
     arm_timer(c, T_NONE);
+    begin_server_span(r);
 
     if (c->early_status) {
         int st = c->early_status;
@@ -897,7 +965,9 @@ static int dispatch(ag_conn *c)
             c->in_async = true;
             c->refs++;
             c->dispatching = true;
+            ag_span_enter(&r->span);
             r->match.handler(r, &r->res, r->match.ud);
+            ag_span_leave(&r->span);
             c->dispatching = false;
             if (c->in_async) { /* answered later, from the loop */
                 c->paused = true;

@@ -28,6 +28,7 @@
 #include "agora/log.h"
 #include "agora/mem.h"
 #include "agora/saga.h"
+#include "agora/trace.h"
 
 #define SCAN_LIMIT 64
 #define PARK_MS 60000 /* a saga this engine cannot run waits this long */
@@ -57,18 +58,44 @@ struct ag_saga_engine {
     bool stopping;  /* guarded by mu */
     bool wake;      /* guarded by mu */
     char **claimed; /* one slot per worker; guarded by mu */
+    char *service;
+    ag_metric *f_steps, *f_duration;
 };
 
 /* ---- Context accessors ----------------------------------------------------------- */
 
-const char *ag_saga_ctx_id(const ag_saga_ctx *c) { return c->id; }
-json_t *ag_saga_ctx_data(ag_saga_ctx *c) { return c->data; }
-int ag_saga_ctx_step(const ag_saga_ctx *c) { return c->step; }
-const char *ag_saga_ctx_step_name(const ag_saga_ctx *c) { return c->step_name; }
-int ag_saga_ctx_attempt(const ag_saga_ctx *c) { return c->attempt; }
-bool ag_saga_ctx_compensating(const ag_saga_ctx *c) { return c->compensating; }
-ag_deadline ag_saga_ctx_deadline(const ag_saga_ctx *c) { return c->deadline; }
-const char *ag_saga_ctx_reason(const ag_saga_ctx *c) { return c->reason; }
+const char *ag_saga_ctx_id(const ag_saga_ctx *c)
+{
+    return c->id;
+}
+json_t *ag_saga_ctx_data(ag_saga_ctx *c)
+{
+    return c->data;
+}
+int ag_saga_ctx_step(const ag_saga_ctx *c)
+{
+    return c->step;
+}
+const char *ag_saga_ctx_step_name(const ag_saga_ctx *c)
+{
+    return c->step_name;
+}
+int ag_saga_ctx_attempt(const ag_saga_ctx *c)
+{
+    return c->attempt;
+}
+bool ag_saga_ctx_compensating(const ag_saga_ctx *c)
+{
+    return c->compensating;
+}
+ag_deadline ag_saga_ctx_deadline(const ag_saga_ctx *c)
+{
+    return c->deadline;
+}
+const char *ag_saga_ctx_reason(const ag_saga_ctx *c)
+{
+    return c->reason;
+}
 
 void ag_saga_ctx_fail(ag_saga_ctx *c, const char *fmt, ...)
 {
@@ -102,7 +129,22 @@ static int run_ddl(ag_db *db, void *ud)
         int rc = ag_db_exec(db, ddl[i], NULL, 0, NULL);
         if (rc < 0) return rc;
     }
-    return 0;
+    /* Added after the first release: the trace of the request that made it. */
+    int64_t has = 0;
+    int rc = ag_store_engine_of(ag_db_store(db)) == AG_STORE_POSTGRES
+                 ? ag_db_query_int(db,
+                                   "SELECT COUNT(*) FROM information_schema.columns WHERE "
+                                   "table_schema = current_schema() AND table_name = 'agora_sagas' "
+                                   "AND column_name = 'traceparent'",
+                                   NULL, 0, &has)
+                 : ag_db_query_int(db,
+                                   "SELECT COUNT(*) FROM pragma_table_info('agora_sagas') "
+                                   "WHERE name = 'traceparent'",
+                                   NULL, 0, &has);
+    if (rc < 0) return rc;
+    if (has == 0)
+        rc = ag_db_exec(db, "ALTER TABLE agora_sagas ADD COLUMN traceparent TEXT", NULL, 0, NULL);
+    return rc;
 }
 
 /* ---- Engine ---------------------------------------------------------------------- */
@@ -123,6 +165,16 @@ int ag_saga_engine_new(const ag_saga_opts *o, ag_saga_engine **out)
     if (e->backoff_max_ms < e->backoff_ms) e->backoff_max_ms = e->backoff_ms;
     e->poll_ms = o->poll_ms ? o->poll_ms : 1000;
     e->claimed = ag_calloc((size_t)e->nworkers, sizeof *e->claimed);
+    e->service = ag_strdup(o->service ? o->service : "");
+    ag_metrics *m = o->metrics ? o->metrics : ag_metrics_default();
+    const char *lk4[] = {"service", "saga", "step", "outcome"};
+    e->f_steps = ag_metrics_family(m, AG_COUNTER, "agora_saga_steps_total",
+                                   "Saga step calls by outcome (ok, retried, failed, compensated, "
+                                   "compensation_retried).",
+                                   4, lk4, NULL, 0);
+    e->f_duration =
+        ag_metrics_family(m, AG_HISTOGRAM, "agora_saga_step_duration_seconds",
+                          "Time of a saga step's action or compensation call.", 3, lk4, NULL, 0);
     pthread_mutex_init(&e->mu, NULL);
     pthread_cond_init(&e->cond, NULL);
     *out = e;
@@ -160,8 +212,7 @@ static void wake_workers(void *ud)
 
 /* ---- Creating ---------------------------------------------------------------------- */
 
-int ag_saga_create(ag_saga_engine *e, ag_db *db, const char *def_name, const char *id,
-                   json_t *data)
+int ag_saga_create(ag_saga_engine *e, ag_db *db, const char *def_name, const char *id, json_t *data)
 {
     int rc;
     if (!data) data = json_object();
@@ -180,20 +231,23 @@ int ag_saga_create(ag_saga_engine *e, ag_db *db, const char *def_name, const cha
     }
     json_t *steps = json_array();
     for (int i = 0; i < def->nsteps; i++)
-        json_array_append_new(steps, json_pack("{s:s, s:s, s:i, s:i}", "name", def->steps[i].name,
-                                               "status", "pending", "attempts", 0,
-                                               "compensations", 0));
+        json_array_append_new(steps,
+                              json_pack("{s:s, s:s, s:i, s:i}", "name", def->steps[i].name,
+                                        "status", "pending", "attempts", 0, "compensations", 0));
     char *steps_s = json_dumps(steps, JSON_COMPACT);
     char *data_s = json_dumps(data, JSON_COMPACT);
     json_decref(steps);
     int64_t now = (int64_t)ag_wall_ms();
-    ag_val p[] = {AG_VTEXT(id), AG_VTEXT(def_name), AG_VTEXT(steps_s), AG_VTEXT(data_s),
-                  AG_VINT(now)};
+    ag_trace_ctx tc = ag_trace_current();
+    char tp[AG_TRACEPARENT_LEN + 1];
+    ag_traceparent_format(&tc, tp);
+    ag_val p[] = {AG_VTEXT(id),     AG_VTEXT(def_name), AG_VTEXT(steps_s),
+                  AG_VTEXT(data_s), AG_VINT(now),       AG_VTEXT(tc.valid ? tp : NULL)};
     rc = ag_db_exec(db,
                     "INSERT INTO agora_sagas (id, definition, state, step, steps, data, reason,"
-                    " next_attempt_at, created_at, updated_at)"
-                    " VALUES ($1, $2, 'RUNNING', 0, $3, $4, NULL, $5, $5, $5)",
-                    p, 5, NULL);
+                    " next_attempt_at, created_at, updated_at, traceparent)"
+                    " VALUES ($1, $2, 'RUNNING', 0, $3, $4, NULL, $5, $5, $5, $6)",
+                    p, 6, NULL);
     free(steps_s);
     free(data_s);
     if (rc == 0) ag_db_after_commit(db, wake_workers, e);
@@ -212,6 +266,7 @@ typedef struct saga_row {
     json_t *steps, *data;
     char *reason;
     int64_t next_at;
+    ag_trace_ctx trace; /* of the request that created it */
 } saga_row;
 
 static void row_release(saga_row *r)
@@ -227,8 +282,8 @@ static int load_row(ag_saga_engine *e, ag_db *db, const char *id, saga_row *r)
     ag_rows *rows;
     ag_val p[] = {AG_VTEXT(id)};
     int rc = ag_db_query(db,
-                         "SELECT definition, state, step, steps, data, reason, next_attempt_at"
-                         " FROM agora_sagas WHERE id = $1",
+                         "SELECT definition, state, step, steps, data, reason, next_attempt_at,"
+                         " traceparent FROM agora_sagas WHERE id = $1",
                          p, 1, &rows);
     if (rc < 0) return rc;
     rc = ag_rows_next(rows);
@@ -244,8 +299,11 @@ static int load_row(ag_saga_engine *e, ag_db *db, const char *id, saga_row *r)
     r->data = json_loads(ag_rows_text(rows, 4), 0, NULL);
     r->reason = ag_rows_is_null(rows, 5) ? NULL : ag_strdup(ag_rows_text(rows, 5));
     r->next_at = ag_rows_int(rows, 6);
-    if (!r->def) ag_warn("saga of an unregistered definition", AG_FS("id", id),
-                         AG_FS("definition", ag_rows_text(rows, 0)));
+    if (ag_rows_is_null(rows, 7) || ag_traceparent_parse(ag_rows_text(rows, 7), &r->trace) < 0)
+        memset(&r->trace, 0, sizeof r->trace);
+    if (!r->def)
+        ag_warn("saga of an unregistered definition", AG_FS("id", id),
+                AG_FS("definition", ag_rows_text(rows, 0)));
     ag_rows_free(rows);
     bool live = strcmp(r->state, "RUNNING") == 0 || strcmp(r->state, "COMPENSATING") == 0;
     bool corrupt = !json_is_array(r->steps) || !json_is_object(r->data);
@@ -269,7 +327,10 @@ static int load_row(ag_saga_engine *e, ag_db *db, const char *id, saga_row *r)
     return 1;
 }
 
-static int jint(json_t *o, const char *k) { return (int)json_integer_value(json_object_get(o, k)); }
+static int jint(json_t *o, const char *k)
+{
+    return (int)json_integer_value(json_object_get(o, k));
+}
 
 static bool needs_undo(const saga_row *r, int i)
 {
@@ -290,7 +351,8 @@ static int next_undo(const saga_row *r, int from)
 static uint64_t backoff(ag_saga_engine *e, int attempts)
 {
     uint64_t d = e->backoff_ms;
-    for (int i = 1; i < attempts && d < e->backoff_max_ms; i++) d *= 2;
+    for (int i = 1; i < attempts && d < e->backoff_max_ms; i++)
+        d *= 2;
     if (d > e->backoff_max_ms) d = e->backoff_max_ms;
     /* Half fixed, half jitter: retries of many sagas do not line up. */
     uint32_t r;
@@ -310,8 +372,8 @@ static int record_tx(ag_db *db, void *ud)
     saga_row *r = rc_->r;
     char *steps_s = json_dumps(r->steps, JSON_COMPACT);
     char *data_s = json_dumps(r->data, JSON_COMPACT);
-    ag_val p[] = {AG_VTEXT(r->id),  AG_VTEXT(r->state),  AG_VINT(r->step),
-                  AG_VTEXT(steps_s), AG_VTEXT(data_s),    AG_VTEXT(r->reason),
+    ag_val p[] = {AG_VTEXT(r->id),     AG_VTEXT(r->state),   AG_VINT(r->step),
+                  AG_VTEXT(steps_s),   AG_VTEXT(data_s),     AG_VTEXT(r->reason),
                   AG_VINT(r->next_at), AG_VINT(ag_wall_ms())};
     int rc = ag_db_exec(db,
                         "UPDATE agora_sagas SET state = $2, step = $3, steps = $4, data = $5,"
@@ -364,6 +426,14 @@ static void run_one(ag_saga_engine *e, ag_db *db, const char *id)
     if (r.step < 0 || r.step >= def->nsteps) r.step = comp ? next_undo(&r, def->nsteps - 1) : 0;
     record_ctx rec = {&r, NULL, NULL, NULL};
     ag_saga_ctx c = {.id = id, .data = r.data, .reason = r.reason};
+    /* The step runs in the trace of the request that created the saga. */
+    ag_span span;
+    ag_span_begin(&span, "saga", AG_SPAN_INTERNAL, &r.trace);
+    ag_span_attr_str(&span, "agora.saga.id", id);
+    ag_span_attr_str(&span, "agora.saga.definition", def->name);
+    ag_span_enter(&span);
+    const char *outcome = NULL;
+    uint64_t call_ns = 0;
 
     if (comp && r.step < 0) {
         snprintf(r.state, sizeof r.state, "COMPENSATED");
@@ -379,9 +449,18 @@ static void run_one(ag_saga_engine *e, ag_db *db, const char *id)
         c.attempt = n;
         c.compensating = comp;
         c.deadline = s->deadline_ms ? ag_deadline_in(s->deadline_ms) : AG_DEADLINE_NONE;
+        char sname[160];
+        snprintf(sname, sizeof sname, "saga %s.%s%s", def->name, s->name,
+                 comp ? " compensate" : "");
+        ag_span_rename(&span, sname);
+        ag_span_attr_str(&span, "agora.saga.step", s->name);
+        ag_span_attr_int(&span, "agora.saga.attempt", n);
+        uint64_t t0 = ag_now_ns();
         rc = comp ? s->compensate(&c, def->ud) : s->action(&c, def->ud);
+        call_ns = ag_now_ns() - t0;
         json_object_set_new(st, key, json_integer(n));
         if (comp) {
+            outcome = rc == 0 ? "compensated" : "compensation_retried";
             if (rc == 0) {
                 json_object_set_new(st, "status", json_string("compensated"));
                 json_object_del(st, "undo");
@@ -400,6 +479,7 @@ static void run_one(ag_saga_engine *e, ag_db *db, const char *id)
                         AG_FS("reason", json_string_value(json_object_get(st, "error"))));
             }
         } else if (rc == 0) {
+            outcome = "ok";
             json_object_set_new(st, "status", json_string("done"));
             json_object_del(st, "error");
             rec.step_hook = def->on_step_done;
@@ -413,6 +493,7 @@ static void run_one(ag_saga_engine *e, ag_db *db, const char *id)
             int max = s->max_attempts > 0 ? s->max_attempts : 1;
             set_error(st, &c, rc);
             const char *why = json_string_value(json_object_get(st, "error"));
+            outcome = rc > 0 || n >= max ? "failed" : "retried";
             if (rc > 0 || n >= max) {
                 json_object_set_new(st, "status", json_string("failed"));
                 /* A transient failure may hide an effect (a timed-out
@@ -436,6 +517,21 @@ static void run_one(ag_saga_engine *e, ag_db *db, const char *id)
         ag_val p[] = {AG_VTEXT(id), AG_VINT(ag_wall_ms() + backoff(e, 1))};
         ag_db_exec(db, "UPDATE agora_sagas SET next_attempt_at = $2 WHERE id = $1", p, 2, NULL);
     }
+    if (outcome) {
+        const char *step = c.step_name;
+        ag_series_inc(
+            ag_metric_series(e->f_steps, (const char *[]){e->service, def->name, step, outcome}),
+            1);
+        ag_series_observe(
+            ag_metric_series(e->f_duration, (const char *[]){e->service, def->name, step}),
+            (double)call_ns / 1e9);
+        ag_span_attr_str(&span, "agora.saga.outcome", outcome);
+        if (strcmp(outcome, "ok") != 0 && strcmp(outcome, "compensated") != 0)
+            ag_span_error(&span, c.reason ? c.reason : outcome);
+    } else {
+        ag_span_rename(&span, "saga compensated");
+    }
+    ag_span_end(&span);
     row_release(&r);
 }
 
@@ -547,7 +643,8 @@ int ag_saga_engine_start(ag_saga_engine *e)
             e->stopping = true;
             pthread_cond_broadcast(&e->cond);
             pthread_mutex_unlock(&e->mu);
-            for (int j = 0; j < i; j++) pthread_join(e->threads[j], NULL);
+            for (int j = 0; j < i; j++)
+                pthread_join(e->threads[j], NULL);
             ag_free(e->threads);
             e->threads = NULL;
             return AG_ESYS;
@@ -564,7 +661,8 @@ void ag_saga_engine_stop(ag_saga_engine *e)
     e->stopping = true;
     pthread_cond_broadcast(&e->cond);
     pthread_mutex_unlock(&e->mu);
-    for (int i = 0; i < e->nworkers; i++) pthread_join(e->threads[i], NULL);
+    for (int i = 0; i < e->nworkers; i++)
+        pthread_join(e->threads[i], NULL);
     ag_free(e->threads);
     e->threads = NULL;
     e->started = false;
@@ -578,6 +676,7 @@ void ag_saga_engine_free(ag_saga_engine *e)
     pthread_cond_destroy(&e->cond);
     ag_free(e->claimed);
     ag_free(e->defs);
+    ag_free(e->service);
     ag_free(e);
 }
 
@@ -611,17 +710,13 @@ int ag_saga_get_json(ag_saga_engine *e, const char *id, json_t **out)
     json_t *data = json_loads(ag_rows_text(rows, 4), 0, NULL);
     const char *state = ag_rows_text(rows, 1);
     bool live = strcmp(state, "RUNNING") == 0 || strcmp(state, "COMPENSATING") == 0;
-    json_t *o = json_pack("{s:s, s:s, s:s, s:I, s:o, s:o, s:o, s:o, s:o}", "id", id,
-                          "definition", ag_rows_text(rows, 0), "state", state, "step",
-                          (json_int_t)ag_rows_int(rows, 2), "reason",
-                          ag_rows_is_null(rows, 5) ? json_null()
-                                                   : json_string(ag_rows_text(rows, 5)),
-                          "steps", steps ? steps : json_array(), "data",
-                          data ? data : json_object(), "created_at",
-                          time_json(ag_rows_int(rows, 7)), "updated_at",
-                          time_json(ag_rows_int(rows, 8)));
-    json_object_set_new(o, "next_attempt_at",
-                        live ? time_json(ag_rows_int(rows, 6)) : json_null());
+    json_t *o = json_pack(
+        "{s:s, s:s, s:s, s:I, s:o, s:o, s:o, s:o, s:o}", "id", id, "definition",
+        ag_rows_text(rows, 0), "state", state, "step", (json_int_t)ag_rows_int(rows, 2), "reason",
+        ag_rows_is_null(rows, 5) ? json_null() : json_string(ag_rows_text(rows, 5)), "steps",
+        steps ? steps : json_array(), "data", data ? data : json_object(), "created_at",
+        time_json(ag_rows_int(rows, 7)), "updated_at", time_json(ag_rows_int(rows, 8)));
+    json_object_set_new(o, "next_attempt_at", live ? time_json(ag_rows_int(rows, 6)) : json_null());
     /* "undo" is the engine's bookkeeping, not part of the API. */
     size_t i;
     json_t *st;

@@ -137,6 +137,8 @@ struct ag_peer {
     svc_extra *x;
     ag_discovery *disc; /* NULL: always `url` */
     ag_breaker *breaker;
+    /* agora_peer_call_duration_seconds{service,peer,outcome} */
+    ag_series *m_ok, *m_error, *m_timeout, *m_open;
 };
 
 static void peer_free(void *p)
@@ -179,6 +181,18 @@ int ag_service_peer_with(ag_service *svc, const char *name, const char *default_
         p->url[--n] = '\0';
     p->x = extra_of(svc);
     p->breaker = ag_breaker_new(name, &bo);
+    const char *lk[] = {"service", "peer", "outcome"};
+    ag_metric *f = ag_metrics_family(
+        ag_service_metrics(svc), AG_HISTOGRAM, "agora_peer_call_duration_seconds",
+        "Calls to another service, from the breaker's ticket to the answer, by outcome "
+        "(ok: an answer below 500; error: a 5xx or a failed call; timeout; open: the "
+        "breaker refused).",
+        3, lk, NULL, 0);
+    const char *sn = ag_service_name(svc);
+    p->m_ok = ag_metric_series(f, (const char *[]){sn, name, "ok"});
+    p->m_error = ag_metric_series(f, (const char *[]){sn, name, "error"});
+    p->m_timeout = ag_metric_series(f, (const char *[]){sn, name, "timeout"});
+    p->m_open = ag_metric_series(f, (const char *[]){sn, name, "open"});
     const char *reg = ag_config_raw("AGORA_REGISTRY");
     if (reg && *reg && strcmp(reg, "static") != 0) {
         p->disc = ag_service_discovery(svc);
@@ -237,6 +251,7 @@ static int raw_call(ag_peer *p, const char *method, const char *path, const char
         .body_len = body_len,
         .deadline = deadline,
         .request_id = request_id,
+        .peer = p->name,
     };
     ag_http_reply hr;
     memset(&hr, 0, sizeof hr);
@@ -313,8 +328,12 @@ int ag_peer_call(ag_peer *p, const char *method, const char *path, json_t *body,
                  ag_deadline deadline, const char *request_id, ag_peer_reply *rep)
 {
     memset(rep, 0, sizeof *rep);
+    uint64_t t0 = ag_now_ns();
     ag_breaker_ticket t;
-    if (ag_breaker_acquire(p->breaker, &t) < 0) return AG_EUNAVAIL;
+    if (ag_breaker_acquire(p->breaker, &t) < 0) {
+        ag_series_observe(p->m_open, 0);
+        return AG_EUNAVAIL;
+    }
     char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
     size_t tlen = text ? strlen(text) : 0;
     char token[4200];
@@ -332,6 +351,11 @@ int ag_peer_call(ag_peer *p, const char *method, const char *path, json_t *body,
         free(text);
     }
     ag_breaker_release(p->breaker, &t, rc == 0 && rep->status < 500);
+    double secs = (double)(ag_now_ns() - t0) / 1e9;
+    ag_series_observe(rc == 0 && rep->status < 500               ? p->m_ok
+                      : rc == AG_ETIMEDOUT || rc == AG_EDEADLINE ? p->m_timeout
+                                                                 : p->m_error,
+                      secs);
     if (rc < 0) ag_warn("call failed", AG_FS("peer", p->name), AG_FS("path", path), AG_FERR(rc));
     return rc;
 }

@@ -18,6 +18,7 @@
 #include "agora/json.h"
 #include "agora/log.h"
 #include "agora/service.h"
+#include "agora/trace.h"
 
 typedef struct ready_check {
     char *name;
@@ -118,6 +119,11 @@ int ag_service_new(const char *name, int default_port, ag_service **out)
     }
     s->metrics = ag_metrics_default();
     ag_metrics_process(s->metrics);
+    if ((rc = ag_trace_setup(name, s->metrics)) < 0) {
+        ag_free(s->name);
+        ag_free(s);
+        return rc;
+    }
     s->router = ag_router_new();
     ag_obs_register_endpoints(s->router, s);
     atomic_init(&s->stopping, false);
@@ -189,6 +195,7 @@ int ag_service_use_store(ag_service *s, const char *schema_dir, ag_store **out)
     ag_config_str("AGORA_DB", def, &raw);
     char *url = expand_service(s, raw);
     int rc = ag_store_open(url, &s->store);
+    if (rc == 0) ag_store_instrument(s->store, s->metrics, s->name);
     ag_free(url);
     if (rc < 0) return rc;
     if (schema_dir) {
@@ -443,6 +450,7 @@ int ag_service_run(ag_service *s)
     uv_walk(&s->main_loop, close_cb_walk, NULL);
     uv_run(&s->main_loop, UV_RUN_DEFAULT);
     uv_loop_close(&s->main_loop);
+    ag_trace_shutdown(); /* the spans of the last requests and events */
     ag_info("stopped", AG_FI("forcedConnections", forced));
     return 0;
 
@@ -486,4 +494,5 @@ void ag_service_free(ag_service *s)
     ag_free(s->drain_hooks);
     ag_free(s->name);
     ag_free(s);
+    ag_trace_shutdown();
 }

@@ -9,6 +9,7 @@
 #include <pthread.h>
 
 #include "agora/mem.h"
+#include "agora/metrics.h"
 #include "agora/store.h"
 
 typedef struct ag__after_commit {
@@ -70,6 +71,7 @@ struct ag_store {
     pthread_mutex_t mu; /* guards dbs */
     ag_db **dbs;
     size_t ndbs, cap_dbs;
+    ag_series *m_tx_ok, *m_tx_failed; /* NULL until ag_store_instrument */
 };
 
 extern const ag__store_ops ag__sqlite_ops;

@@ -17,6 +17,7 @@
 #include "agora/id.h"
 #include "agora/log.h"
 #include "agora/loop.h"
+#include "agora/trace.h"
 #include "internal.h"
 
 void ag__db_set_error(ag_db *db, const char *fmt, ...)
@@ -396,12 +397,46 @@ static void rollback(ag_db *db)
     db->nhooks = 0;
 }
 
+void ag_store_instrument(ag_store *s, ag_metrics *m, const char *service)
+{
+    const char *lk[] = {"service", "outcome"};
+    ag_metric *f = ag_metrics_family(
+        m ? m : ag_metrics_default(), AG_HISTOGRAM, "agora_store_tx_duration_seconds",
+        "Store transactions, from BEGIN to COMMIT or the last rollback, retries included.", 2, lk,
+        NULL, 0);
+    s->m_tx_ok = ag_metric_series(f, (const char *[]){service, "committed"});
+    s->m_tx_failed = ag_metric_series(f, (const char *[]){service, "failed"});
+}
+
+static int run_tx(ag_store *s, ag_db *db, ag_tx_fn fn, void *ud);
+
 int ag_store_tx(ag_store *s, ag_tx_fn fn, void *ud)
 {
     ag_db *db;
     int rc = ag_store_db(s, &db);
     if (rc < 0) return rc;
     if (db->in_tx) return fn(db, ud); /* already inside one: join it */
+    /* A span when a request or event is traced (agora/trace.h): the
+     * statements and the after-commit hooks run inside it. */
+    uint64_t t0 = ag_now_ns();
+    ag_span span;
+    ag_span_begin(&span,
+                  s->engine == AG_STORE_SQLITE ? "sqlite transaction" : "postgresql transaction",
+                  AG_SPAN_INTERNAL, NULL);
+    ag_span_attr_str(&span, "db.system.name",
+                     s->engine == AG_STORE_SQLITE ? "sqlite" : "postgresql");
+    ag_span_enter(&span);
+    rc = run_tx(s, db, fn, ud);
+    if (rc < 0) ag_span_error(&span, db->error[0] ? db->error : ag_strerror(rc));
+    ag_span_end(&span);
+    ag_series *m = rc < 0 ? s->m_tx_failed : s->m_tx_ok;
+    if (m) ag_series_observe(m, (double)(ag_now_ns() - t0) / 1e9);
+    return rc;
+}
+
+static int run_tx(ag_store *s, ag_db *db, ag_tx_fn fn, void *ud)
+{
+    int rc;
     for (int attempt = 0;; attempt++) {
         rc = s->ops->exec_script(db, s->ops->begin_sql);
         if (rc < 0) {
@@ -421,7 +456,8 @@ int ag_store_tx(ag_store *s, ag_tx_fn fn, void *ud)
                 db->in_tx = false;
                 size_t n = db->nhooks;
                 db->nhooks = 0;
-                for (size_t i = 0; i < n; i++) db->hooks[i].fn(db->hooks[i].ud);
+                for (size_t i = 0; i < n; i++)
+                    db->hooks[i].fn(db->hooks[i].ud);
                 return rc;
             }
             rc = crc;
@@ -548,11 +584,10 @@ static int list_migrations(ag_store *s, const char *dir, migration **out, size_t
     return 0;
 }
 
-static const char create_table_sql[] =
-    "CREATE TABLE IF NOT EXISTS agora_migrations ("
-    " version BIGINT PRIMARY KEY,"
-    " name TEXT NOT NULL,"
-    " applied_at TEXT NOT NULL)";
+static const char create_table_sql[] = "CREATE TABLE IF NOT EXISTS agora_migrations ("
+                                       " version BIGINT PRIMARY KEY,"
+                                       " name TEXT NOT NULL,"
+                                       " applied_at TEXT NOT NULL)";
 
 typedef struct apply_ctx {
     const migration *m;
@@ -571,8 +606,8 @@ static int apply_one(ag_db *db, void *ud)
     }
     int64_t have = 0;
     ag_val v = AG_VINT(a->m->version);
-    int rc = ag_db_query_int(db, "SELECT COUNT(*) FROM agora_migrations WHERE version = $1", &v,
-                             1, &have);
+    int rc = ag_db_query_int(db, "SELECT COUNT(*) FROM agora_migrations WHERE version = $1", &v, 1,
+                             &have);
     if (rc < 0) return rc;
     if (have > 0) {
         a->skipped = true; /* another instance applied it meanwhile */
@@ -583,8 +618,9 @@ static int apply_one(ag_db *db, void *ud)
     char ts[32];
     ag_time_rfc3339(ts, sizeof ts, ag_wall_ms());
     ag_val p[3] = {AG_VINT(a->m->version), AG_VTEXT(a->m->name), AG_VTEXT(ts)};
-    return ag_db_exec(db, "INSERT INTO agora_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
-                      p, 3, NULL);
+    return ag_db_exec(
+        db, "INSERT INTO agora_migrations (version, name, applied_at) VALUES ($1, $2, $3)", p, 3,
+        NULL);
 }
 
 int ag_store_version(ag_store *s, int64_t *version)
@@ -616,9 +652,8 @@ int ag_store_migrate(ag_store *s, const char *dir, int *applied)
     if (rc < 0) return rc;
     int64_t newest = n ? list[n - 1].version : 0;
     if (current > newest) {
-        ag_error("the database is newer than this service",
-                 AG_FI("databaseVersion", current), AG_FI("newestKnown", newest),
-                 AG_FS("store", s->url_safe));
+        ag_error("the database is newer than this service", AG_FI("databaseVersion", current),
+                 AG_FI("newestKnown", newest), AG_FS("store", s->url_safe));
         rc = AG_ESTATE;
     }
     for (size_t i = 0; i < n && rc == 0; i++) {

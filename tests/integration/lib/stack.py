@@ -135,9 +135,12 @@ class Stack:
             env.update({"AGORA_MAIL_DIR": os.path.join(self.tmp, "mail")})
         if name == "files":
             env.update({"AGORA_FILES_DIR": os.path.join(self.tmp, "files")})
+        if "traces" in self.ports and name != "traces":  # export spans to the trace store
+            env.update({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:%d" % self.ports["traces"],
+                        "OTEL_BSP_SCHEDULE_DELAY": "100"})
         for k, v in self.extra.items():
             if k.startswith("AGORA_%s_" % name.upper()) or not any(
-                    k.startswith("AGORA_%s_" % s.upper()) for s in SERVICES):
+                    k.startswith("AGORA_%s_" % s.upper()) for s in SERVICES + ["traces"]):
                 env[k] = v
         return env
 
