@@ -232,6 +232,31 @@ async function traceFixture(page) {
   log(`ops: fixture trace ${FIXTURE_TRACE}: ${rows.length} spans in the waterfall`);
 }
 
+// A real trace, as the services export it (libagora's tracing): after the
+// checkout scenario, a trace in agora-traces holds spans of agora-gateway
+// and agora-orders, and its waterfall shows an orders span under a gateway
+// span.
+async function checkoutTrace(page) {
+  await go(page, '#/ops');
+  await page.locator('#trace-service option[value="agora-orders"]').waitFor({ state: 'attached', timeout: T(30000) });
+  await page.getByLabel('Service', { exact: true }).selectOption('agora-orders');
+  // The list is read again every few seconds: wait for a trace of both.
+  const row = page.locator('#traces tr[data-trace]').filter({ hasText: 'agora-gateway' }).filter({ hasText: 'agora-orders' }).first();
+  await row.waitFor({ timeout: T(30000) });
+  const id = await row.getAttribute('data-trace');
+  await row.getByRole('link').click();
+  await page.waitForURL(new RegExp(`#/ops/traces/${id}$`));
+  await page.locator('#waterfall .wf-row').first().waitFor();
+  const rows = await page.locator('#waterfall .wf-row').evaluateAll((lis) => lis.map((li) => ({
+    span: li.dataset.span, parent: li.dataset.parent, service: li.dataset.service, depth: Number(li.dataset.depth) })));
+  const bySpan = new Map(rows.map((r) => [r.span, r]));
+  check(rows.some((r) => r.service === 'agora-gateway') && rows.some((r) => r.service === 'agora-orders'), 'the checkout trace: ' + rows.map((r) => r.service).join());
+  check(rows.some((r) => r.service === 'agora-orders' && r.depth > 0 && bySpan.has(r.parent) && bySpan.get(r.parent).service === 'agora-gateway'),
+    'no agora-orders span under an agora-gateway span: ' + rows.map((r) => `${r.service}:${r.depth}`).join(' '));
+  await shoot(page, 'trace-checkout');
+  log(`ops: checkout trace ${id}: ${rows.length} spans from ${[...new Set(rows.map((r) => r.service))].join(', ')}`);
+}
+
 // --- scenarios -----------------------------------------------------------------------------
 
 const shared = {};
@@ -481,6 +506,7 @@ const scenarios = {
     await shoot(page, 'ops');
     check(!page.errors.length, 'errors on the page: ' + page.errors.join('; '));
     await traceFixture(page);
+    await checkoutTrace(page);
     check(!page.errors.length, 'errors on the page: ' + page.errors.join('; '));
     await context.close();
   },
