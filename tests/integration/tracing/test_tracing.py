@@ -22,7 +22,10 @@ Covered:
     durations, outbound calls per peer, store transactions, relay lag,
     exported spans;
   - with agora-traces stopped, checkouts still succeed and the spans that
-    could not be exported are counted as dropped, never waited for.
+    could not be exported are counted as dropped, never waited for;
+  - the same checkout exported to a real OTLP receiver (tests/otlp: the
+    OpenTelemetry project's own generated OTLP decoder) decodes without
+    error into one trace with the same services and parent links.
 """
 
 import os
@@ -35,6 +38,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "lib"))
 sys.path.insert(0, os.path.join(HERE, "..", "http"))
 import harness  # noqa: E402
+import otlp  # noqa: E402
 import stack as st  # noqa: E402
 
 KINDS = {"server", "client", "producer", "consumer", "internal"}
@@ -242,6 +246,63 @@ class Tracing(unittest.TestCase):
         st.wait_until(lambda: self.s.call("GET", "/api/v1/traces?limit=1",
                                           self.admin["token"]).status == 200,
                       "agora-traces to answer again", timeout=harness.scaled(30))
+
+
+class RealReceiver(unittest.TestCase):
+    """The shop exporting straight to tests/otlp's receiver."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.rx = otlp.Receiver().start()
+        try:
+            cls.s = st.Stack("tracing-otlp", services=st.SHOP, env={
+                "AGORA_SAGA_BACKOFF": "50ms",
+                "OTEL_EXPORTER_OTLP_ENDPOINT": cls.rx.endpoint,
+                "OTEL_BSP_SCHEDULE_DELAY": "100",
+            }).start()
+        except Exception:
+            cls.rx.stop()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        problems = cls.s.stop()
+        cls.rx.stop()
+        if problems:
+            raise AssertionError("\n".join(problems))
+
+    def test_checkout_trace_decodes_in_a_real_receiver(self):
+        admin = self.s.login(st.ADMIN_EMAIL, st.ADMIN_PASSWORD)
+        alice = self.s.register("alice")
+        pid = self.s.product(admin, 990, 3)
+        tp = traceparent()
+        tid, client_span = tp[3:35], tp[36:52]
+        body = {"shippingAddress": st.address(), "paymentMethod": st.card("4242424242424242"),
+                "items": [{"productId": pid, "quantity": 1}]}
+        r = self.s.call("POST", "/api/v1/orders", alice["token"], body,
+                        {"Idempotency-Key": secrets.token_hex(8), "Prefer": "wait=20",
+                         "traceparent": tp})
+        self.assertEqual(r.status, 201, r)
+        need = {"agora-gateway", "agora-orders", "agora-inventory", "agora-payments",
+                "agora-notifications"}
+
+        def complete(spans):
+            mine = [x for x in spans if x["traceId"] == tid]
+            return need <= {x["service"] for x in mine} and any(
+                x["name"] == "order.confirmed process" and x["service"] == "agora-notifications"
+                for x in mine)
+        spans = [x for x in self.rx.wait_spans(complete, timeout=harness.scaled(30),
+                                               what="the checkout's spans")
+                 if x["traceId"] == tid]
+        self.assertEqual(self.rx.errors(), [])
+        ids = {x["spanId"] for x in spans}
+        for x in spans:
+            if x["service"] == "agora-gateway" and x["parentSpanId"] == client_span:
+                continue
+            self.assertIn(x["parentSpanId"], ids, "parent of %r not in the trace" % x)
+        roots = [x for x in spans if x["parentSpanId"] not in ids]
+        self.assertEqual([(x["service"], x["parentSpanId"]) for x in roots],
+                         [("agora-gateway", client_span)])
 
 
 if __name__ == "__main__":
