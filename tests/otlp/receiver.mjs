@@ -175,6 +175,7 @@ function scalar(kind, field, v, where) {
       return Buffer.from(v, BASE64.test(v) ? 'base64' : 'base64url');
     case 'int64':
       if (typeof v === 'number') {
+        if (!Number.isInteger(v)) throw bad('a 64-bit integer expected');
         if (!Number.isSafeInteger(v)) throw bad('a 64-bit integer beyond 2^53 must be a decimal string');
         return Long.fromNumber(v);
       }
