@@ -497,6 +497,10 @@ static void conn_write(ag_conn *c, const char *head, size_t hlen, char *body, si
 static void conn_unref(ag_conn *c)
 {
     if (--c->refs > 0) return;
+    if (ag_span_recording(&c->req.span)) { /* closed before its answer was sent */
+        ag_span_error(&c->req.span, "the connection closed before the answer was sent");
+        ag_span_end(&c->req.span);
+    }
     ag_arena_release(&c->req.arena);
     ag__res_release(&c->req.res);
     ag_buf_release(&c->head);
