@@ -264,8 +264,8 @@ def build():
             [("sum(agora_traces_bytes)", "bytes")], unit="bytes")
 
     b.row("Registry and processes")
-    b.panel("Registered instances",
-            [("sum by (service) (agora_registry_instances)", "{{service}}")], unit="short")
+    b.panel("Registered instances by health",
+            [("sum by (status) (agora_registry_instances)", "{{status}}")], unit="short")
     b.panel("Blocking queries waiting",
             [("sum(agora_registry_blocking_queries)", "blocking")], unit="short")
     b.panel("Realtime push connections",

@@ -98,13 +98,14 @@ REQUIRED = {
 }
 LABEL_VALUES = {
     ("agora_peer_call_duration_seconds", "outcome"): {"ok", "error", "timeout", "open"},
-    ("agora_saga_steps_total", "outcome"): {"ok", "retried", "failed", "compensated"},
+    # compensation_retried: a compensation call retried (HELP of agora_saga_steps_total).
+    ("agora_saga_steps_total", "outcome"): {"ok", "retried", "failed", "compensated",
+                                           "compensation_retried"},
 }
 # Families whose `service` label names another service (the upstream), not
 # the one that exposes them.
 SERVICE_IS_PEER = {"agora_gateway_upstream_seconds", "agora_gateway_upstream_responses_total",
-                   "agora_gateway_retries_total", "agora_gateway_websocket_tunnels_total",
-                   "agora_registry_instances"}
+                   "agora_gateway_retries_total", "agora_gateway_websocket_tunnels_total"}
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 
 
@@ -540,6 +541,32 @@ class Metrics(unittest.TestCase):
         if pending:
             log("PENDING_METRICS the dashboard uses, not exposed yet:\n  " + "\n  ".join(pending))
         self.assertEqual(missing, [], "the dashboard asks for metrics nothing exposes")
+        # The labels it groups by and matches on are the metrics' own (or the
+        # ones Prometheus adds: job, instance).
+        labels = {}
+        for _, fams in self.scrapes.values():
+            for fam, f in fams.items():
+                for n, ls, _ in f["samples"]:
+                    labels.setdefault(n, set()).update(ls)
+                    labels.setdefault(fam, set()).update(ls)
+        wrong = []
+        for p in self.panels(d):
+            for t in p.get("targets", []):
+                e = t["expr"]
+                want = set()
+                for g in re.findall(r"\b(?:by|without)\s*\(([^)]*)\)", e):
+                    want |= {x.strip() for x in g.split(",") if x.strip()}
+                for sel in re.findall(r"\{([^}]*)\}", e):
+                    want |= set(re.findall(r"([a-zA-Z_][a-zA-Z0-9_]*)\s*(?:=~|!~|!=|=)", sel))
+                want -= {"job", "instance"}
+                for name in promql_metric_names(e):
+                    if name in PROMETHEUS_SYNTHETIC or name not in labels:
+                        continue
+                    extra = want - labels[name] - {"le"}
+                    if extra:
+                        wrong.append("%s: %s has no label %s (it has %s)"
+                                     % (p["title"], name, sorted(extra), sorted(labels[name])))
+        self.assertEqual(wrong, [], "the dashboard uses labels the metrics do not have")
         # Every REQUIRED family is on the dashboard.
         on_board = set(used)
         for n in used:
