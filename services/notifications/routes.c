@@ -46,6 +46,22 @@ static const ag_caller *caller(ag_http_req *req, ag_http_res *res, ag_db **db)
     return me;
 }
 
+typedef struct list_ctx {
+    const char *user;
+    bool unread_only;
+    int64_t page, limit, total, unread;
+    json_t *arr;
+} list_ctx;
+
+/* The page, its total and the unread count from one snapshot: read apart,
+ * a notification committed between them makes them disagree. */
+static int list_tx(ag_db *db, void *ud)
+{
+    list_ctx *c = ud;
+    json_array_clear(c->arr);
+    return nt_list(db, c->user, c->unread_only, c->page, c->limit, c->arr, &c->total, &c->unread);
+}
+
 static void list(ag_http_req *req, ag_http_res *res, void *ud)
 {
     (void)ud;
@@ -68,8 +84,9 @@ static void list(ag_http_req *req, ag_http_res *res, void *ud)
     }
     ag_v_release(&v);
     json_t *arr = json_array();
-    int64_t total = 0, unread = 0;
-    int rc = nt_list(db, me->id, unread_only, page, limit, arr, &total, &unread);
+    list_ctx lc = {me->id, unread_only, page, limit, 0, 0, arr};
+    int rc = ag_store_tx(g_nt.store, list_tx, &lc);
+    int64_t total = lc.total, unread = lc.unread;
     if (rc < 0) {
         json_decref(arr);
         ag_res_internal(req, res, "notification list failed", rc);
