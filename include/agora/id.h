@@ -2,8 +2,9 @@
  * id.h — time-ordered unique ids (UUIDv7, RFC 9562).
  *
  * 48 bits of Unix milliseconds, then a 12-bit counter that keeps ids made in
- * the same millisecond by one thread in order (RFC 9562 §6.2 method 1), then
- * 62 random bits from getrandom(2). Sorting ids as strings sorts them by time.
+ * the same millisecond by one process, on any of its threads, in order
+ * (RFC 9562 §6.2 method 1), then 62 random bits from getrandom(2). Sorting
+ * ids as strings sorts them by time, and one process's ids by creation.
  */
 #ifndef AGORA_ID_H
 #define AGORA_ID_H

@@ -1,5 +1,6 @@
-/* id.c — UUIDv7 (RFC 9562) with a per-thread counter for ordering. */
+/* id.c — UUIDv7 (RFC 9562) with a process-wide counter for ordering. */
 #include <errno.h>
+#include <stdatomic.h>
 #include <string.h>
 #include <sys/random.h>
 
@@ -27,8 +28,10 @@ void ag_id_new(ag_id *out)
     /* Per-thread random pool, refilled in blocks to spare syscalls. */
     static _Thread_local unsigned char pool[256];
     static _Thread_local size_t pool_left;
-    static _Thread_local uint64_t last_ms;
-    static _Thread_local uint16_t counter;
+    /* Process-wide (ms << 12 | counter) of the last id: a service makes ids
+     * on its loop and on every worker thread, and ids made in one
+     * millisecond must still sort in the order they were made. */
+    static _Atomic uint64_t last;
 
     if (pool_left < 10) {
         ag_random_bytes(pool, sizeof pool);
@@ -37,20 +40,18 @@ void ag_id_new(ag_id *out)
     unsigned char *r = pool + sizeof pool - pool_left;
     pool_left -= 10;
 
-    uint64_t ms = ag_wall_ms();
-    if (ms <= last_ms) {
-        /* Same (or earlier: clock stepped back) millisecond: count up so ids
-         * stay ordered; on overflow borrow the next millisecond. */
-        ms = last_ms;
-        if (++counter > 0x0fff) {
-            ms++;
-            counter = (uint16_t)(r[0] & 0x03);
-        }
-    } else {
-        /* Start low with random bits so the counter rarely overflows. */
-        counter = (uint16_t)(((r[0] << 8) | r[1]) & 0x01ff);
-    }
-    last_ms = ms;
+    /* A new millisecond starts its counter low with random bits, so it
+     * rarely overflows; the same (or an earlier: the clock stepped back)
+     * millisecond counts up, and an overflow borrows the next millisecond. */
+    uint64_t fresh = (ag_wall_ms() << 12) | (uint64_t)(((r[0] << 8) | r[1]) & 0x01ff);
+    uint64_t prev = atomic_load_explicit(&last, memory_order_relaxed);
+    uint64_t next;
+    do {
+        next = (fresh >> 12) > (prev >> 12) ? fresh : prev + 1;
+    } while (!atomic_compare_exchange_weak_explicit(&last, &prev, next, memory_order_relaxed,
+                                                    memory_order_relaxed));
+    uint64_t ms = next >> 12;
+    unsigned counter = (unsigned)(next & 0x0fff);
 
     for (int i = 0; i < 6; i++) out->b[i] = (uint8_t)(ms >> (40 - 8 * i));
     out->b[6] = (uint8_t)(0x70 | ((counter >> 8) & 0x0f));

@@ -1,4 +1,4 @@
-/* Unit tests of src/lib/core/id.c: UUIDv7 format, parse, version/variant bits, ordering and uniqueness across threads. */
+/* Unit tests of src/lib/core/id.c: UUIDv7 format, parse, version/variant bits, ordering and uniqueness across threads, creation order across threads. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -158,6 +158,47 @@ static void test_two_threads_unique(void **state)
     free(all);
 }
 
+/* Ids made one after another on different threads (the lock orders them)
+ * sort in the order they were made, also within one millisecond: a
+ * service makes ids on its loop and on every worker. */
+typedef struct relay {
+    pthread_mutex_t mu;
+    int next;
+    char (*ids)[AG_ID_LEN + 1];
+} relay;
+
+static void *relay_main(void *arg)
+{
+    relay *r = arg;
+    for (;;) {
+        pthread_mutex_lock(&r->mu);
+        if (r->next == 2 * N_THREAD) {
+            pthread_mutex_unlock(&r->mu);
+            return NULL;
+        }
+        ag_id_new_str(r->ids[r->next++]);
+        pthread_mutex_unlock(&r->mu);
+    }
+}
+
+static void test_threads_in_creation_order(void **state)
+{
+    (void)state;
+    relay r = {.next = 0};
+    pthread_mutex_init(&r.mu, NULL);
+    r.ids = calloc(2 * N_THREAD, sizeof *r.ids);
+    assert_non_null(r.ids);
+    pthread_t t[2];
+    for (int i = 0; i < 2; i++) assert_int_equal(pthread_create(&t[i], NULL, relay_main, &r), 0);
+    for (int i = 0; i < 2; i++) pthread_join(t[i], NULL);
+    for (int i = 1; i < 2 * N_THREAD; i++) {
+        if (strcmp(r.ids[i - 1], r.ids[i]) >= 0)
+            fail_msg("id %d \"%s\" is not after \"%s\"", i, r.ids[i], r.ids[i - 1]);
+    }
+    free(r.ids);
+    pthread_mutex_destroy(&r.mu);
+}
+
 static void test_random_bytes(void **state)
 {
     (void)state;
@@ -181,6 +222,7 @@ int main(void)
         cmocka_unit_test(test_time_close_to_now),
         cmocka_unit_test(test_one_thread_strictly_increasing),
         cmocka_unit_test(test_two_threads_unique),
+        cmocka_unit_test(test_threads_in_creation_order),
         cmocka_unit_test(test_random_bytes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
