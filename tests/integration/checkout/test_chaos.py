@@ -56,6 +56,10 @@ class Chaos(unittest.TestCase):
             self.run_chaos(s, rnd)
         finally:
             problems = s.stop()
+            # Printed even when the run itself failed: a service that died
+            # on its own (not killed by the test) is the likely cause.
+            for p in problems:
+                print("stack:", p, file=sys.stderr, flush=True)
         # A service killed by the test is not a problem; one that did not
         # stop cleanly at the end is.
         self.assertEqual(problems, [])
