@@ -69,6 +69,22 @@ void nt_push_begin(void)
     pending_reset();
 }
 
+/* `s` cut to fit `out` (n bytes with the NUL) on a character boundary: a
+ * cut inside a UTF-8 sequence would make text that JSON cannot carry, and
+ * the notification could not be served. */
+static const char *clip(char *out, size_t n, const char *s)
+{
+    size_t len = strlen(s);
+    if (len >= n) {
+        len = n - 1;
+        while (len > 0 && ((unsigned char)s[len] & 0xc0) == 0x80)
+            len--;
+    }
+    memcpy(out, s, len);
+    out[len] = '\0';
+    return out;
+}
+
 void nt_push_after_commit(ag_db *db, int64_t id, const char *kind, char *json, const char *user)
 {
     if (g_pending.n == g_pending.cap) {
@@ -286,8 +302,9 @@ static int on_order(ag_db *db, const ag_event *ev, void *ud, char *why, size_t n
     snprintf(msg, sizeof msg, "Your order %s (%s) %s.", sid, total, t->verb);
     const char *reason = str(ev->data, "reason");
     if (reason && strcmp(t->type, "order.cancelled") == 0) {
+        char cut[204];
         size_t l = strlen(msg);
-        snprintf(msg + l - 1, sizeof msg - l + 1, ": %.200s.", reason);
+        snprintf(msg + l - 1, sizeof msg - l + 1, ": %s.", clip(cut, sizeof cut, reason));
     }
     json_t *data = json_pack("{s:s, s:o, s:o, s:o, s:o, s:o}", "orderId", order, "status",
                              field(ev->data, "status"), "totalCents", field(ev->data, "totalCents"),
@@ -328,8 +345,9 @@ static int on_payment_failed(ag_db *db, const ag_event *ev, void *ud, char *why,
     short_id(sid, order ? order : "?");
     money(total, sizeof total, json_object_get(ev->data, "amountCents"), str(ev->data, "currency"));
     const char *reason = str(ev->data, "failureMessage");
-    snprintf(msg, sizeof msg, "The payment of %s for order %s did not go through%s%.200s.", total,
-             sid, reason ? ": " : "", reason ? reason : "");
+    char cut[204];
+    snprintf(msg, sizeof msg, "The payment of %s for order %s did not go through%s%s.", total,
+             sid, reason ? ": " : "", reason ? clip(cut, sizeof cut, reason) : "");
     int rc = notify(db, ev, user, "Payment failed", msg, ev->data);
     return rc < 0 ? db_fail(db, why, n, rc) : 0;
 }

@@ -55,14 +55,15 @@ int nt_insert(ag_db *db, const nt_new *n, int64_t *id, char **json)
     rc = ag_rows_next(r); /* `data` is bound until the rows are freed */
     if (rc == 1) {
         *id = ag_rows_int(r, 0);
+        rc = 0;
         if (json) {
             json_t *j = row_json(r);
-            char *s = json_dumps(j, JSON_COMPACT);
+            char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
             json_decref(j);
-            *json = ag_strdup(s);
+            if (s) *json = ag_strdup(s);
+            else rc = AG_EINVAL; /* text JSON cannot carry: logged by the caller */
             free(s);
         }
-        rc = 0;
     }
     ag_rows_free(r);
     free(data);
@@ -157,9 +158,13 @@ static int since_rows(ag_db *db, const char *sql, const ag_val *p, int np, bool 
         } else {
             snprintf(it->kind, sizeof it->kind, "notification");
             json_t *j = row_json(r);
-            char *s = json_dumps(j, JSON_COMPACT);
+            char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
             json_decref(j);
-            it->json = ag_strdup(s);
+            /* A row JSON cannot carry (not UTF-8) is served as an empty
+             * notification of its id rather than not at all. */
+            char bare[48];
+            snprintf(bare, sizeof bare, "{\"id\":\"%lld\"}", (long long)it->id);
+            it->json = ag_strdup(s ? s : bare);
             free(s);
         }
         it->len = strlen(it->json);

@@ -220,7 +220,13 @@ static int n_fetch(void *state, uint64_t timeout_ms, ag__bus_msg **out)
         if (s != NATS_OK) {
             natsMsgList_Destroy(&st->batch);
             memset(&st->batch, 0, sizeof st->batch);
-            if (natsConnection_Status(st->nc) == NATS_CONN_STATUS_CONNECTED) return 0;
+            /* Connected but the pull failed (JetStream still recovering
+             * after a broker restart answers "no responders"): try again
+             * soon, without spinning; disconnected: the core backs off. */
+            if (natsConnection_Status(st->nc) == NATS_CONN_STATUS_CONNECTED) {
+                nats_Sleep(50);
+                return 0;
+            }
             return map_status(s);
         }
         if (st->batch.Count == 0) return 0;
