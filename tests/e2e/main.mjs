@@ -244,7 +244,9 @@ async function checkoutTrace(page) {
   const row = page.locator('#traces tr[data-trace]').filter({ hasText: 'agora-gateway' }).filter({ hasText: 'agora-orders' }).first();
   await row.waitFor({ timeout: T(30000) });
   const id = await row.getAttribute('data-trace');
-  await row.getByRole('link').click();
+  // That trace's own row: the list may be read again in between, and
+  // `row` (the first that matches) would then be another trace's.
+  await page.locator(`#traces tr[data-trace="${id}"]`).getByRole('link').click();
   await page.waitForURL(new RegExp(`#/ops/traces/${id}$`));
   await page.locator('#waterfall .wf-row').first().waitFor();
   const rows = await page.locator('#waterfall .wf-row').evaluateAll((lis) => lis.map((li) => ({
