@@ -240,8 +240,11 @@ async function checkoutTrace(page) {
   await go(page, '#/ops');
   await page.locator('#trace-service option[value="agora-orders"]').waitFor({ state: 'attached', timeout: T(30000) });
   await page.getByLabel('Service', { exact: true }).selectOption('agora-orders');
-  // The list is read again every few seconds: wait for a trace of both.
-  const row = page.locator('#traces tr[data-trace]').filter({ hasText: 'agora-gateway' }).filter({ hasText: 'agora-orders' }).first();
+  // The list is read again every few seconds: wait for a checkout's trace
+  // (the console's own polls of /admin/dead-letters/orders are traces of
+  // both services too).
+  const row = page.locator('#traces tr[data-trace]').filter({ hasText: 'POST /api/v1/orders' })
+    .filter({ hasText: 'agora-gateway' }).filter({ hasText: 'agora-orders' }).first();
   await row.waitFor({ timeout: T(30000) });
   const id = await row.getAttribute('data-trace');
   // That trace's own row: the list may be read again in between, and
