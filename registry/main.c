@@ -25,13 +25,10 @@
 #define AGORA_REGISTRY_SCHEMA_DIR "registry/schema"
 #endif
 
-int main(void)
+static int config(ag_service *svc)
 {
-    ag_service *svc;
-    if (ag_service_new("registry", 8500, &svc) < 0) return 2;
     ag_service_set_registration(svc, false);
-    const char *schema, *node;
-    ag_config_str("AGORA_SCHEMA_DIR", AGORA_REGISTRY_SCHEMA_DIR, &schema);
+    const char *node;
     char host[128] = "agora";
     if (gethostname(host, sizeof host) < 0 || !host[0]) snprintf(host, sizeof host, "agora");
     host[sizeof host - 1] = '\0';
@@ -40,31 +37,47 @@ int main(void)
     pthread_mutex_init(&g_reg.mu, NULL);
     g_reg.names = json_object();
     g_reg.metrics = ag_service_metrics(svc);
-    int rc = ag_service_use_store(svc, schema, &g_reg.store);
-    if (rc == 0) rc = reg_store_load();
+    return 0;
+}
+
+/* The catalogue as the store last held it, its persister and the health
+ * checker; both stop with the service (on_stop), after the drain. */
+static int init(ag_service *svc)
+{
+    int rc = reg_store_load();
     if (rc < 0) {
-        ag_error("could not open the registry's store", AG_FERR(rc));
-        ag_service_free(svc);
-        return 2;
+        ag_error("could not load the registry's store", AG_FERR(rc));
+        return rc;
     }
     reg_store_start();
-    if (reg_checks_start() < 0) {
-        reg_store_stop(NULL);
-        ag_service_free(svc);
-        return 2;
-    }
-    reg_routes(ag_service_router(svc));
-    ag_service_on_drain(svc, reg_release_waiters, NULL);
     ag_service_on_stop(svc, reg_checks_stop, NULL);
     ag_service_on_stop(svc, reg_store_stop, NULL);
-    rc = ag_service_run(svc);
-    if (rc < 0) {
-        reg_checks_stop(NULL);
-        reg_store_stop(NULL);
-    }
-    ag_service_free(svc);
-    for (int i = 0; i < g_reg.nsvcs; i++) reg_svc_free(g_reg.svcs[i]);
+    rc = reg_checks_start();
+    if (rc < 0) return rc;
+    ag_service_on_drain(svc, reg_release_waiters, NULL);
+    return 0;
+}
+
+static void cleanup(void)
+{
+    for (int i = 0; i < g_reg.nsvcs; i++)
+        reg_svc_free(g_reg.svcs[i]);
     ag_free(g_reg.svcs);
     json_decref(g_reg.names);
-    return rc == 0 ? 0 : 1;
+}
+
+static const ag_service_def k_registry = {
+    .name = "registry",
+    .port = 8500,
+    .config = config,
+    .schema_dir = AGORA_REGISTRY_SCHEMA_DIR,
+    .store = &g_reg.store,
+    .init = init,
+    .routes = reg_routes,
+    .cleanup = cleanup,
+};
+
+int main(void)
+{
+    return ag_service_main(&k_registry);
 }

@@ -17,15 +17,16 @@ static void hello_name(ag_http_req *req, ag_http_res *res, void *ud)
     ag_res_ok(res, 200, json_pack("{s:s}", "hello", ag_req_param(req, "name")));
 }
 
-int main(void)
+static void routes(ag_router *r)
 {
-    ag_service *svc;
-    if (ag_service_new("hello", 7000, &svc) < 0) return 2;
-    ag_router *r = ag_service_router(svc);
     ag_router_add(r, "GET", "/hello", hello, NULL, AG_ROUTE_INLINE);
     ag_router_add(r, "GET", "/hello/pool", hello, NULL, 0);
     ag_router_add(r, "GET", "/v1/hello/:name", hello_name, NULL, 0);
-    int rc = ag_service_run(svc);
-    ag_service_free(svc);
-    return rc == 0 ? 0 : 1;
+}
+
+static const ag_service_def k_hello = {.name = "hello", .port = 7000, .routes = routes};
+
+int main(void)
+{
+    return ag_service_main(&k_hello);
 }

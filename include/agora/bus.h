@@ -77,6 +77,17 @@ int ag_bus_publish(ag_bus *bus, ag_db *db, const char *type, const char *subject
 
 /* Registers `h` for types matching `pattern`. Call before ag_bus_start. */
 int ag_bus_subscribe(ag_bus *bus, const char *pattern, ag_event_handler h, void *ud);
+/* The patterns subscribed so far, in order: how many, and the i-th. */
+int ag_bus_subscription_count(const ag_bus *bus);
+const char *ag_bus_subscription(const ag_bus *bus, int i);
+
+/* Declares the only event types this service publishes (`types`, NULL-
+ * terminated, borrowed for the bus's life; ag_service_main does it from
+ * the service's declaration). From then on ag_bus_publish of any other
+ * type is refused with AG_EINVAL and logged, so what a service says it
+ * publishes (docs/events.md is checked against it) is all it can publish.
+ * Not calling it leaves every type allowed. */
+void ag_bus_declare(ag_bus *bus, const char *const *types);
 
 /* Starts the relay and, when there are subscriptions, the consumer. */
 int ag_bus_start(ag_bus *bus);

@@ -50,7 +50,9 @@ const char *ag_service_name(const ag_service *svc);
 /* Adds a check to /ready (the name appears in its answer). */
 void ag_service_add_ready_check(ag_service *svc, const char *name, ag_ready_check fn, void *ud);
 /* A function called on the main thread after the server has drained and
- * before the pool stops (flush, close stores). */
+ * before the pool stops (flush, close stores); for a service that never
+ * ran (it failed to start, or only described itself), in ag_service_free
+ * before anything is freed. Each runs once. */
 void ag_service_on_stop(ag_service *svc, void (*fn)(void *ud), void *ud);
 /* Opens the service's store from AGORA_DB (default "sqlite:var/<name>.db";
  * "{service}" in the URL becomes the service's name), applies the
@@ -96,6 +98,88 @@ void ag_service_stop(ag_service *svc);
 /* The port the server is bound to, once running (0 before). */
 int ag_service_port(const ag_service *svc);
 void ag_service_free(ag_service *svc);
+
+/* ---- The declaration: one struct a service, and its whole main() ----------
+ *
+ * A service is declared, not assembled: its name and port, its store and
+ * migrations, its bus with the events it consumes and the only ones it
+ * publishes, its token verifier, the peers it calls, its routes and OpenAPI
+ * document. ag_service_main does the start-up every service shares from
+ * that, in one order, and runs it:
+ *
+ *   static const char *const k_publishes[] = {"room.created", ..., NULL};
+ *   static const ag_service_def k_rooms = {
+ *       .name = "rooms", .port = 7011,
+ *       .schema_dir = AGORA_ROOMS_SCHEMA_DIR, .store = &g_rooms.store,
+ *       .bus = &g_rooms.bus, .subscribe = rooms_subscribe, .publishes = k_publishes,
+ *       .auth = &g_rooms.auth,
+ *       .peers = (const ag_peer_def[]){{"users", "http://127.0.0.1:7001", &g_rooms.users},
+ *                                      {NULL}},
+ *       .routes = rooms_routes, .openapi = rooms_openapi_json,
+ *   };
+ *   int main(void) { return ag_service_main(&k_rooms); }
+ *
+ * The order (docs/internals/service.md): ag_service_new (configuration,
+ * logging, loops, pool, tracer), `config`, the store from AGORA_DB with the
+ * migrations in AGORA_SCHEMA_DIR (default `schema_dir`), the bus from
+ * AGORA_BUS with `subscribe` and `publishes`, the verifier (`auth`,
+ * `auth_flags`), each peer, `init`, `routes`, the OpenAPI document; then
+ * ag_service_run. What fails before the run is logged by the step and
+ * main returns 2; a run that could not start returns 1; a clean stop 0.
+ * `cleanup` runs last in every case.
+ *
+ * With AGORA_DESCRIBE=1 the service does every step up to the run and,
+ * instead of running, prints its declaration as one JSON object on stdout
+ * and returns 0: {name, port, store, bus, routes: [{method, path}] (what the
+ * router holds, built-ins included, paths as {name}), openapi: [{method,
+ * path}] (what its /openapi.json describes), publishes, consumes (the
+ * subscribed patterns), peers}. tests/docs checks every service's against
+ * its OpenAPI document, docs/api.md and docs/events.md. Point AGORA_DB at a
+ * scratch database for it: the migrations and `init` run.
+ *
+ * This is nginx's ngx_module_t and Redis's command table in C's terms: a
+ * static description the core walks, hooks where a service must do its
+ * own thing, and nothing a service repeats. */
+typedef struct ag_peer_def {
+    const char *name;        /* lower case: "users" (AGORA_USERS_URL overrides the URL) */
+    const char *default_url; /* "http://127.0.0.1:7001" */
+    struct ag_peer **out;
+    /* Calls in the breaker's window before it judges; 0: the default
+     * (AGORA_BREAKER_MIN_CALLS overrides either). */
+    int breaker_min_calls;
+} ag_peer_def;
+
+typedef struct ag_service_def {
+    const char *name; /* lower case: "rooms" */
+    int port;         /* the default; PORT overrides */
+    /* Reads the service's own configuration (and anything else that must
+     * come before the store). Negative: start-up stops. */
+    int (*config)(ag_service *svc);
+    /* The migrations' default folder; NULL with `store` NULL: no store. */
+    const char *schema_dir;
+    struct ag_store **store;
+    /* NULL: no bus. `subscribe` (may be NULL) registers the handlers of what
+     * the service consumes; `publishes` (NULL-terminated; NULL: publishes
+     * nothing) is all it may publish (ag_bus_declare). */
+    struct ag_bus **bus;
+    int (*subscribe)(struct ag_bus *bus);
+    const char *const *publishes;
+    /* Non-NULL: ag_service_use_auth(svc, auth_flags, auth). */
+    struct ag_auth **auth;
+    unsigned auth_flags;
+    const ag_peer_def *peers; /* terminated by {NULL}; may be NULL */
+    /* After the store, bus, verifier and peers, before the routes: what
+     * else the service sets up (middleware, engines, hooks, metrics). */
+    int (*init)(ag_service *svc);
+    void (*routes)(ag_router *r);
+    const char *openapi; /* the document's JSON text; NULL: generated from the routes */
+    /* After the service is freed, whatever happened: free what `config`
+     * and `init` made. */
+    void (*cleanup)(void);
+} ag_service_def;
+
+/* The whole of a declared service's main(): its exit status. */
+int ag_service_main(const ag_service_def *def);
 
 /* Registers /health, /ready and /metrics on `router`. Used by ag_service_new;
  * exposed for programs that assemble their own server. */

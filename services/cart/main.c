@@ -31,34 +31,32 @@
 
 cart_ctx g_cart;
 
-int main(void)
+static char *s_catalog_url;
+
+static int config(ag_service *svc)
 {
-    ag_service *svc;
-    if (ag_service_new("cart", 7007, &svc) < 0) return 2;
-    const char *schema, *catalog_url;
-    ag_breaker_opts bo;
-    ag_auth *auth;
-    char *url = NULL;
+    (void)svc;
+    const char *catalog_url;
     int rc = 0;
-    rc |= ag_config_str("AGORA_SCHEMA_DIR", AGORA_CART_SCHEMA_DIR, &schema);
     rc |= ag_config_str("AGORA_CATALOG_URL", "http://127.0.0.1:7002", &catalog_url);
     rc |= ag_config_duration_ms("AGORA_CATALOG_TIMEOUT", 2000, &g_cart.catalog_timeout_ms);
-    if (rc == 0) rc = ag_breaker_opts_from_env(&bo, ag_service_metrics(svc));
-    if (rc == 0) {
-        url = ag_strdup(catalog_url);
-        size_t n = strlen(url);
-        while (n > 0 && url[n - 1] == '/')
-            url[--n] = '\0';
-        g_cart.catalog_url = url;
-        if (g_cart.catalog_timeout_ms == 0) g_cart.catalog_timeout_ms = 1;
-    }
-    if (rc < 0 || ag_service_use_store(svc, schema, &g_cart.store) < 0 ||
-        ag_service_use_bus(svc, &g_cart.bus) < 0 || cart_subscribe(g_cart.bus) < 0 ||
-        ag_service_use_auth(svc, 0, &auth) < 0) {
-        ag_service_free(svc);
-        ag_free(url);
-        return 2;
-    }
+    if (rc < 0) return AG_ECONFIG;
+    s_catalog_url = ag_strdup(catalog_url);
+    size_t n = strlen(s_catalog_url);
+    while (n > 0 && s_catalog_url[n - 1] == '/')
+        s_catalog_url[--n] = '\0';
+    g_cart.catalog_url = s_catalog_url;
+    if (g_cart.catalog_timeout_ms == 0) g_cart.catalog_timeout_ms = 1;
+    return 0;
+}
+
+/* agora-catalog is called through cart's own client (catalog_client.c:
+ * batched lookups with their own timeout), behind a breaker of its own. */
+static int init(ag_service *svc)
+{
+    ag_breaker_opts bo;
+    int rc = ag_breaker_opts_from_env(&bo, ag_service_metrics(svc));
+    if (rc < 0) return rc;
     g_cart.http = ag_service_http(svc);
     g_cart.catalog_breaker = ag_breaker_new("catalog", &bo);
     const char *reg = ag_config_raw("AGORA_REGISTRY");
@@ -66,11 +64,33 @@ int main(void)
         g_cart.disc = ag_service_discovery(svc);
         if (g_cart.disc) ag_discovery_watch(g_cart.disc, "catalog");
     }
-    cart_routes(ag_service_router(svc));
-    ag_service_set_openapi(svc, cart_openapi_json);
-    rc = ag_service_run(svc);
-    ag_service_free(svc);
+    return 0;
+}
+
+static void cleanup(void)
+{
     ag_breaker_free(g_cart.catalog_breaker);
-    ag_free(url);
-    return rc == 0 ? 0 : 1;
+    ag_free(s_catalog_url);
+}
+
+static ag_auth *s_auth;
+
+static const ag_service_def k_cart = {
+    .name = "cart",
+    .port = 7007,
+    .config = config,
+    .schema_dir = AGORA_CART_SCHEMA_DIR,
+    .store = &g_cart.store,
+    .bus = &g_cart.bus,
+    .subscribe = cart_subscribe,
+    .auth = &s_auth,
+    .init = init,
+    .routes = cart_routes,
+    .openapi = cart_openapi_json,
+    .cleanup = cleanup,
+};
+
+int main(void)
+{
+    return ag_service_main(&k_cart);
 }

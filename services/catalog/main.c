@@ -21,22 +21,27 @@
 
 catalog_ctx g_catalog;
 
+static const char *const k_publishes[] = {
+    "product.created",       "product.updated", "product.deleted",
+    "product.price_updated", "review.created",  NULL,
+};
+
+static ag_auth *s_auth;
+
+static const ag_service_def k_catalog = {
+    .name = "catalog",
+    .port = 7002,
+    .schema_dir = AGORA_CATALOG_SCHEMA_DIR,
+    .store = &g_catalog.store,
+    .bus = &g_catalog.bus,
+    .subscribe = catalog_subscribe,
+    .publishes = k_publishes,
+    .auth = &s_auth,
+    .routes = catalog_routes,
+    .openapi = catalog_openapi_json,
+};
+
 int main(void)
 {
-    ag_service *svc;
-    if (ag_service_new("catalog", 7002, &svc) < 0) return 2;
-    const char *schema;
-    ag_auth *auth;
-    if (ag_config_str("AGORA_SCHEMA_DIR", AGORA_CATALOG_SCHEMA_DIR, &schema) < 0 ||
-        ag_service_use_store(svc, schema, &g_catalog.store) < 0 ||
-        ag_service_use_bus(svc, &g_catalog.bus) < 0 || catalog_subscribe(g_catalog.bus) < 0 ||
-        ag_service_use_auth(svc, 0, &auth) < 0) {
-        ag_service_free(svc);
-        return 2;
-    }
-    catalog_routes(ag_service_router(svc));
-    ag_service_set_openapi(svc, catalog_openapi_json);
-    int rc = ag_service_run(svc);
-    ag_service_free(svc);
-    return rc == 0 ? 0 : 1;
+    return ag_service_main(&k_catalog);
 }

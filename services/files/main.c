@@ -35,34 +35,47 @@ static int auth_on_workers(ag_http_req *req, ag_http_res *res, void *ud)
     return ag_auth_middleware(req, res, ud);
 }
 
-int main(void)
+static int config(ag_service *svc)
 {
-    ag_service *svc;
-    if (ag_service_new("files", 7013, &svc) < 0) return 2;
     g_files.svc = svc;
-    const char *schema, *dir;
+    const char *dir;
     size_t max_bytes;
     int rc = 0;
-    rc |= ag_config_str("AGORA_SCHEMA_DIR", AGORA_FILES_SCHEMA_DIR, &schema);
     rc |= ag_config_str("AGORA_FILES_DIR", "var/files", &dir);
     rc |= ag_config_size("AGORA_FILES_MAX_BYTES", FILES_DEFAULT_MAX_BYTES, &max_bytes);
-    if (rc == 0) {
-        snprintf(g_files.dir, sizeof g_files.dir, "%s", dir);
-        g_files.max_bytes = max_bytes;
-    }
-    if (rc < 0 || files_dirs_init() < 0 || ag_service_use_store(svc, schema, &g_files.store) < 0 ||
-        chat_members_init(g_files.store) < 0 || files_sweep() < 0 ||
-        ag_service_use_bus(svc, &g_files.bus) < 0 || files_subscribe(g_files.bus) < 0 ||
-        ag_service_use_auth(svc, AG_AUTH_NO_MIDDLEWARE, &g_files.auth) < 0 ||
-        ag_service_peer(svc, "rooms", "http://127.0.0.1:7011", &g_files.rooms) < 0) {
-        ag_service_free(svc);
-        return 2;
-    }
-    ag_router *r = ag_service_router(svc);
-    ag_router_use(r, auth_on_workers, g_files.auth);
-    files_routes(r);
-    ag_service_set_openapi(svc, files_openapi_json);
-    rc = ag_service_run(svc);
-    ag_service_free(svc);
-    return rc == 0 ? 0 : 1;
+    if (rc < 0) return AG_ECONFIG;
+    snprintf(g_files.dir, sizeof g_files.dir, "%s", dir);
+    g_files.max_bytes = max_bytes;
+    return files_dirs_init();
+}
+
+static int init(ag_service *svc)
+{
+    ag_router_use(ag_service_router(svc), auth_on_workers, g_files.auth);
+    int rc = chat_members_init(g_files.store);
+    return rc < 0 ? rc : files_sweep();
+}
+
+static const ag_service_def k_files = {
+    .name = "files",
+    .port = 7013,
+    .config = config,
+    .schema_dir = AGORA_FILES_SCHEMA_DIR,
+    .store = &g_files.store,
+    .bus = &g_files.bus,
+    .subscribe = files_subscribe,
+    .auth = &g_files.auth,
+    .auth_flags = AG_AUTH_NO_MIDDLEWARE,
+    .peers =
+        (const ag_peer_def[]){
+            {.name = "rooms", .default_url = "http://127.0.0.1:7011", .out = &g_files.rooms},
+            {.name = NULL}},
+    .init = init,
+    .routes = files_routes,
+    .openapi = files_openapi_json,
+};
+
+int main(void)
+{
+    return ag_service_main(&k_files);
 }

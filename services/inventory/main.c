@@ -20,22 +20,30 @@
 
 inv_ctx g_inv;
 
+static const char *const k_publishes[] = {
+    "inventory.reserved",
+    "inventory.reservation_failed",
+    "inventory.released",
+    "inventory.low_stock",
+    NULL,
+};
+
+static ag_auth *s_auth;
+
+static const ag_service_def k_inventory = {
+    .name = "inventory",
+    .port = 7004,
+    .schema_dir = AGORA_INVENTORY_SCHEMA_DIR,
+    .store = &g_inv.store,
+    .bus = &g_inv.bus,
+    .subscribe = inventory_subscribe,
+    .publishes = k_publishes,
+    .auth = &s_auth,
+    .routes = inventory_routes,
+    .openapi = inventory_openapi_json,
+};
+
 int main(void)
 {
-    ag_service *svc;
-    if (ag_service_new("inventory", 7004, &svc) < 0) return 2;
-    const char *schema;
-    ag_auth *auth;
-    if (ag_config_str("AGORA_SCHEMA_DIR", AGORA_INVENTORY_SCHEMA_DIR, &schema) < 0 ||
-        ag_service_use_store(svc, schema, &g_inv.store) < 0 ||
-        ag_service_use_bus(svc, &g_inv.bus) < 0 || inventory_subscribe(g_inv.bus) < 0 ||
-        ag_service_use_auth(svc, 0, &auth) < 0) {
-        ag_service_free(svc);
-        return 2;
-    }
-    inventory_routes(ag_service_router(svc));
-    ag_service_set_openapi(svc, inventory_openapi_json);
-    int rc = ag_service_run(svc);
-    ag_service_free(svc);
-    return rc == 0 ? 0 : 1;
+    return ag_service_main(&k_inventory);
 }

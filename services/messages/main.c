@@ -46,40 +46,54 @@ static int config_rate(const char *name, double def, double min, double *out)
     return 0;
 }
 
-static void on_stop(void *ud)
+static int config(ag_service *svc)
 {
-    (void)ud;
-    msg_limiter_free();
-}
-
-int main(void)
-{
-    ag_service *svc;
-    if (ag_service_new("messages", 7012, &svc) < 0) return 2;
-    const char *schema;
+    (void)svc;
     long long max_chars;
     double rate, burst;
-    ag_auth *auth;
     int rc = 0;
-    rc |= ag_config_str("AGORA_SCHEMA_DIR", AGORA_MESSAGES_SCHEMA_DIR, &schema);
     rc |= ag_config_int("AGORA_MESSAGE_MAX_CHARS", MSG_MAX_CHARS, 1, 100000, &max_chars);
     rc |= config_rate("AGORA_MESSAGES_RATE", 5, 1e-6, &rate);
     rc |= config_rate("AGORA_MESSAGES_BURST", 20, 1, &burst);
-    if (rc < 0 || msg_limiter_init(rate, burst) < 0 ||
-        ag_service_use_store(svc, schema, &g_msg.store) < 0 || chat_members_init(g_msg.store) < 0 ||
-        ag_service_use_bus(svc, &g_msg.bus) < 0 || messages_subscribe(g_msg.bus) < 0 ||
-        ag_service_use_auth(svc, 0, &auth) < 0 ||
-        ag_service_peer(svc, "rooms", "http://127.0.0.1:7011", &g_msg.rooms) < 0 ||
-        ag_service_peer(svc, "files", "http://127.0.0.1:7013", &g_msg.files) < 0 ||
-        ag_service_peer(svc, "users", "http://127.0.0.1:7001", &g_msg.users) < 0) {
-        ag_service_free(svc);
-        return 2;
-    }
+    if (rc < 0) return AG_ECONFIG;
     g_msg.max_chars = (size_t)max_chars;
-    messages_routes(ag_service_router(svc));
-    ag_service_set_openapi(svc, messages_openapi_json);
-    ag_service_on_stop(svc, on_stop, NULL);
-    rc = ag_service_run(svc);
-    ag_service_free(svc);
-    return rc == 0 ? 0 : 1;
+    return msg_limiter_init(rate, burst);
+}
+
+static int init(ag_service *svc)
+{
+    (void)svc;
+    return chat_members_init(g_msg.store);
+}
+
+static const char *const k_publishes[] = {"message.sent", "message.updated", "message.deleted",
+                                          NULL};
+
+static ag_auth *s_auth;
+
+static const ag_service_def k_messages = {
+    .name = "messages",
+    .port = 7012,
+    .config = config,
+    .schema_dir = AGORA_MESSAGES_SCHEMA_DIR,
+    .store = &g_msg.store,
+    .bus = &g_msg.bus,
+    .subscribe = messages_subscribe,
+    .publishes = k_publishes,
+    .auth = &s_auth,
+    .peers =
+        (const ag_peer_def[]){
+            {.name = "rooms", .default_url = "http://127.0.0.1:7011", .out = &g_msg.rooms},
+            {.name = "files", .default_url = "http://127.0.0.1:7013", .out = &g_msg.files},
+            {.name = "users", .default_url = "http://127.0.0.1:7001", .out = &g_msg.users},
+            {.name = NULL}},
+    .init = init,
+    .routes = messages_routes,
+    .openapi = messages_openapi_json,
+    .cleanup = msg_limiter_free,
+};
+
+int main(void)
+{
+    return ag_service_main(&k_messages);
 }

@@ -30,12 +30,13 @@
 
 nt_ctx g_nt;
 
-static int read_config(const char **schema)
+static int config(ag_service *svc)
 {
+    g_nt.svc = svc;
+    atomic_init(&g_nt.draining, false);
     nt_config *c = &g_nt.cfg;
     long long per_user, attempts;
     int rc = 0;
-    rc |= ag_config_str("AGORA_SCHEMA_DIR", AGORA_NOTIFICATIONS_SCHEMA_DIR, schema);
     rc |= ag_config_int("AGORA_PUSH_MAX_PER_USER", 5, 1, 1000, &per_user);
     rc |= ag_config_size("AGORA_PUSH_MAX_QUEUE", 1u << 20, &c->max_queue);
     rc |= ag_config_duration_ms("AGORA_WS_PING_INTERVAL", 30000, &c->ping_ms);
@@ -75,34 +76,49 @@ static void on_stop(void *ud)
     nt_mailer_stop();
 }
 
-int main(void)
+/* After the store and bus: presence a crashed run left behind is cleared,
+ * the mailer starts, the push endpoints authenticate themselves. */
+static int init(ag_service *svc)
 {
-    ag_service *svc;
-    if (ag_service_new("notifications", 7006, &svc) < 0) return 2;
-    g_nt.svc = svc;
-    atomic_init(&g_nt.draining, false);
-    const char *schema;
-    if (read_config(&schema) < 0 ||
-        ag_service_use_auth(svc, AG_AUTH_NO_MIDDLEWARE, &g_nt.auth) < 0 ||
-        ag_service_use_store(svc, schema, &g_nt.store) < 0 ||
-        ag_service_use_bus(svc, &g_nt.bus) < 0 || nt_subscribe(g_nt.bus) < 0 ||
-        nt_presence_reset() < 0 || nt_mailer_start() < 0) {
-        ag_service_free(svc);
-        return 2;
-    }
-    ag_router *r = ag_service_router(svc);
-    ag_router_use(r, nt_auth_middleware, g_nt.auth);
-    nt_routes(r);
-    ag_service_set_openapi(svc, nt_openapi_json);
+    int rc = nt_presence_reset();
+    if (rc == 0) rc = nt_mailer_start();
+    if (rc < 0) return rc;
+    ag_router_use(ag_service_router(svc), nt_auth_middleware, g_nt.auth);
     ag_metrics_gauge_fn(ag_service_metrics(svc), "agora_notifications_push_connections",
                         "Open WebSocket and SSE connections that receive notifications.",
                         hub_connections, NULL);
     ag_service_on_drain(svc, on_drain, NULL);
     ag_service_on_stop(svc, on_stop, NULL);
-    int rc = ag_service_run(svc);
+    return 0;
+}
+
+static void cleanup(void)
+{
     nt_mailer_stop();
-    ag_service_free(svc);
     hub_free();
     nt_events_free();
-    return rc == 0 ? 0 : 1;
+}
+
+static const char *const k_publishes[] = {"user.online", "user.offline", NULL};
+
+static const ag_service_def k_notifications = {
+    .name = "notifications",
+    .port = 7006,
+    .config = config,
+    .schema_dir = AGORA_NOTIFICATIONS_SCHEMA_DIR,
+    .store = &g_nt.store,
+    .bus = &g_nt.bus,
+    .subscribe = nt_subscribe,
+    .publishes = k_publishes,
+    .auth = &g_nt.auth,
+    .auth_flags = AG_AUTH_NO_MIDDLEWARE,
+    .init = init,
+    .routes = nt_routes,
+    .openapi = nt_openapi_json,
+    .cleanup = cleanup,
+};
+
+int main(void)
+{
+    return ag_service_main(&k_notifications);
 }

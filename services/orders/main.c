@@ -48,50 +48,96 @@ static void stop_sagas(void *ud)
     ag_saga_engine_stop(g_ord.sagas);
 }
 
-int main(void)
+static int config(ag_service *svc)
 {
-    ag_service *svc;
-    if (ag_service_new("orders", 7003, &svc) < 0) return 2;
-    const char *schema;
-    uint64_t backoff_ms, backoff_max_ms;
-    long long workers;
-    ag_auth *auth;
+    (void)svc;
     int rc = 0;
-    rc |= ag_config_str("AGORA_SCHEMA_DIR", AGORA_ORDERS_SCHEMA_DIR, &schema);
     rc |= ag_config_str("AGORA_CLIENT_SECRET", "", &g_ord.client_secret);
     rc |= ag_config_duration_ms("AGORA_LOOKUP_TIMEOUT", 3000, &g_ord.lookup_timeout_ms);
     rc |= ag_config_duration_ms("AGORA_STEP_DEADLINE", 5000, &g_ord.step_deadline_ms);
+    if (rc < 0) return AG_ECONFIG;
+    if (g_ord.lookup_timeout_ms == 0) g_ord.lookup_timeout_ms = 1;
+    if (g_ord.step_deadline_ms == 0) g_ord.step_deadline_ms = 1;
+    if (!*g_ord.client_secret)
+        ag_warn("AGORA_CLIENT_SECRET is not set: the checkout saga cannot call inventory or "
+                "payments until it is");
+    return 0;
+}
+
+/* The checkout saga's engine on the service's store; it runs while the
+ * service does (started once serving, stopped when the drain begins). */
+static int init(ag_service *svc)
+{
+    uint64_t backoff_ms, backoff_max_ms;
+    long long workers;
+    int rc = 0;
     rc |= ag_config_int("AGORA_SAGA_WORKERS", 8, 1, 256, &workers);
     rc |= ag_config_duration_ms("AGORA_SAGA_BACKOFF", 200, &backoff_ms);
     rc |= ag_config_duration_ms("AGORA_SAGA_BACKOFF_MAX", 30000, &backoff_max_ms);
-    if (rc == 0) rc = peers_open(svc);
-    if (g_ord.lookup_timeout_ms == 0) g_ord.lookup_timeout_ms = 1;
-    if (g_ord.step_deadline_ms == 0) g_ord.step_deadline_ms = 1;
-    if (rc == 0 && !*g_ord.client_secret)
-        ag_warn("AGORA_CLIENT_SECRET is not set: the checkout saga cannot call inventory or "
-                "payments until it is");
-    if (rc < 0 || ag_service_use_store(svc, schema, &g_ord.store) < 0 ||
-        ag_service_use_bus(svc, &g_ord.bus) < 0 || orders_subscribe(g_ord.bus) < 0 ||
-        ag_service_use_auth(svc, 0, &auth) < 0 ||
-        ag_saga_engine_new(&(ag_saga_opts){.store = g_ord.store,
-                                           .workers = (int)workers,
-                                           .backoff_ms = backoff_ms ? backoff_ms : 1,
-                                           .backoff_max_ms = backoff_max_ms,
-                                           .metrics = ag_service_metrics(svc),
-                                           .service = "orders"},
-                           &g_ord.sagas) < 0 ||
-        checkout_register() < 0) {
-        ag_saga_engine_free(g_ord.sagas);
-        ag_service_free(svc);
-        return 2;
-    }
-    orders_routes(ag_service_router(svc));
-    ag_service_set_openapi(svc, orders_openapi_json);
+    if (rc < 0) return AG_ECONFIG;
+    rc = ag_saga_engine_new(&(ag_saga_opts){.store = g_ord.store,
+                                            .workers = (int)workers,
+                                            .backoff_ms = backoff_ms ? backoff_ms : 1,
+                                            .backoff_max_ms = backoff_max_ms,
+                                            .metrics = ag_service_metrics(svc),
+                                            .service = "orders"},
+                            &g_ord.sagas);
+    if (rc == 0) rc = checkout_register();
+    if (rc < 0) return rc;
     ag_service_on_start(svc, start_sagas, NULL);
     ag_service_on_drain(svc, stop_sagas, NULL);
-    rc = ag_service_run(svc);
-    ag_saga_engine_stop(g_ord.sagas);
-    ag_service_free(svc);
-    ag_saga_engine_free(g_ord.sagas);
-    return rc == 0 ? 0 : 1;
+    return 0;
+}
+
+static void cleanup(void)
+{
+    ag_saga_engine_free(g_ord.sagas); /* stopped already when it ran */
+}
+
+static const char *const k_publishes[] = {
+    "order.created", "order.confirmed", "order.cancelled", "order.shipped", "order.delivered", NULL,
+};
+
+static ag_auth *s_auth;
+
+static const ag_service_def k_orders = {
+    .name = "orders",
+    .port = 7003,
+    .config = config,
+    .schema_dir = AGORA_ORDERS_SCHEMA_DIR,
+    .store = &g_ord.store,
+    .bus = &g_ord.bus,
+    .subscribe = orders_subscribe,
+    .publishes = k_publishes,
+    .auth = &s_auth,
+    .peers = (const ag_peer_def[]){{.name = "catalog",
+                                    .default_url = "http://127.0.0.1:7002",
+                                    .out = &g_ord_peers[PEER_CATALOG],
+                                    .breaker_min_calls = 10},
+                                   {.name = "cart",
+                                    .default_url = "http://127.0.0.1:7007",
+                                    .out = &g_ord_peers[PEER_CART],
+                                    .breaker_min_calls = 10},
+                                   {.name = "inventory",
+                                    .default_url = "http://127.0.0.1:7004",
+                                    .out = &g_ord_peers[PEER_INVENTORY],
+                                    .breaker_min_calls = 10},
+                                   {.name = "payments",
+                                    .default_url = "http://127.0.0.1:7005",
+                                    .out = &g_ord_peers[PEER_PAYMENTS],
+                                    .breaker_min_calls = 10},
+                                   {.name = "users",
+                                    .default_url = "http://127.0.0.1:7001",
+                                    .out = &g_ord_peers[PEER_USERS],
+                                    .breaker_min_calls = 10},
+                                   {.name = NULL}},
+    .init = init,
+    .routes = orders_routes,
+    .openapi = orders_openapi_json,
+    .cleanup = cleanup,
+};
+
+int main(void)
+{
+    return ag_service_main(&k_orders);
 }

@@ -158,8 +158,10 @@ bool cards_validate(ag_validator *v, json_t *method, json_t **safe);
 
 typedef ag_peer_reply peer_reply;
 
-/* Makes the peers (at start, before the routes). */
-int peers_open(ag_service *svc);
+/* The peers, indexed by ord_peer; main.c declares them (each with a
+ * breaker that judges after 10 calls: a saga retries, and one slow moment
+ * of a peer should not open it). */
+extern ag_peer *g_ord_peers[PEER_COUNT];
 
 /* Calls `peer` (through the registry when there is one, else its URL)
  * behind its circuit breaker. `auth` is the Authorization header value

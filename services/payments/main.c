@@ -25,24 +25,37 @@
 
 payments_ctx g_pay;
 
+static int config(ag_service *svc)
+{
+    (void)svc;
+    int rc = ag_config_duration_ms("AGORA_PROVIDER_TIMEOUT", 10000, &g_pay.provider_timeout_ms);
+    if (g_pay.provider_timeout_ms == 0) g_pay.provider_timeout_ms = 1;
+    return rc;
+}
+
+static const char *const k_publishes[] = {
+    "payment.succeeded",
+    "payment.failed",
+    "payment.refunded",
+    NULL,
+};
+
+static ag_auth *s_auth;
+
+static const ag_service_def k_payments = {
+    .name = "payments",
+    .port = 7005,
+    .config = config,
+    .schema_dir = AGORA_PAYMENTS_SCHEMA_DIR,
+    .store = &g_pay.store,
+    .bus = &g_pay.bus,
+    .publishes = k_publishes,
+    .auth = &s_auth,
+    .routes = payments_routes,
+    .openapi = payments_openapi_json,
+};
+
 int main(void)
 {
-    ag_service *svc;
-    if (ag_service_new("payments", 7005, &svc) < 0) return 2;
-    const char *schema;
-    ag_auth *auth;
-    int rc = 0;
-    rc |= ag_config_str("AGORA_SCHEMA_DIR", AGORA_PAYMENTS_SCHEMA_DIR, &schema);
-    rc |= ag_config_duration_ms("AGORA_PROVIDER_TIMEOUT", 10000, &g_pay.provider_timeout_ms);
-    if (g_pay.provider_timeout_ms == 0) g_pay.provider_timeout_ms = 1;
-    if (rc < 0 || ag_service_use_store(svc, schema, &g_pay.store) < 0 ||
-        ag_service_use_bus(svc, &g_pay.bus) < 0 || ag_service_use_auth(svc, 0, &auth) < 0) {
-        ag_service_free(svc);
-        return 2;
-    }
-    payments_routes(ag_service_router(svc));
-    ag_service_set_openapi(svc, payments_openapi_json);
-    rc = ag_service_run(svc);
-    ag_service_free(svc);
-    return rc == 0 ? 0 : 1;
+    return ag_service_main(&k_payments);
 }

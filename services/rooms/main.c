@@ -21,23 +21,30 @@
 
 rooms_ctx g_rooms;
 
+static const char *const k_publishes[] = {
+    "room.created", "room.updated", "room.deleted", "room.user_joined", "room.user_left", NULL,
+};
+
+static ag_auth *s_auth;
+
+static const ag_service_def k_rooms = {
+    .name = "rooms",
+    .port = 7011,
+    .schema_dir = AGORA_ROOMS_SCHEMA_DIR,
+    .store = &g_rooms.store,
+    .bus = &g_rooms.bus,
+    .subscribe = rooms_subscribe,
+    .publishes = k_publishes,
+    .auth = &s_auth,
+    .peers =
+        (const ag_peer_def[]){
+            {.name = "users", .default_url = "http://127.0.0.1:7001", .out = &g_rooms.users},
+            {.name = NULL}},
+    .routes = rooms_routes,
+    .openapi = rooms_openapi_json,
+};
+
 int main(void)
 {
-    ag_service *svc;
-    if (ag_service_new("rooms", 7011, &svc) < 0) return 2;
-    const char *schema;
-    ag_auth *auth;
-    if (ag_config_str("AGORA_SCHEMA_DIR", AGORA_ROOMS_SCHEMA_DIR, &schema) < 0 ||
-        ag_service_use_store(svc, schema, &g_rooms.store) < 0 ||
-        ag_service_use_bus(svc, &g_rooms.bus) < 0 || rooms_subscribe(g_rooms.bus) < 0 ||
-        ag_service_use_auth(svc, 0, &auth) < 0 ||
-        ag_service_peer(svc, "users", "http://127.0.0.1:7001", &g_rooms.users) < 0) {
-        ag_service_free(svc);
-        return 2;
-    }
-    rooms_routes(ag_service_router(svc));
-    ag_service_set_openapi(svc, rooms_openapi_json);
-    int rc = ag_service_run(svc);
-    ag_service_free(svc);
-    return rc == 0 ? 0 : 1;
+    return ag_service_main(&k_rooms);
 }

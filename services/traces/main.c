@@ -19,6 +19,48 @@
 
 #include "traces.h"
 
+static size_t s_max_body;
+static ag_auth *s_auth;
+
+static int config(ag_service *svc)
+{
+    long long max_spans;
+    size_t max_bytes;
+    int rc = 0;
+    rc |= ag_config_int("AGORA_TRACES_MAX_SPANS", TR_DEFAULT_MAX_SPANS, 1, 100000000, &max_spans);
+    rc |= ag_config_size("AGORA_TRACES_MAX_BYTES", TR_DEFAULT_MAX_BYTES, &max_bytes);
+    rc |= ag_config_size("AGORA_TRACES_MAX_BODY", TR_DEFAULT_MAX_BODY, &s_max_body);
+    if (rc < 0) return AG_ECONFIG;
+    if (max_bytes < ((size_t)64 << 10) || s_max_body < 1024 || s_max_body > ((size_t)1 << 30)) {
+        ag_error("AGORA_TRACES_MAX_BYTES must be at least 64KiB, AGORA_TRACES_MAX_BODY "
+                 "between 1KiB and 1GiB");
+        return AG_ECONFIG;
+    }
+    tr_limits lim = {.max_spans = (size_t)max_spans, .max_bytes = max_bytes};
+    tr_store_init(&lim, ag_service_metrics(svc));
+    ag_info("trace store bounds", AG_FI("maxSpans", max_spans), AG_FI("maxBytes", max_bytes),
+            AG_FI("maxBody", s_max_body));
+    return 0;
+}
+
+/* The routes want the verifier, the body bound and the metrics. */
+static int init(ag_service *svc)
+{
+    tr_routes(ag_service_router(svc), s_auth, s_max_body, ag_service_metrics(svc));
+    return 0;
+}
+
+static const ag_service_def k_traces = {
+    .name = "traces",
+    .port = 4318,
+    .config = config,
+    .auth = &s_auth,
+    .auth_flags = AG_AUTH_NO_MIDDLEWARE,
+    .init = init,
+    .openapi = traces_openapi_json,
+    .cleanup = tr_store_release,
+};
+
 int main(void)
 {
     /* The trace store must not trace itself: each export it received would
@@ -29,34 +71,5 @@ int main(void)
     setenv("OTEL_TRACES_SAMPLER", "always_off", 1);
     unsetenv("OTEL_EXPORTER_OTLP_ENDPOINT");
     unsetenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT");
-
-    ag_service *svc;
-    if (ag_service_new("traces", 4318, &svc) < 0) return 2;
-    long long max_spans;
-    size_t max_bytes, max_body;
-    ag_auth *auth;
-    int rc = 0;
-    rc |= ag_config_int("AGORA_TRACES_MAX_SPANS", TR_DEFAULT_MAX_SPANS, 1, 100000000, &max_spans);
-    rc |= ag_config_size("AGORA_TRACES_MAX_BYTES", TR_DEFAULT_MAX_BYTES, &max_bytes);
-    rc |= ag_config_size("AGORA_TRACES_MAX_BODY", TR_DEFAULT_MAX_BODY, &max_body);
-    if (rc == 0 &&
-        (max_bytes < ((size_t)64 << 10) || max_body < 1024 || max_body > ((size_t)1 << 30))) {
-        ag_error("AGORA_TRACES_MAX_BYTES must be at least 64KiB, AGORA_TRACES_MAX_BODY "
-                 "between 1KiB and 1GiB");
-        rc = AG_ECONFIG;
-    }
-    if (rc < 0 || ag_service_use_auth(svc, AG_AUTH_NO_MIDDLEWARE, &auth) < 0) {
-        ag_service_free(svc);
-        return 2;
-    }
-    tr_limits lim = {.max_spans = (size_t)max_spans, .max_bytes = max_bytes};
-    tr_store_init(&lim, ag_service_metrics(svc));
-    tr_routes(ag_service_router(svc), auth, max_body, ag_service_metrics(svc));
-    ag_service_set_openapi(svc, traces_openapi_json);
-    ag_info("trace store bounds", AG_FI("maxSpans", max_spans), AG_FI("maxBytes", max_bytes),
-            AG_FI("maxBody", max_body));
-    rc = ag_service_run(svc);
-    ag_service_free(svc);
-    tr_store_release();
-    return rc == 0 ? 0 : 1;
+    return ag_service_main(&k_traces);
 }

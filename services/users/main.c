@@ -63,7 +63,8 @@ static int setup_clients(void)
     int rc = 0;
     ag_db *db;
     rc = ag_store_db(g_users.store, &db);
-    for (char *item = strtok_r(copy, ",", &save); item && rc == 0; item = strtok_r(NULL, ",", &save)) {
+    for (char *item = strtok_r(copy, ",", &save); item && rc == 0;
+         item = strtok_r(NULL, ",", &save)) {
         char *colon = strchr(item, ':');
         if (!colon || colon == item || !colon[1]) {
             ag_error("AGORA_SERVICE_CLIENTS: expected id:secret pairs separated by commas");
@@ -105,7 +106,8 @@ static int setup_admin(void)
     admin_ctx a;
     memset(&a, 0, sizeof a);
     snprintf(a.u.email, sizeof a.u.email, "%s", email);
-    for (char *p = a.u.email; *p; p++) *p = (char)(*p >= 'A' && *p <= 'Z' ? *p + 32 : *p);
+    for (char *p = a.u.email; *p; p++)
+        *p = (char)(*p >= 'A' && *p <= 'Z' ? *p + 32 : *p);
     ag_db *db;
     int rc = ag_store_db(g_users.store, &db);
     if (rc < 0) return rc;
@@ -128,36 +130,61 @@ static int setup_admin(void)
     return rc;
 }
 
-int main(void)
+static int config(ag_service *svc)
 {
-    ag_service *svc;
-    if (ag_service_new("users", 7001, &svc) < 0) return 2;
+    (void)svc;
     uint64_t ttl_ms, refresh_ms;
-    const char *schema;
     int rc = 0;
     rc |= ag_config_duration_ms("AGORA_JWT_TTL", 15 * 60 * 1000, &ttl_ms);
     rc |= ag_config_duration_ms("AGORA_REFRESH_TTL", 30ull * 24 * 3600 * 1000, &refresh_ms);
     rc |= ag_config_str("AGORA_JWT_ISSUER", "agora-users", &g_users.issuer);
     rc |= ag_config_str("AGORA_JWT_AUDIENCE", "agora", &g_users.audience);
-    rc |= ag_config_str("AGORA_SCHEMA_DIR", AGORA_USERS_SCHEMA_DIR, &schema);
+    if (rc < 0) return AG_ECONFIG;
     g_users.access_ttl_s = (int64_t)(ttl_ms / 1000);
     g_users.refresh_ttl_s = (int64_t)(refresh_ms / 1000);
-    if (rc < 0 || ag_service_use_store(svc, schema, &g_users.store) < 0 ||
-        ag_service_use_bus(svc, &g_users.bus) < 0 || ag_keyset_new(&g_users.keys) < 0 ||
-        setup_keys() < 0 || setup_clients() < 0 || setup_admin() < 0) {
-        ag_keyset_free(g_users.keys);
-        ag_service_free(svc);
-        return 2;
-    }
+    return ag_keyset_new(&g_users.keys);
+}
+
+/* The signing keys, service clients and first admin in the store; then
+ * this service verifies its own tokens with its own keys (the others use
+ * its JWKS through ag_service_use_auth). */
+static int init(ag_service *svc)
+{
+    int rc = setup_keys();
+    if (rc == 0) rc = setup_clients();
+    if (rc == 0) rc = setup_admin();
+    if (rc < 0) return rc;
     g_users.auth.keys = g_users.keys;
     g_users.auth.policy.iss = g_users.issuer;
     g_users.auth.policy.aud = g_users.audience;
     g_users.auth.policy.leeway_s = 30;
-    ag_router *r = ag_service_router(svc);
-    ag_router_use(r, ag_auth_middleware, &g_users.auth);
-    users_routes(r);
-    rc = ag_service_run(svc);
-    ag_service_free(svc);
+    ag_router_use(ag_service_router(svc), ag_auth_middleware, &g_users.auth);
+    return 0;
+}
+
+static void cleanup(void)
+{
     ag_keyset_free(g_users.keys);
-    return rc == 0 ? 0 : 1;
+}
+
+static const char *const k_publishes[] = {
+    "user.registered", "user.updated", "user.deleted", "user.logged_in", "user.logged_out", NULL,
+};
+
+static const ag_service_def k_users = {
+    .name = "users",
+    .port = 7001,
+    .config = config,
+    .schema_dir = AGORA_USERS_SCHEMA_DIR,
+    .store = &g_users.store,
+    .bus = &g_users.bus,
+    .publishes = k_publishes,
+    .init = init,
+    .routes = users_routes,
+    .cleanup = cleanup,
+};
+
+int main(void)
+{
+    return ag_service_main(&k_users);
 }

@@ -54,6 +54,7 @@ struct ag_bus {
     uint64_t sweep_ms;
     sub *subs;
     int nsubs;
+    const char *const *declared; /* NULL: any type may be published */
 
     /* relay */
     pthread_t relay_thread, consumer_thread;
@@ -254,6 +255,21 @@ int ag_bus_subscribe(ag_bus *b, const char *pattern, ag_event_handler h, void *u
     return 0;
 }
 
+int ag_bus_subscription_count(const ag_bus *b)
+{
+    return b->nsubs;
+}
+
+const char *ag_bus_subscription(const ag_bus *b, int i)
+{
+    return i >= 0 && i < b->nsubs ? b->subs[i].pattern : NULL;
+}
+
+void ag_bus_declare(ag_bus *b, const char *const *types)
+{
+    b->declared = types;
+}
+
 /* ---- Publishing ------------------------------------------------------------------ */
 
 static void wake_relay(void *ud)
@@ -276,6 +292,17 @@ int ag_bus_publish(ag_bus *b, ag_db *db, const char *type, const char *subject, 
     if (!type || !*type || strpbrk(type, " *>#\r\n")) {
         json_decref(data);
         return AG_EINVAL;
+    }
+    if (b->declared) {
+        const char *const *t = b->declared;
+        while (*t && strcmp(*t, type) != 0)
+            t++;
+        if (!*t) {
+            json_decref(data);
+            ag_error("event type not in the service's declaration; refused",
+                     AG_FS("type", type));
+            return AG_EINVAL;
+        }
     }
     char id[AG_ID_LEN + 1], ts[32];
     ag_id_new_str(id);
@@ -765,7 +792,8 @@ static void handle_message(ag_bus *b, void *st, ag__bus_msg *m)
         dead_letter(b, st, m, reason, id);
     } else {
         /* 1 s, 2 s, 4 s ... from the first redelivery. */
-        uint64_t delay = b->backoff_ms << (m->delivery - 1 < 20 ? m->delivery - 1 : 20);
+        int shift = m->delivery < 1 ? 0 : m->delivery - 1 < 20 ? m->delivery - 1 : 20;
+        uint64_t delay = b->backoff_ms << shift;
         ag_series_inc(b->m_retried, 1);
         ag_info("event handler failed; redelivery later", AG_FS("id", id), AG_FS("type", type),
                 AG_FI("delivery", m->delivery), AG_FI("delayMs", (long long)delay),

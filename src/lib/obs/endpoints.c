@@ -61,6 +61,43 @@ static void openapi_doc(ag_http_req *req, ag_http_res *res, void *ud)
     ag_res_body(res, 200, "application/json", text, strlen(text));
 }
 
+/* The built-in endpoints the router holds (ag_service_new's, the bus's
+ * /admin/dead-letters, /openapi.json itself), added to a service's own
+ * document where it leaves them out: the document describes every route
+ * served (tests/docs checks it). */
+static void add_builtins(json_t *doc, const ag_router *router)
+{
+    static const struct {
+        const char *path, *summary;
+    } k_builtin[] = {
+        {"/health", "Liveness: 200 while the process serves requests"},
+        {"/ready", "Readiness: 200 when every check passes, else 503 with the reasons"},
+        {"/metrics", "Prometheus text format 0.0.4"},
+        {"/openapi.json", "This document"},
+        {"/admin/dead-letters", "What the service dead-lettered, newest first (admins)"},
+    };
+    json_t *paths = json_object_get(doc, "paths");
+    if (!json_is_object(paths)) {
+        paths = json_object();
+        json_object_set_new(doc, "paths", paths);
+    }
+    for (size_t i = 0; i < sizeof k_builtin / sizeof *k_builtin; i++) {
+        ag_route_match m;
+        if (strcmp(k_builtin[i].path, "/openapi.json") != 0 &&
+            ag_router_match(router, "GET", k_builtin[i].path, &m) != 0)
+            continue;
+        json_t *item = json_object_get(paths, k_builtin[i].path);
+        if (!json_is_object(item)) {
+            item = json_object();
+            json_object_set_new(paths, k_builtin[i].path, item);
+        }
+        if (!json_object_get(item, "get"))
+            json_object_set_new(item, "get",
+                                json_pack("{s:s, s:{s:{s:s}}}", "summary", k_builtin[i].summary,
+                                          "responses", "200", "description", "OK"));
+    }
+}
+
 /* Fills in what every service's document shares, where it is missing. */
 static void complete_doc(json_t *doc)
 {
@@ -116,11 +153,20 @@ int ag__obs_register_openapi(ag_router *router, ag_service *svc)
         return AG_ECONFIG;
     }
     complete_doc(doc);
+    add_builtins(doc, router);
     free(g_doc_text); /* jansson allocates with malloc */
     g_doc_text = json_dumps(doc, JSON_INDENT(1) | JSON_PRESERVE_ORDER);
     json_decref(doc);
     ag_router_add(router, "GET", "/openapi.json", openapi_doc, g_doc_text, 0);
     return 0;
+}
+
+/* The completed document ag__obs_register_openapi serves, or NULL when the
+ * service's is generated from its routes. */
+const char *ag__obs_openapi_text(void);
+const char *ag__obs_openapi_text(void)
+{
+    return g_doc_text;
 }
 
 void ag_obs_register_endpoints(ag_router *router, ag_service *svc)

@@ -55,6 +55,7 @@ struct ag_service {
     int nchecks;
     stop_hook *hooks;
     int nhooks;
+    bool hooks_ran;
     stop_hook *drain_hooks;
     int ndrain_hooks;
     ag_discovery *discovery;
@@ -379,6 +380,16 @@ static void close_cb_walk(uv_handle_t *h, void *arg)
 
 int ag__obs_register_openapi(ag_router *router, ag_service *svc);
 
+/* The on_stop hooks, once: at the end of a run, or when a service that
+ * never ran (it failed to start, or only described itself) is freed. */
+static void run_stop_hooks(ag_service *s)
+{
+    if (s->hooks_ran) return;
+    s->hooks_ran = true;
+    for (int i = 0; i < s->nhooks; i++)
+        s->hooks[i].fn(s->hooks[i].ud);
+}
+
 int ag_service_run(ag_service *s)
 {
     if (ag__obs_register_openapi(s->router, s) < 0) return AG_ECONFIG;
@@ -443,8 +454,7 @@ int ag_service_run(ag_service *s)
     /* Requests are done: stop consuming events and flush what they
      * published. */
     if (s->bus) ag_bus_stop(s->bus, s->drain_ms);
-    for (int i = 0; i < s->nhooks; i++)
-        s->hooks[i].fn(s->hooks[i].ud);
+    run_stop_hooks(s);
     ag_pool_shutdown(s->pool);
     ag_loopset_stop(s->loops);
     uv_walk(&s->main_loop, close_cb_walk, NULL);
@@ -476,6 +486,7 @@ void ag__service_own(ag_service *s, void (*free_fn)(void *), void *p)
 void ag_service_free(ag_service *s)
 {
     if (!s) return;
+    run_stop_hooks(s);
     ag_http_server_free(s->server);
     ag_pool_free(s->pool);
     ag_loopset_free(s->loops);

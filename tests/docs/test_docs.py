@@ -1,0 +1,196 @@
+"""The docs against the code: every component describes itself
+(AGORA_DESCRIBE=1, agora/service.h: its routes as the router holds them,
+its OpenAPI document's operations, the event types it may publish and the
+patterns it consumes), and
+
+  - its /openapi.json describes exactly the routes it serves;
+  - docs/api.md names every route in the component's section (built-in
+    endpoints in "Built-in endpoints"), and no route there that it lacks;
+  - docs/events.md names the component as the one producer of each type it
+    publishes, every documented type has that producer, and each type's
+    consumers cell names exactly the components that subscribe to it;
+  - every route of config/gateway.json forwards to paths its service serves.
+
+The binaries come from ctest (AGORA_<NAME>D); each describes itself on a
+scratch SQLite database in a temporary directory.
+"""
+
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
+sys.path.insert(0, os.path.join(ROOT, "tests", "integration", "lib"))
+import stack  # noqa: E402
+
+COMPONENTS = ["registry", "hello", "users", "catalog", "inventory", "payments", "cart",
+              "orders", "notifications", "rooms", "messages", "files", "traces"]
+BUILTIN = {("GET", "/health"), ("GET", "/ready"), ("GET", "/metrics"),
+           ("GET", "/openapi.json"), ("GET", "/admin/dead-letters")}
+
+
+def describe(name, tmp):
+    binary = os.environ.get("AGORA_%sD" % name.upper())
+    if not binary:
+        raise RuntimeError("set AGORA_%sD (run through ctest)" % name.upper())
+    d = os.path.join(tmp, name)
+    os.makedirs(d)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AGORA_", "OTEL_"))}
+    env.update({"AGORA_DESCRIBE": "1", "AGORA_DB": "sqlite:" + os.path.join(d, "db"),
+                "AGORA_LOG": "error", "AGORA_MAIL_DIR": os.path.join(d, "mail"),
+                "AGORA_FILES_DIR": os.path.join(d, "files"), "OTEL_TRACES_EXPORTER": "none",
+                "AGORA_SCHEMA_DIR": os.path.join(ROOT, schema_dir(name))})
+    if name == "hello" or name == "traces":
+        env.pop("AGORA_SCHEMA_DIR")
+    p = subprocess.run([binary], env=env, cwd=d, capture_output=True, timeout=30)
+    if p.returncode != 0:
+        raise AssertionError("agora-%s with AGORA_DESCRIBE=1 exited %d:\n%s"
+                             % (name, p.returncode, p.stderr.decode(errors="replace")))
+    return json.loads(p.stdout)
+
+
+def schema_dir(name):
+    return "registry/schema" if name == "registry" else "services/%s/schema" % name
+
+
+def norm(path):
+    """/v1/rooms/{id} and /v1/rooms/:id alike."""
+    return re.sub(r"\{([A-Za-z_*]+)\}", r":\1", path)
+
+
+def api_sections():
+    """{"agora-users": set of (METHOD, path)} and the built-in section's
+    ("builtin"), from each ## section of docs/api.md: every `METHOD /path`
+    in backticks (a line break inside the backticks counts as a space)."""
+    out = {}
+    with open(os.path.join(ROOT, "docs", "api.md")) as f:
+        text = f.read()
+    for sec in re.split(r"\n(?=## )", text):
+        head = sec.split("\n", 1)[0]
+        m = re.match(r"## (agora-[a-z]+)", head)
+        name = m.group(1) if m else ("builtin" if "Built-in" in head else head)
+        flat = re.sub(r"\s*\n\s*", " ", sec)
+        found = out.setdefault(name, set())
+        for code in re.findall(r"`([^`]+)`", flat):
+            for meth, path in re.findall(r"\b(GET|PUT|POST|DELETE|PATCH) (/[^\s?\[]*)", code):
+                found.add((meth, norm(path.rstrip("/") or "/")))
+    return out
+
+
+def event_rows():
+    """[(types, producer, consumers cell)] of docs/events.md's type tables;
+    a consumers cell "the same ..." is the row above's."""
+    rows, last = [], ""
+    with open(os.path.join(ROOT, "docs", "events.md")) as f:
+        for line in f:
+            cells = [c.strip() for c in re.split(r"(?<!\\)\|", line)]
+            if not line.startswith("| `") or len(cells) < 6:
+                continue
+            types = re.findall(r"`([a-z_]+\.[a-z_]+)`", cells[1])
+            m = re.match(r"agora-([a-z]+)", cells[2])
+            consumers = cells[5]
+            if consumers.startswith("the same"):
+                consumers = last
+            last = consumers
+            rows.append((types, m.group(1) if m else None, consumers))
+    return rows
+
+
+def consumers_named(cell):
+    """The agora-<name>s a consumers cell names as consumers (not the ones
+    mentioned inside a parenthesis, which explain)."""
+    flat = re.sub(r"\([^()]*\)", "", cell)
+    return set(re.findall(r"agora-([a-z]+)", flat))
+
+
+class Docs(unittest.TestCase):
+    maxDiff = None
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory(prefix="agora-docs-")
+        cls.desc = {n: describe(n, cls.tmp.name) for n in COMPONENTS}
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.tmp.cleanup()
+
+    def test_openapi_describes_exactly_the_routes(self):
+        for name, d in self.desc.items():
+            routes = {(r["method"], norm(r["path"])) for r in d["routes"]}
+            doc = {(r["method"], norm(r["path"])) for r in d["openapi"]}
+            with self.subTest(component=name):
+                self.assertEqual(sorted(routes - doc), [], "served, not in /openapi.json")
+                self.assertEqual(sorted(doc - routes), [], "in /openapi.json, not served")
+
+    def test_api_md_names_every_route(self):
+        sections = api_sections()
+        for name, d in self.desc.items():
+            routes = {(r["method"], norm(r["path"])) for r in d["routes"]}
+            own = sections.get("agora-" + name)
+            with self.subTest(component=name):
+                self.assertIsNotNone(own, "docs/api.md has no section ## agora-%s" % name)
+                missing = sorted(r for r in routes - own if r not in BUILTIN)
+                self.assertEqual(missing, [], "routes of agora-%s not in docs/api.md" % name)
+                gone = sorted(own - routes)
+                self.assertEqual(gone, [], "docs/api.md's agora-%s names routes it lacks" % name)
+        builtins = sections["builtin"]
+        self.assertEqual(sorted(BUILTIN - builtins), [])
+
+    def test_events_md_producers(self):
+        documented = stack.documented_producers()
+        published = {}
+        for name, d in self.desc.items():
+            for t in d["publishes"]:
+                published.setdefault(t, []).append(name)
+        for t, names in sorted(published.items()):
+            with self.subTest(type=t):
+                self.assertEqual(len(names), 1, "%s declared by %s: one producer a type"
+                                 % (t, names))
+                self.assertEqual(documented.get(t), names[0],
+                                 "docs/events.md's producer of %s" % t)
+        for t, p in sorted(documented.items()):
+            with self.subTest(type=t):
+                self.assertIn(t, published, "docs/events.md has %s (from agora-%s); nothing "
+                              "declares it" % (t, p))
+
+    def test_events_md_consumers(self):
+        def matches(pattern, t):
+            return pattern == t or (pattern.endswith(".*") and t.startswith(pattern[:-1])
+                                    and "." not in t[len(pattern) - 1:])
+        documented = [t for types, _, _ in event_rows() for t in types]
+        for name, d in self.desc.items():
+            for pat in d["consumes"]:
+                with self.subTest(component=name, pattern=pat):
+                    self.assertTrue(any(matches(pat, t) for t in documented),
+                                    "agora-%s consumes %s: no documented type" % (name, pat))
+        for types, _, cell in event_rows():
+            named = consumers_named(cell)
+            for t in types:
+                real = {n for n, d in self.desc.items()
+                        if any(matches(p, t) for p in d["consumes"])}
+                with self.subTest(type=t):
+                    self.assertEqual(sorted(named), sorted(real),
+                                     "docs/events.md's consumers of %s" % t)
+
+    def test_gateway_routes_lead_to_routes(self):
+        """Each route of config/gateway.json forwards to paths its service
+        serves (the rewritten prefix starts at least one of its routes)."""
+        with open(os.path.join(ROOT, "config", "gateway.json")) as f:
+            cfg = json.load(f)
+        for r in cfg["routes"]:
+            target = r.get("rewrite") or r["prefix"]
+            served = [norm(x["path"]) for x in self.desc[r["service"]]["routes"]]
+            with self.subTest(prefix=r["prefix"]):
+                self.assertTrue(any(p == target or p.startswith(target.rstrip("/") + "/")
+                                    for p in served),
+                                "gateway route %s -> agora-%s %s: it serves nothing there"
+                                % (r["prefix"], r["service"], target))
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
