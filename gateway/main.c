@@ -193,10 +193,10 @@ static void metrics_init(ag_metrics *m)
         "Time from the request to its end, by matched route prefix", 1, route, NULL, 0);
 }
 
-int main(void)
+/* The gateway's own configuration, its routes file, and the clients it
+ * works with (discovery, HTTP, JWKS, rate limits). */
+static int config(ag_service *svc)
 {
-    ag_service *svc;
-    if (ag_service_new("gateway", 8080, &svc) < 0) return 2;
     g_gw.svc = svc;
     g_gw.metrics = ag_service_metrics(svc);
     pthread_mutex_init(&g_gw.reload_mu, NULL);
@@ -218,10 +218,7 @@ int main(void)
     rc |= ag_config_int("AGORA_GATEWAY_EJECT_AFTER", 5, 0, 1000, &eject_after);
     rc |= ag_config_duration_ms("AGORA_GATEWAY_EJECT_TIME", 10000, &eject_ms);
     rc |= ag_config_int("AGORA_GATEWAY_RETRY_BUDGET_PCT", 20, 0, 100, &ratio_pct);
-    if (rc < 0) {
-        ag_service_free(svc);
-        return 2;
-    }
+    if (rc < 0) return AG_ECONFIG;
     g_gw.health_interval_ms = health_ms;
     g_gw.retry_budget_ratio = (double)ratio_pct / 100.0;
     g_gw.jwt_policy = (ag_jwt_policy){.iss = issuer, .aud = audience, .leeway_s = 30};
@@ -231,8 +228,7 @@ int main(void)
     if (gw_config_load(g_gw.config_path, NULL, g_gw.metrics, &c, why, sizeof why) < 0) {
         ag_error("bad gateway configuration", AG_FS("reason", why));
         fprintf(stderr, "agora-gateway: %s\n", why);
-        ag_service_free(svc);
-        return 2;
+        return AG_ECONFIG;
     }
     atomic_store(&g_gw.config, c);
 
@@ -241,13 +237,35 @@ int main(void)
         gw_ratelimit_new(rl_url, g_gw.metrics, &g_gw.rl) < 0 || gw_auth_init() < 0) {
         ag_error("gateway setup failed");
         fprintf(stderr, "agora-gateway: setup failed (AGORA_REGISTRY, AGORA_RATELIMIT?)\n");
-        return 2;
+        return AG_ECONFIG;
     }
     ag_discovery_set_eject_after(g_gw.disc, (int)eject_after);
     ag_discovery_set_eject_time(g_gw.disc, eject_ms, eject_ms * 30);
     watch_upstreams(c);
+    return 0;
+}
 
-    ag_router *r = ag_service_router(svc);
+static void stop_health(void *ud)
+{
+    (void)ud;
+    gw_health_stop();
+}
+
+/* Readiness of the configuration, SIGHUP reloads, and the upstreams'
+ * health checker, which stops first when the service does. */
+static int init(ag_service *svc)
+{
+    ag_service_add_ready_check(svc, "config", ready_config, NULL);
+    ag_service_on_reload(svc, on_reload, NULL);
+    ag_service_on_stop(svc, stop_health, NULL);
+    ag_service_on_stop(svc, on_stop, NULL);
+    gw_health_start();
+    return 0;
+}
+
+/* The admin API, the dashboard, and everything else to the proxy. */
+static void routes(ag_router *r)
+{
     ag_router_use(r, loop_mw, NULL);
     gw_admin_register(r);
     ag_router_add(r, "GET", "/api/v1/dashboard", gw_dashboard_handler, NULL, AG_ROUTE_ASYNC);
@@ -258,15 +276,11 @@ int main(void)
         ag_router_set_body_policy(r, methods[i], "/", gw_proxy_body_policy, NULL);
         ag_router_set_body_policy(r, methods[i], "/*", gw_proxy_body_policy, NULL);
     }
-    ag_service_add_ready_check(svc, "config", ready_config, NULL);
-    ag_service_on_reload(svc, on_reload, NULL);
-    ag_service_on_stop(svc, on_stop, NULL);
-    gw_health_start();
+}
 
-    rc = ag_service_run(svc);
-
+static void cleanup(void)
+{
     gw_health_stop();
-    ag_service_free(svc);
     gw_auth_free();
     gw_ratelimit_free(g_gw.rl);
     ag_jwks_client_free(g_gw.jwks);
@@ -275,5 +289,18 @@ int main(void)
     gw_config_unref(atomic_load(&g_gw.config));
     gw_config_free_breakers();
     ag_free(g_gw.loops);
-    return rc < 0 ? 1 : 0;
+}
+
+static const ag_service_def k_gateway = {
+    .name = "gateway",
+    .port = 8080,
+    .config = config,
+    .init = init,
+    .routes = routes,
+    .cleanup = cleanup,
+};
+
+int main(void)
+{
+    return ag_service_main(&k_gateway);
 }
