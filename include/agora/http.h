@@ -275,6 +275,8 @@ typedef struct ag_route_match {
     uint64_t body_limit;           /* 0: the server's max_body_bytes */
     ag_body_policy_fn body_policy; /* NULL: none */
     void *body_policy_ud;
+    ag_http_middleware check; /* NULL: none (ag_router_set_check) */
+    void *check_ud;
     void *stats; /* the server's per-route counters */
     int nparams;
     struct {
@@ -284,6 +286,15 @@ typedef struct ag_route_match {
     } params[16];
     char allow[96]; /* on AG_ENOTFOUND with a path that exists: "GET, HEAD" */
 } ag_route_match;
+
+/* A check of the route's own (`method` and `pattern` as added; parameter
+ * names need not be the same): run after the router's middleware and
+ * before the handler, on the same thread; AG_STOP when it answered the
+ * request (the handler is then not run), AG_NEXT to go on. The service
+ * layer validates JSON bodies against the route's OpenAPI schema with it.
+ * AG_ENOTFOUND when no such route was added. */
+int ag_router_set_check(ag_router *r, const char *method, const char *pattern,
+                        ag_http_middleware fn, void *ud);
 
 /* An OpenAPI 3.0 document listing every route (path parameters as
  * {name}, methods, the error envelope); a new reference. Services whose

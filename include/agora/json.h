@@ -70,6 +70,16 @@ void ag_v_only_fields(ag_validator *v, json_t *obj, const char *prefix,
 int64_t ag_v_query_int(ag_validator *v, ag_http_req *req, const char *name, int64_t def,
                        int64_t min, int64_t max);
 
+/* Checks `value` against `schema`, an OpenAPI 3.0 Schema Object whose
+ * "$ref"s ("#/components/schemas/X") are resolved in `doc` (the whole
+ * document), and records every problem in `v`, each under its path
+ * ("name", "items[0].quantity"; "the body" for the value itself). The
+ * subset read is listed in schema.c. The framework runs it on every route
+ * whose OpenAPI operation has an application/json requestBody schema,
+ * before the handler (docs/internals/service.md). */
+void ag_schema_check(ag_validator *v, const json_t *doc, const json_t *schema,
+                     const json_t *value);
+
 /* Answers 422 VALIDATION_FAILED with the collected problems, and releases
  * the validator. */
 void ag_res_validation(ag_http_res *res, ag_validator *v);

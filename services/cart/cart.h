@@ -2,7 +2,7 @@
  * cart.h — what the files of agora-cart share: main.c wires the service,
  * routes.c is its HTTP API, store.c its SQL, catalog_client.c its calls to
  * agora-catalog (deadline, request id, circuit breaker), events.c what it
- * consumes, openapi.c the description of its routes.
+ * consumes, openapi.json the description of its routes.
  */
 #ifndef AGORA_CART_H
 #define AGORA_CART_H
@@ -84,7 +84,7 @@ int cart_subscribe(ag_bus *bus);
 /* routes.c */
 void cart_routes(ag_router *r);
 
-/* openapi.c */
+/* openapi.json, embedded by cmake/embed.cmake */
 extern const char cart_openapi_json[];
 
 #endif

@@ -1,7 +1,7 @@
 /*
  * catalog.h — what the files of agora-catalog share: main.c wires the
  * service, routes.c is its HTTP API, store.c its SQL, events.c what it
- * publishes and consumes, openapi.c the description of its routes.
+ * publishes and consumes, openapi.json the description of its routes.
  */
 #ifndef AGORA_CATALOG_H
 #define AGORA_CATALOG_H
@@ -85,7 +85,7 @@ int catalog_subscribe(ag_bus *bus);
 /* routes.c */
 void catalog_routes(ag_router *r);
 
-/* openapi.c: the OpenAPI 3 document of the routes, a static string. */
+/* openapi.json (embedded by cmake/embed.cmake): the OpenAPI 3 document of the routes, a static string. */
 extern const char catalog_openapi_json[];
 
 #endif

@@ -6,7 +6,7 @@
  *   content.c  GET /v1/files/:id/content: ranges, streamed from disk
  *   store.c    the files table, the bytes on disk, the trash and the sweep
  *   events.c   room.* into the replica; room.deleted removes the room's files
- *   openapi.c  /openapi.json
+ *   openapi.json  /openapi.json (embedded by cmake/embed.cmake)
  */
 #ifndef AGORA_FILES_H
 #define AGORA_FILES_H

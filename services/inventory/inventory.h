@@ -2,7 +2,7 @@
  * inventory.h — what the files of agora-inventory share: main.c wires the
  * service, routes.c is its HTTP API, store.c its SQL (and the low-stock
  * rule, which must run in the transaction of every stock change), events.c
- * what it publishes and consumes, openapi.c the description of its routes.
+ * what it publishes and consumes, openapi.json the description of its routes.
  */
 #ifndef AGORA_INVENTORY_H
 #define AGORA_INVENTORY_H
@@ -91,7 +91,7 @@ int inventory_subscribe(ag_bus *bus);
 /* routes.c */
 void inventory_routes(ag_router *r);
 
-/* openapi.c */
+/* openapi.json, embedded by cmake/embed.cmake */
 extern const char inventory_openapi_json[];
 
 #endif

@@ -3,7 +3,7 @@
  * service, routes.c is its HTTP API, store.c its SQL (messages, the per-room
  * sequence, reactions, read markers, search, the users projection),
  * events.c what it publishes and consumes, limiter.c the per-user send rate
- * limit, openapi.c the description of its routes.
+ * limit, openapi.json the description of its routes.
  *
  * Who may read a room comes from the membership replica of agora-chat
  * (services/chat/members.h), kept in this service's own store.
@@ -127,7 +127,7 @@ bool msg_limiter_take(const char *user, int *retry_after_s);
 /* routes.c */
 void messages_routes(ag_router *r);
 
-/* openapi.c */
+/* openapi.json, embedded by cmake/embed.cmake */
 extern const char messages_openapi_json[];
 
 #endif

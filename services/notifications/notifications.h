@@ -13,7 +13,7 @@
  *   sse.c      /v1/stream, Server-Sent Events
  *   verify.c   token verification for ws.c and sse.c, off the loop
  *   mail.c     the mailer thread: Maildir spool or SMTP (libcurl)
- *   openapi.c  /openapi.json
+ *   openapi.json  /openapi.json (embedded by cmake/embed.cmake)
  *
  * Threads: HTTP handlers on the worker pool (routes.c); ws.c, sse.c and the
  * hub's per-loop state on the I/O loops (nothing there blocks: SQL and token
@@ -185,7 +185,7 @@ void nt_mailer_wake(void);
 /* Stops and joins it. Idempotent. */
 void nt_mailer_stop(void);
 
-/* ---- routes.c, openapi.c ----------------------------------------------------------------- */
+/* ---- routes.c, openapi.json ----------------------------------------------------------------- */
 
 void nt_routes(ag_router *r);
 void nt_ws_routes(ag_router *r);  /* ws.c */

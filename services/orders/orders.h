@@ -8,7 +8,7 @@
  *   peers.c      calls to catalog, cart, inventory, payments and users
  *   cards.c      card details held in memory until the charge
  *   events.c     order.* published, user.deleted consumed
- *   openapi.c    /openapi.json
+ *   openapi.json /openapi.json
  *
  * An order's state machine (the projection of its history; history.c
  * applies one event at a time):
@@ -179,7 +179,7 @@ const char *peer_name(ord_peer p);
 int ord_publish(ag_db *db, const char *type, const ord_order *o);
 int orders_subscribe(ag_bus *bus);
 
-/* ---- routes.c, openapi.c ----------------------------------------------------------------- */
+/* ---- routes.c, openapi.json ----------------------------------------------------------------- */
 
 void orders_routes(ag_router *r);
 extern const char orders_openapi_json[];

@@ -2,7 +2,7 @@
  * payments.h — what the files of agora-payments share: main.c wires the
  * service, routes.c is its HTTP API, store.c its SQL, providers.c the
  * simulated providers behind provider.h, events.c what it publishes,
- * openapi.c the description of its routes.
+ * openapi.json the description of its routes.
  */
 #ifndef AGORA_PAYMENTS_H
 #define AGORA_PAYMENTS_H
@@ -76,7 +76,7 @@ int publish_payment_refunded(ag_db *db, const payment *p, const char *refund_id,
 /* routes.c */
 void payments_routes(ag_router *r);
 
-/* openapi.c */
+/* openapi.json, embedded by cmake/embed.cmake */
 extern const char payments_openapi_json[];
 
 #endif

@@ -1,7 +1,7 @@
 /*
  * rooms.h — what the files of agora-rooms share: main.c wires the service,
  * routes.c is its HTTP API, store.c its SQL, events.c what it publishes
- * (room.*) and consumes (user.deleted), openapi.c the description of its
+ * (room.*) and consumes (user.deleted), openapi.json the description of its
  * routes. The contract with the other chat services is
  * docs/internals/chat.md.
  */
@@ -108,7 +108,7 @@ int rooms_subscribe(ag_bus *bus);
 /* routes.c */
 void rooms_routes(ag_router *r);
 
-/* openapi.c */
+/* openapi.json, embedded by cmake/embed.cmake */
 extern const char rooms_openapi_json[];
 
 #endif

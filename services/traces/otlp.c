@@ -400,7 +400,12 @@ int otlp_decode(json_t *req, tr_batch *b, char *err, size_t errn)
             snprintf(err, errn, "resourceSpans[%zu] must be an object", r);
             return AG_EINVAL;
         }
-        const char *service = resource_service(json_object_get(rs, "resource"));
+        json_t *resource = json_object_get(rs, "resource");
+        if (resource && !json_is_object(resource)) {
+            snprintf(err, errn, "resourceSpans[%zu].resource must be an object", r);
+            return AG_EINVAL;
+        }
+        const char *service = resource_service(resource);
         json_t *sss = array_at(rs, "scopeSpans", &ok);
         if (!ok) {
             snprintf(err, errn, "resourceSpans[%zu].scopeSpans must be an array", r);

@@ -2,7 +2,7 @@
  * traces.h — what the files of agora-traces share: main.c wires the
  * service, otlp.c turns an OTLP/HTTP JSON export request into span records,
  * store.c keeps them in memory within a bound and answers the queries,
- * routes.c is the HTTP API, openapi.c its description.
+ * routes.c is the HTTP API, openapi.json its description.
  *
  * Data flow: POST /v1/traces → otlp_decode (no lock: parses, validates,
  * converts attributes to compact JSON text) → tr_store_add (one lock:
@@ -114,7 +114,7 @@ json_t *tr_store_get(const uint8_t id[16]);
 /* [{service, spanCount, traceCount}] by name (a new array). */
 json_t *tr_store_services(void);
 
-/* ---- routes.c, openapi.c ---- */
+/* ---- routes.c, openapi.json ---- */
 
 /* The routes (auth: the verifier the queries use; max_body: the export
  * route's body limit) and the export counters in `m`. */

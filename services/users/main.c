@@ -181,6 +181,7 @@ static const ag_service_def k_users = {
     .publishes = k_publishes,
     .init = init,
     .routes = users_routes,
+    .openapi = users_openapi_json,
     .cleanup = cleanup,
 };
 

@@ -60,5 +60,7 @@ int publish_user_event(ag_db *db, const char *type, const user_row *u);
 
 /* routes.c */
 void users_routes(ag_router *r);
+/* openapi.json (embedded by cmake/embed.cmake): the document served at /openapi.json. */
+extern const char users_openapi_json[];
 
 #endif

@@ -9,7 +9,9 @@ patterns it consumes), and
   - docs/events.md names the component as the one producer of each type it
     publishes, every documented type has that producer, and each type's
     consumers cell names exactly the components that subscribe to it;
-  - every route of config/gateway.json forwards to paths its service serves.
+  - every route of config/gateway.json forwards to paths its service serves;
+  - every keyword of a request schema (services/*/openapi.json) is one the
+    framework's body check enforces (agora/json.h: ag_schema_check).
 
 The binaries come from ctest (AGORA_<NAME>D); each describes itself on a
 scratch SQLite database in a temporary directory.
@@ -28,8 +30,11 @@ ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
 sys.path.insert(0, os.path.join(ROOT, "tests", "integration", "lib"))
 import stack  # noqa: E402
 
-COMPONENTS = ["registry", "hello", "users", "catalog", "inventory", "payments", "cart",
+COMPONENTS = ["gateway", "registry", "hello", "users", "catalog", "inventory", "payments", "cart",
               "orders", "notifications", "rooms", "messages", "files", "traces"]
+# The gateway's proxy: every path it has no route of its own for (docs/api.md
+# says what it forwards where, and `GET /` and other paths: static files).
+CATCH_ALL = {"/", "/:path"}
 BUILTIN = {("GET", "/health"), ("GET", "/ready"), ("GET", "/metrics"),
            ("GET", "/openapi.json"), ("GET", "/admin/dead-letters")}
 
@@ -45,8 +50,10 @@ def describe(name, tmp):
                 "AGORA_LOG": "error", "AGORA_MAIL_DIR": os.path.join(d, "mail"),
                 "AGORA_FILES_DIR": os.path.join(d, "files"), "OTEL_TRACES_EXPORTER": "none",
                 "AGORA_SCHEMA_DIR": os.path.join(ROOT, schema_dir(name))})
-    if name == "hello" or name == "traces":
+    if name in ("hello", "traces", "gateway"):
         env.pop("AGORA_SCHEMA_DIR")
+    if name == "gateway":
+        env["AGORA_GATEWAY_CONFIG"] = os.path.join(ROOT, "config", "gateway.json")
     p = subprocess.run([binary], env=env, cwd=d, capture_output=True, timeout=30)
     if p.returncode != 0:
         raise AssertionError("agora-%s with AGORA_DESCRIBE=1 exited %d:\n%s"
@@ -131,13 +138,14 @@ class Docs(unittest.TestCase):
     def test_api_md_names_every_route(self):
         sections = api_sections()
         for name, d in self.desc.items():
-            routes = {(r["method"], norm(r["path"])) for r in d["routes"]}
+            served = {(r["method"], norm(r["path"])) for r in d["routes"]}
+            routes = {r for r in served if name != "gateway" or r[1] not in CATCH_ALL}
             own = sections.get("agora-" + name)
             with self.subTest(component=name):
                 self.assertIsNotNone(own, "docs/api.md has no section ## agora-%s" % name)
                 missing = sorted(r for r in routes - own if r not in BUILTIN)
                 self.assertEqual(missing, [], "routes of agora-%s not in docs/api.md" % name)
-                gone = sorted(own - routes)
+                gone = sorted(own - served)
                 self.assertEqual(gone, [], "docs/api.md's agora-%s names routes it lacks" % name)
         builtins = sections["builtin"]
         self.assertEqual(sorted(BUILTIN - builtins), [])
@@ -191,6 +199,59 @@ class Docs(unittest.TestCase):
                                     for p in served),
                                 "gateway route %s -> agora-%s %s: it serves nothing there"
                                 % (r["prefix"], r["service"], target))
+    def test_request_schemas_use_what_is_enforced(self):
+        """Every keyword in a request schema is one ag_schema_check reads (or
+        a note for readers): a keyword it would ignore would be a rule the
+        document states and nothing enforces."""
+        read = {"type", "nullable", "enum", "minLength", "maxLength", "pattern", "format",
+                "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "properties",
+                "required", "additionalProperties", "minItems", "maxItems", "items", "oneOf",
+                "anyOf", "allOf", "not", "minProperties", "maxProperties", "$ref"}
+        notes = {"description", "example", "examples", "title", "default", "deprecated"}
+        formats = {"email", "date-time", "uri", "uuid", "int64", "byte"}
+
+        def walk(doc, s, where, seen):
+            s_ref = s.get("$ref") if isinstance(s, dict) else None
+            if s_ref:
+                if s_ref in seen:
+                    return
+                seen = seen | {s_ref}
+                target = doc
+                for part in s_ref[2:].split("/"):
+                    target = target.get(part, {})
+                self.assertTrue(target, "%s: %s leads nowhere" % (where, s_ref))
+                walk(doc, target, where + " -> " + s_ref, seen)
+            if not isinstance(s, dict):
+                return
+            for k in s:
+                self.assertIn(k, read | notes, "%s: keyword %s is not enforced" % (where, k))
+            if s.get("format"):
+                self.assertIn(s["format"], formats, where)
+            for p, sub in s.get("properties", {}).items():
+                walk(doc, sub, where + "." + p, seen)
+            for key in ("items", "additionalProperties", "not"):
+                if isinstance(s.get(key), dict):
+                    walk(doc, s[key], where + "[" + key + "]", seen)
+            for key in ("oneOf", "anyOf", "allOf"):
+                for i, sub in enumerate(s.get(key, [])):
+                    walk(doc, sub, "%s.%s[%d]" % (where, key, i), seen)
+
+        for name in COMPONENTS:
+            path = os.path.join(ROOT, "services", name, "openapi.json")
+            if not os.path.exists(path):
+                continue
+            with open(path) as f:
+                doc = json.load(f)
+            for route, item in doc["paths"].items():
+                for method, op in item.items():
+                    schema = (op.get("requestBody", {}).get("content", {})
+                              .get("application/json", {}).get("schema")
+                              if isinstance(op, dict) else None)
+                    if schema:
+                        with self.subTest(component=name, route=route, method=method):
+                            walk(doc, schema, "%s %s %s" % (name, method.upper(), route),
+                                 frozenset())
+
 
 if __name__ == "__main__":
     unittest.main(verbosity=2)

@@ -22,6 +22,8 @@ typedef struct endpoint {
     uint64_t body_limit;
     ag_body_policy_fn body_policy;
     void *body_policy_ud;
+    ag_http_middleware check;
+    void *check_ud;
     char *pattern;
     ag__route_stats *stats;
 } endpoint;
@@ -230,6 +232,16 @@ int ag_router_set_body_limit(ag_router *r, const char *method, const char *patte
     return 0;
 }
 
+int ag_router_set_check(ag_router *r, const char *method, const char *pattern,
+                        ag_http_middleware fn, void *ud)
+{
+    endpoint *e = endpoint_exact(r, method, pattern);
+    if (!e) return AG_ENOTFOUND;
+    e->check = fn;
+    e->check_ud = ud;
+    return 0;
+}
+
 int ag_router_set_body_policy(ag_router *r, const char *method, const char *pattern,
                               ag_body_policy_fn fn, void *ud)
 {
@@ -333,6 +345,7 @@ int ag_router_match(const ag_router *r, const char *method, const char *path, ag
     m->flags = 0;
     m->body_limit = 0;
     m->body_policy = NULL;
+    m->check = NULL;
     const rnode *other = NULL;
     const rnode *n = walk(&r->root, path, method, m, &other);
     if (n) {
@@ -344,6 +357,8 @@ int ag_router_match(const ag_router *r, const char *method, const char *path, ag
         m->body_limit = e->body_limit;
         m->body_policy = e->body_policy;
         m->body_policy_ud = e->body_policy_ud;
+        m->check = e->check;
+        m->check_ud = e->check_ud;
         m->stats = e->stats;
         return 0;
     }

@@ -884,6 +884,14 @@ static void send_simple_error(ag_conn *c, int status, const char *code, const ch
 
 /* ---- Dispatch ------------------------------------------------------------------- */
 
+/* The router's middleware, then the route's own check: true when neither
+ * answered and the handler is to run. */
+static bool before_handler(ag_http_server *s, ag_http_req *r)
+{
+    if (ag__router_run_middleware(s->o.router, r, &r->res) == AG_STOP) return false;
+    return !r->match.check || r->match.check(r, &r->res, r->match.check_ud) != AG_STOP;
+}
+
 static void run_handler(ag_http_req *r)
 {
     ag_http_server *s = r->conn->ls->srv;
@@ -892,7 +900,7 @@ static void run_handler(ag_http_req *r)
         return;
     }
     ag_span_enter(&r->span);
-    if (ag__router_run_middleware(s->o.router, r, &r->res) != AG_STOP) {
+    if (before_handler(s, r)) {
         r->match.handler(r, &r->res, r->match.ud);
         if (r->res.streaming && !r->res.stream_ended) ag_res_stream_end(&r->res);
     }
@@ -963,7 +971,7 @@ static int dispatch(ag_conn *c)
         if (ag_deadline_expired(r->deadline)) {
             ag_res_error(&r->res, 504, "DEADLINE_EXCEEDED", "the request's deadline passed", NULL);
             send_response(c);
-        } else if (ag__router_run_middleware(s->o.router, r, &r->res) == AG_STOP) {
+        } else if (!before_handler(s, r)) {
             send_response(c);
         } else {
             c->in_async = true;

@@ -8,7 +8,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "agora/auth.h"
 #include "agora/config.h"
+#include "agora/json.h"
+#include "agora/mem.h"
 #include "agora/log.h"
 #include "agora/service.h"
 
@@ -133,6 +136,99 @@ const char *ag__service_openapi_doc(const ag_service *s);
 /* The text of each service's completed document; one per process. */
 static char *g_doc_text;
 
+/* The completed document itself, kept for the body checks below (their
+ * schemas point into it, and "$ref"s resolve in it). */
+static json_t *g_doc;
+
+/* A route's request body against its operation's application/json schema
+ * (ag_router_set_check), so that what /openapi.json says a body must be is
+ * what is enforced, before the handler runs. A body that is empty, not
+ * application/json or not JSON at all is left to the handler, which answers
+ * 400 or 415 as it always has (ag_req_json); the body is parsed twice
+ * (here and there), which costs microseconds for the bodies these routes
+ * take. */
+typedef struct body_check {
+    const json_t *schema; /* into g_doc */
+    bool needs_caller;    /* the operation's security asks for a bearer token */
+} body_check;
+
+static int check_body(ag_http_req *req, ag_http_res *res, void *ud)
+{
+    const body_check *bc = ud;
+    /* No caller where one is needed: the handler answers 401 first, as a
+     * caller who may not use the route learns nothing of its bodies. */
+    if (bc->needs_caller && !ag_auth_caller(req)) return AG_NEXT;
+    const json_t *schema = bc->schema;
+    size_t len;
+    const char *body = ag_req_body(req, &len);
+    if (len == 0 || !ag_req_is_content_type(req, "application/json")) return AG_NEXT;
+    json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES, NULL);
+    if (!root) return AG_NEXT;
+    ag_validator v;
+    ag_v_init(&v);
+    ag_schema_check(&v, g_doc, schema, root);
+    json_decref(root);
+    if (ag_v_ok(&v)) {
+        ag_v_release(&v);
+        return AG_NEXT;
+    }
+    ag_res_validation(res, &v);
+    return AG_STOP;
+}
+
+/* The checks made (one a route with a schema), for the process's life. */
+static body_check **g_checks;
+static size_t g_nchecks;
+
+/* A check on every route whose operation has a JSON request schema. An
+ * operation for a route the router lacks is logged (tests/docs fails on
+ * it too). */
+static void add_body_checks(ag_router *router, json_t *doc)
+{
+    const char *path;
+    json_t *item;
+    json_object_foreach (json_object_get(doc, "paths"), path, item) {
+        char pattern[512];
+        size_t n = 0;
+        for (const char *c = path; *c && n + 2 < sizeof pattern; c++) {
+            if (*c == '{') pattern[n++] = ':';
+            else if (*c != '}') pattern[n++] = *c;
+        }
+        pattern[n] = '\0';
+        const char *method;
+        json_t *op;
+        json_object_foreach (item, method, op) {
+            json_t *schema = json_object_get(
+                json_object_get(json_object_get(json_object_get(op, "requestBody"), "content"),
+                                "application/json"),
+                "schema");
+            if (!json_is_object(schema)) continue;
+            /* The operation's security, else the document's: a bearer
+             * token is needed unless it is empty or lists {} (optional). */
+            json_t *sec = json_object_get(op, "security");
+            if (!sec) sec = json_object_get(doc, "security");
+            bool needs = json_array_size(sec) > 0;
+            size_t si;
+            json_t *alt;
+            json_array_foreach (sec, si, alt)
+                if (json_object_size(alt) == 0) needs = false;
+            body_check *bc = ag_calloc(1, sizeof *bc);
+            bc->schema = schema;
+            bc->needs_caller = needs;
+            g_checks = ag_realloc(g_checks, (g_nchecks + 1) * sizeof *g_checks);
+            g_checks[g_nchecks++] = bc;
+            char up[16];
+            size_t k = 0;
+            for (const char *c = method; *c && k + 1 < sizeof up; c++)
+                up[k++] = (char)(*c >= 'a' && *c <= 'z' ? *c - 32 : *c);
+            up[k] = '\0';
+            if (ag_router_set_check(router, up, pattern, check_body, bc) < 0)
+                ag_warn("the OpenAPI document describes a route that is not served",
+                        AG_FS("method", up), AG_FS("path", path));
+        }
+    }
+}
+
 int ag__obs_register_openapi(ag_router *router, ag_service *svc);
 int ag__obs_register_openapi(ag_router *router, ag_service *svc)
 {
@@ -156,7 +252,9 @@ int ag__obs_register_openapi(ag_router *router, ag_service *svc)
     add_builtins(doc, router);
     free(g_doc_text); /* jansson allocates with malloc */
     g_doc_text = json_dumps(doc, JSON_INDENT(1) | JSON_PRESERVE_ORDER);
-    json_decref(doc);
+    json_decref(g_doc);
+    g_doc = doc;
+    add_body_checks(router, doc);
     ag_router_add(router, "GET", "/openapi.json", openapi_doc, g_doc_text, 0);
     return 0;
 }
