@@ -18,98 +18,44 @@ algorithms. That part needs python3-cryptography (installed by
 scripts/install-deps); without it the test fails rather than skip.
 """
 
-import base64
-import hashlib
-import hmac
-import json
 import os
 import signal
-import socket
-import subprocess
 import sys
-import tempfile
 import time
-import urllib.parse
 import uuid
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "http"))
+sys.path.insert(0, os.path.join(HERE, "..", "lib"))
+import service  # noqa: E402
+from service import ADMIN_EMAIL, ADMIN_PASSWORD, b64, cloud_event  # noqa: E402
 import harness  # noqa: E402
+from amqp_client import bus_url  # noqa: E402
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
-from cryptography.hazmat.primitives import serialization  # noqa: E402
-
-USERSD = os.environ.get("AGORA_USERSD")
-CATALOGD = os.environ.get("AGORA_CATALOGD")
-CARTD = os.environ.get("AGORA_CARTD")
-ADMIN_EMAIL, ADMIN_PASSWORD = "admin@example.com", "admin-password-1"
-KID = "cart-test-key-1"
 BREAKER_OPEN_S = 0.5
 
 
-def b64(data):
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+class Cart(service.ServiceTestCase):
+    servers = ("cart", "catalog", "users")
+    under_test = "cart"
 
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-from amqp_client import bus_client, bus_url  # noqa: E402
-
-
-
-def cart_db_url(tmp):
-    if os.environ.get("AGORA_TEST_CART_STORE") != "postgres":
-        return "sqlite:%s/cart.db" % tmp
-    base = os.environ["AGORA_TEST_POSTGRES_URL"]
-    u = urllib.parse.urlparse(base)
-    return urllib.parse.urlunparse(u._replace(path="/agora_cart_test_%s" % uuid.uuid4().hex[:8]))
-
-
-def cloud_event(type_, subject, data):
-    return {"specversion": "1.0", "id": str(uuid.uuid4()), "source": "agora/orders",
-            "type": type_, "time": "2026-11-21T00:00:00.000Z", "subject": subject,
-            "datacontenttype": "application/json", "data": data}
-
-
-class Cart(harness.ServerTestCase):
     @classmethod
     def setUpClass(cls):
-        if not USERSD or not CATALOGD or not CARTD:
-            raise RuntimeError("set AGORA_USERSD, AGORA_CATALOGD and AGORA_CARTD (run through ctest)")
-        cls.tmp = tempfile.mkdtemp(prefix="agora-cart-")
+        service.require("users", "catalog", "cart")
+        cls.make_tmp("cart")
         nats = bus_url()  # NATS, or RabbitMQ with AGORA_TEST_BUS=amqp
-        users_env = {
-            "AGORA_DB": "sqlite:%s/users.db" % cls.tmp, "AGORA_BUS": nats,
-            "AGORA_ADMIN_EMAIL": ADMIN_EMAIL, "AGORA_ADMIN_PASSWORD": ADMIN_PASSWORD,
-        }
-        cls.signing_key = None
-        if True:  # always: the forged-token cases need our own key
-            cls.signing_key = Ed25519PrivateKey.generate()
-            raw = lambda k, enc, fmt: k.private_bytes(enc, fmt, serialization.NoEncryption())
-            seed = raw(cls.signing_key, serialization.Encoding.Raw, serialization.PrivateFormat.Raw)
-            cls.public_raw = cls.signing_key.public_key().public_bytes(
-                serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-            keyfile = os.path.join(cls.tmp, "keys.json")
-            with open(keyfile, "w") as f:
-                json.dump({"keys": [{"kty": "OKP", "crv": "Ed25519", "kid": KID, "alg": "EdDSA",
-                                     "use": "sig", "x": b64(cls.public_raw), "d": b64(seed)}]}, f)
-            users_env["AGORA_JWT_KEYS"] = keyfile
-        cls.users = harness.Server(users_env, name="users",
-                                   binary=USERSD).start(timeout=harness.scaled(20))
-        jwks = "http://127.0.0.1:%d/.well-known/jwks.json" % cls.users.port
+        # Our own key: the forged-token cases need it.
+        cls.signing_key = service.SigningKey("cart-test-key-1")
+        cls.users = service.start_users(cls.tmp, nats, cls.signing_key)
+        jwks = service.jwks_url(cls.users)
         # The catalog keeps its port across restarts: the cart is configured with it.
-        cls.catalog_port = free_port()
+        cls.catalog_port = service.free_port()
         cls.catalog_env = {
             "AGORA_DB": "sqlite:%s/catalog.db" % cls.tmp, "AGORA_BUS": nats,
             "AGORA_JWKS_URL": jwks, "PORT": str(cls.catalog_port),
         }
         cls.catalog = cls.start_catalog()
         cls.cart_env = {
-            "AGORA_DB": cart_db_url(cls.tmp), "AGORA_BUS": nats, "AGORA_JWKS_URL": jwks,
+            "AGORA_DB": service.db_url(cls.tmp, "cart"), "AGORA_BUS": nats, "AGORA_JWKS_URL": jwks,
             "AGORA_CATALOG_URL": "http://127.0.0.1:%d" % cls.catalog_port,
             "AGORA_CART_CATALOG_TIMEOUT": "1s",
             "AGORA_CART_BREAKER_OPEN": "%dms" % int(BREAKER_OPEN_S * 1000),
@@ -117,9 +63,8 @@ class Cart(harness.ServerTestCase):
             "AGORA_JWT_LEEWAY": "0s",
             "AGORA_BUS_BACKOFF": "200ms",
         }
-        cls.cart = harness.Server(cls.cart_env, name="cart",
-                                  binary=CARTD).start(timeout=harness.scaled(20))
-        cls.nats = bus_client(nats)
+        cls.cart = service.start("cart", cls.cart_env)
+        cls.nats = cls.open_bus(nats)
         cls.admin = cls.login(ADMIN_EMAIL, ADMIN_PASSWORD)
         cls.alice = cls.register("alice")
         cls.bob = cls.register("bob")
@@ -132,25 +77,11 @@ class Cart(harness.ServerTestCase):
         deadline = time.monotonic() + harness.scaled(10)
         while True:  # the port may linger for a moment after a stop
             try:
-                return harness.Server(cls.catalog_env, name="catalog",
-                                      binary=CATALOGD).start(timeout=harness.scaled(20))
+                return service.start("catalog", cls.catalog_env)
             except harness.ServerError:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.2)
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.nats.close()
-        problems = []
-        for srv in (cls.cart, cls.catalog, cls.users):
-            try:
-                srv.stop(timeout=10)
-            except harness.ServerError as e:
-                problems.append(str(e))
-        subprocess.run(["rm", "-rf", cls.tmp], check=False)
-        if problems:
-            raise AssertionError("\n".join(problems))
 
     def setUp(self):
         # A test that stopped or froze catalog brings it back for the next one.
@@ -158,38 +89,6 @@ class Cart(harness.ServerTestCase):
             type(self).catalog = self.start_catalog()
 
     # -- clients -------------------------------------------------------------
-
-    @classmethod
-    def raw(cls, srv, method, path, token=None, body=None, headers=None, timeout=20):
-        h = list(headers or [])
-        if token:
-            h.append(("Authorization", "Bearer " + token))
-        if body is not None and not isinstance(body, (str, bytes)):
-            body = json.dumps(body)
-        if body is not None and not any(k.lower() == "content-type" for k, _ in h):
-            h.append(("Content-Type", "application/json"))
-        with srv.connect(timeout=timeout) as c:
-            return c.request(method, path, h, body)
-
-    def call(self, method, path, token=None, body=None, headers=None):
-        return self.raw(self.cart, method, path, token, body, headers)
-
-    @classmethod
-    def login(cls, email, password):
-        r = cls.raw(cls.users, "POST", "/v1/auth/login", body={"email": email, "password": password})
-        assert r.status == 200, r.body
-        d = r.json()["data"]
-        return {"token": d["token"], "id": d["user"]["id"], "email": email}
-
-    @classmethod
-    def register(cls, name):
-        name = "%s%s" % (name, uuid.uuid4().hex[:6])
-        r = cls.raw(cls.users, "POST", "/v1/auth/register",
-                    body={"username": name, "email": name + "@example.com",
-                          "password": "password-123"})
-        assert r.status == 201, r.body
-        d = r.json()["data"]
-        return {"token": d["token"], "id": d["user"]["id"], "email": name + "@example.com"}
 
     def product(self, name, price, currency=None):
         spec = {"name": name, "category": "things", "priceCents": price, "stock": 10}
@@ -218,35 +117,11 @@ class Cart(harness.ServerTestCase):
         d = self.assertOk(self.call("GET", "/v1/admin/breakers", self.admin["token"]))
         return {b["name"]: b for b in d}["catalog"]
 
-    def wait_until(self, fn, timeout=10.0, what="condition"):
-        deadline = time.monotonic() + harness.scaled(timeout)
-        while True:
-            v = fn()
-            if v:
-                return v
-            if time.monotonic() > deadline:
-                self.fail("timed out waiting for " + what)
-            time.sleep(0.1)
-
-    def forge(self, claims, alg="EdDSA", key=None, kid=KID):
-        head = b64(json.dumps({"alg": alg, "typ": "JWT", "kid": kid},
-                              separators=(",", ":")).encode())
-        body = b64(json.dumps(claims, separators=(",", ":")).encode())
-        signing_input = (head + "." + body).encode()
-        if alg == "EdDSA":
-            sig = self.signing_key.sign(signing_input)
-        elif alg == "HS256":
-            sig = hmac.new(key, signing_input, hashlib.sha256).digest()
-        else:
-            sig = b""
-        return head + "." + body + "." + b64(sig)
-
     def claims(self, user, **over):
-        now = int(time.time())
-        c = {"sub": user["id"], "email": user["email"], "role": "customer", "iss": "agora-users",
-             "aud": "agora", "iat": now, "exp": now + 600}
-        c.update(over)
-        return c
+        return service.claims(user["id"], user["email"], ttl=600, **over)
+
+    def forge(self, claims, **kw):
+        return self.signing_key.jwt(claims, **kw)
 
     # -- tests ---------------------------------------------------------------
 
@@ -447,32 +322,31 @@ class Cart(harness.ServerTestCase):
         forged_none = none_head + "." + t.split(".")[1] + "."
         bad_tokens = [None, "", "garbage", "a.b.c", tampered, forged_none,
                       t.split(".")[0] + "." + t.split(".")[1]]
-        if self.signing_key is not None:
-            # The key really signs (the same construction is accepted)...
-            good = self.forge(self.claims(u))
-            self.assertOk(self.call("GET", "/v1/cart", good))
-            pub = self.public_raw
-            jwks_text = self.raw(self.users, "GET", "/.well-known/jwks.json").body
-            bad_tokens += [
-                self.forge(self.claims(u, exp=int(time.time()) - 60)),          # expired
-                self.forge(self.claims(u, nbf=int(time.time()) + 3600)),        # not yet
-                self.forge(self.claims(u, aud="elsewhere")),
-                self.forge(self.claims(u, iss="mallory")),
-                self.forge(self.claims(u), alg="HS256", key=pub),               # HMAC over the key
-                self.forge(self.claims(u), alg="HS256", key=b64(pub).encode()),
-                self.forge(self.claims(u), alg="HS256", key=jwks_text),
-                self.forge(self.claims(u), alg="none"),
-                self.forge(self.claims(u), kid="unknown-kid"),
-            ]
+        # The key really signs (the same construction is accepted)...
+        good = self.forge(self.claims(u))
+        self.assertOk(self.call("GET", "/v1/cart", good))
+        pub = self.signing_key.public_raw
+        jwks_text = self.raw(self.users, "GET", "/.well-known/jwks.json").body
+        bad_tokens += [
+            self.forge(self.claims(u, exp=int(time.time()) - 60)),          # expired
+            self.forge(self.claims(u, nbf=int(time.time()) + 3600)),        # not yet
+            self.forge(self.claims(u, aud="elsewhere")),
+            self.forge(self.claims(u, iss="mallory")),
+            self.forge(self.claims(u), alg="HS256", key=pub),               # HMAC over the key
+            self.forge(self.claims(u), alg="HS256", key=b64(pub).encode()),
+            self.forge(self.claims(u), alg="HS256", key=jwks_text),
+            self.forge(self.claims(u), alg="none"),
+            self.forge(self.claims(u), kid="unknown-kid"),
+        ]
         for tok in bad_tokens:
             for method, path, body in routes:
                 r = self.call(method, path, tok, body)
                 self.assertEnvelopeError(r, 401, "UNAUTHENTICATED")
         # A customer is no admin.
         self.assertEnvelopeError(self.call("GET", "/v1/admin/breakers", t), 403, "FORBIDDEN")
-        if self.signing_key is not None:
-            admin_claim = self.forge(self.claims(u, role="admin"), alg="HS256", key=self.public_raw)
-            self.assertEnvelopeError(self.call("GET", "/v1/admin/breakers", admin_claim), 401)
+        admin_claim = self.forge(self.claims(u, role="admin"), alg="HS256",
+                                 key=self.signing_key.public_raw)
+        self.assertEnvelopeError(self.call("GET", "/v1/admin/breakers", admin_claim), 401)
         self.assertEqual(self.lines(u), {pid: 1})
 
     def test_persists_across_restart(self):
@@ -481,8 +355,7 @@ class Cart(harness.ServerTestCase):
         self.add(u, a, 2)
         self.add(u, b, 5)
         self.cart.stop(timeout=10)
-        type(self).cart = harness.Server(self.cart_env, name="cart",
-                                         binary=CARTD).start(timeout=harness.scaled(20))
+        type(self).cart = service.start("cart", self.cart_env)
         self.assertEqual(self.lines(u), {a: 2, b: 5})
         self.assertEqual(self.get_cart(u)["subtotals"],
                          [{"currency": "USD", "subtotalCents": 1200}])

@@ -16,113 +16,49 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
-import time
 import urllib.parse
-import uuid
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", "..", ".."))
-sys.path.insert(0, os.path.join(HERE, "..", "http"))
+sys.path.insert(0, os.path.join(HERE, "..", "lib"))
+import service  # noqa: E402
+from service import ADMIN_EMAIL, ADMIN_PASSWORD  # noqa: E402
 import harness  # noqa: E402
+from amqp_client import bus_url  # noqa: E402
 
-USERSD = os.environ.get("AGORA_USERSD")
-CATALOGD = os.environ.get("AGORA_CATALOGD")
 LOAD_DEMO = os.path.join(ROOT, "services", "catalog", "demo", "load-demo")
-ADMIN_EMAIL, ADMIN_PASSWORD = "admin@example.com", "admin-password-1"
-
-
-from amqp_client import bus_client, bus_url  # noqa: E402
-
 
 
 def order_confirmed(order_id, user_id, product_ids):
     """A CloudEvent as agora-orders will publish it."""
-    return {"specversion": "1.0", "id": str(uuid.uuid4()), "source": "agora/orders",
-            "type": "order.confirmed", "time": "2026-11-21T00:00:00.000Z", "subject": order_id,
-            "datacontenttype": "application/json",
-            "data": {"orderId": order_id, "userId": user_id,
-                     "items": [{"productId": p, "quantity": 1} for p in product_ids]}}
+    return service.cloud_event("order.confirmed", order_id,
+                               {"orderId": order_id, "userId": user_id,
+                                "items": [{"productId": p, "quantity": 1} for p in product_ids]})
 
 
-def catalog_db_url(tmp):
-    if os.environ.get("AGORA_TEST_CATALOG_STORE") != "postgres":
-        return "sqlite:%s/catalog.db" % tmp
-    base = os.environ["AGORA_TEST_POSTGRES_URL"]
-    u = urllib.parse.urlparse(base)
-    return urllib.parse.urlunparse(u._replace(path="/agora_catalog_test_%s" % uuid.uuid4().hex[:8]))
+class Catalog(service.ServiceTestCase):
+    servers = ("catalog", "users")
+    under_test = "catalog"
 
-
-class Catalog(harness.ServerTestCase):
     @classmethod
     def setUpClass(cls):
-        if not USERSD or not CATALOGD:
-            raise RuntimeError("set AGORA_USERSD and AGORA_CATALOGD (run through ctest)")
-        cls.tmp = tempfile.mkdtemp(prefix="agora-catalog-")
+        service.require("users", "catalog")
+        cls.make_tmp("catalog")
         nats = bus_url()  # NATS, or RabbitMQ with AGORA_TEST_BUS=amqp
-        cls.users = harness.Server({
-            "AGORA_DB": "sqlite:%s/users.db" % cls.tmp, "AGORA_BUS": nats,
-            "AGORA_ADMIN_EMAIL": ADMIN_EMAIL, "AGORA_ADMIN_PASSWORD": ADMIN_PASSWORD,
-        }, name="users", binary=USERSD).start(timeout=harness.scaled(20))
+        cls.users = service.start_users(cls.tmp, nats)
         cls.catalog_env = {
-            "AGORA_DB": catalog_db_url(cls.tmp), "AGORA_BUS": nats,
-            "AGORA_JWKS_URL": "http://127.0.0.1:%d/.well-known/jwks.json" % cls.users.port,
+            "AGORA_DB": service.db_url(cls.tmp, "catalog"), "AGORA_BUS": nats,
+            "AGORA_JWKS_URL": service.jwks_url(cls.users),
             "AGORA_BUS_BACKOFF": "200ms",
         }
-        cls.catalog = harness.Server(cls.catalog_env, name="catalog",
-                                     binary=CATALOGD).start(timeout=harness.scaled(20))
-        cls.nats = bus_client(nats)
-        cls.nats.sub("agora.events.>", 1)
+        cls.catalog = service.start("catalog", cls.catalog_env)
+        cls.nats = cls.open_bus(nats, "agora.events.>")
         cls.admin = cls.login(ADMIN_EMAIL, ADMIN_PASSWORD)
         cls.alice = cls.register("alice")
         cls.bob = cls.register("bob")
         cls.carol = cls.register("carol")
 
-    @classmethod
-    def tearDownClass(cls):
-        cls.nats.close()
-        problems = []
-        for srv in (cls.catalog, cls.users):
-            try:
-                srv.stop(timeout=10)
-            except harness.ServerError as e:
-                problems.append(str(e))
-        subprocess.run(["rm", "-rf", cls.tmp], check=False)
-        if problems:
-            raise AssertionError("\n".join(problems))
-
     # -- clients -------------------------------------------------------------
-
-    @classmethod
-    def raw(cls, srv, method, path, token=None, body=None, headers=None):
-        h = list(headers or [])
-        if token:
-            h.append(("Authorization", "Bearer " + token))
-        if body is not None and not isinstance(body, (str, bytes)):
-            body = json.dumps(body)
-        if body is not None and not any(k.lower() == "content-type" for k, _ in h):
-            h.append(("Content-Type", "application/json"))
-        with srv.connect(timeout=20) as c:
-            return c.request(method, path, h, body)
-
-    def call(self, method, path, token=None, body=None, headers=None):
-        return self.raw(self.catalog, method, path, token, body, headers)
-
-    @classmethod
-    def login(cls, email, password):
-        r = cls.raw(cls.users, "POST", "/v1/auth/login", body={"email": email, "password": password})
-        assert r.status == 200, r.body
-        d = r.json()["data"]
-        return {"token": d["token"], "id": d["user"]["id"]}
-
-    @classmethod
-    def register(cls, name):
-        r = cls.raw(cls.users, "POST", "/v1/auth/register",
-                    body={"username": name, "email": name + "@example.com",
-                          "password": "password-123"})
-        assert r.status == 201, r.body
-        d = r.json()["data"]
-        return {"token": d["token"], "id": d["user"]["id"]}
 
     def make_category(self, slug, name=None):
         return self.assertOk(self.call("POST", "/v1/categories", self.admin["token"],
@@ -146,16 +82,6 @@ class Catalog(harness.ServerTestCase):
         r = self.call("GET", "/metrics")
         m = harness.parse_metrics(r.body.decode())
         return sum(harness.metric_values(m, name))
-
-    def wait_until(self, fn, timeout=10.0, what="condition"):
-        deadline = time.monotonic() + harness.scaled(timeout)
-        while True:
-            v = fn()
-            if v:
-                return v
-            if time.monotonic() > deadline:
-                self.fail("timed out waiting for " + what)
-            time.sleep(0.1)
 
     # -- tests ---------------------------------------------------------------
 

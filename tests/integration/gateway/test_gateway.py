@@ -26,7 +26,9 @@ import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "http"))
+sys.path.insert(0, os.path.join(HERE, "..", "lib"))
 import harness  # noqa: E402
+from service import free_port  # noqa: E402
 
 GATEWAYD = os.environ.get("AGORA_GATEWAYD")
 REGISTRYD = os.environ.get("AGORA_REGISTRYD")
@@ -34,14 +36,6 @@ USERSD = os.environ.get("AGORA_USERSD")
 CATALOGD = os.environ.get("AGORA_CATALOGD")
 ADMIN_EMAIL, ADMIN_PASSWORD = "admin@test.local", "admin-password-1"
 PY = sys.executable
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 def config(extra_routes=()):

@@ -15,142 +15,45 @@ agora-users signs with a key the test made (AGORA_JWT_KEYS), so that the
 test can mint the `service` token the orders saga would hold.
 """
 
-import base64
-import json
 import os
-import subprocess
 import sys
-import tempfile
 import threading
 import time
-import urllib.parse
-import uuid
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "http"))
+sys.path.insert(0, os.path.join(HERE, "..", "lib"))
+import service  # noqa: E402
+from service import ADMIN_EMAIL, ADMIN_PASSWORD, uid  # noqa: E402
 import harness  # noqa: E402
-from amqp_client import bus_client, bus_url  # noqa: E402
-
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
-from cryptography.hazmat.primitives import serialization  # noqa: E402
-
-USERSD = os.environ.get("AGORA_USERSD")
-INVENTORYD = os.environ.get("AGORA_INVENTORYD")
-ADMIN_EMAIL, ADMIN_PASSWORD = "admin@example.com", "admin-password-1"
-KID = "inventory-test-key-1"
-
-
-def b64(data):
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def inventory_db_url(tmp):
-    if os.environ.get("AGORA_TEST_INVENTORY_STORE") != "postgres":
-        return "sqlite:%s/inventory.db" % tmp
-    base = os.environ["AGORA_TEST_POSTGRES_URL"]
-    u = urllib.parse.urlparse(base)
-    return urllib.parse.urlunparse(
-        u._replace(path="/agora_inventory_test_%s" % uuid.uuid4().hex[:8]))
+from amqp_client import bus_url  # noqa: E402
 
 
 def cloud_event(type_, subject, data):
-    return {"specversion": "1.0", "id": str(uuid.uuid4()), "source": "agora/catalog",
-            "type": type_, "time": "2026-11-21T00:00:00.000Z", "subject": subject,
-            "datacontenttype": "application/json", "data": data}
+    return service.cloud_event(type_, subject, data, source="agora/catalog")
 
 
-def uid(prefix):
-    return "%s-%s" % (prefix, uuid.uuid4().hex[:12])
+class Inventory(service.ServiceTestCase):
+    servers = ("inv", "users")
+    under_test = "inv"
 
-
-class Inventory(harness.ServerTestCase):
     @classmethod
     def setUpClass(cls):
-        if not USERSD or not INVENTORYD:
-            raise RuntimeError("set AGORA_USERSD and AGORA_INVENTORYD (run through ctest)")
-        cls.tmp = tempfile.mkdtemp(prefix="agora-inventory-")
+        service.require("users", "inventory")
+        cls.make_tmp("inventory")
         nats = bus_url()
-        cls.signing_key = Ed25519PrivateKey.generate()
-        seed = cls.signing_key.private_bytes(serialization.Encoding.Raw,
-                                             serialization.PrivateFormat.Raw,
-                                             serialization.NoEncryption())
-        pub = cls.signing_key.public_key().public_bytes(serialization.Encoding.Raw,
-                                                        serialization.PublicFormat.Raw)
-        keyfile = os.path.join(cls.tmp, "keys.json")
-        with open(keyfile, "w") as f:
-            json.dump({"keys": [{"kty": "OKP", "crv": "Ed25519", "kid": KID, "alg": "EdDSA",
-                                 "use": "sig", "x": b64(pub), "d": b64(seed)}]}, f)
-        cls.users = harness.Server({
-            "AGORA_DB": "sqlite:%s/users.db" % cls.tmp, "AGORA_BUS": nats,
-            "AGORA_ADMIN_EMAIL": ADMIN_EMAIL, "AGORA_ADMIN_PASSWORD": ADMIN_PASSWORD,
-            "AGORA_JWT_KEYS": keyfile,
-        }, name="users", binary=USERSD).start(timeout=harness.scaled(20))
-        jwks = "http://127.0.0.1:%d/.well-known/jwks.json" % cls.users.port
-        cls.nats = bus_client(nats)
-        cls.nats.sub("agora.events.>", 1)
-        cls.inv = harness.Server({
-            "AGORA_DB": inventory_db_url(cls.tmp), "AGORA_BUS": nats, "AGORA_JWKS_URL": jwks,
+        cls.signing_key = service.SigningKey("inventory-test-key-1")
+        cls.users = service.start_users(cls.tmp, nats, cls.signing_key)
+        cls.nats = cls.open_bus(nats, "agora.events.>")
+        cls.inv = service.start("inventory", {
+            "AGORA_DB": service.db_url(cls.tmp, "inventory"), "AGORA_BUS": nats,
+            "AGORA_JWKS_URL": service.jwks_url(cls.users),
             "AGORA_BUS_BACKOFF": "200ms",
-        }, name="inventory", binary=INVENTORYD).start(timeout=harness.scaled(20))
+        })
         cls.admin = cls.login(ADMIN_EMAIL, ADMIN_PASSWORD)["token"]
         cls.customer = cls.register("carol")["token"]
-        cls.service = cls.forge({"sub": "svc-orders", "email": "orders@agora.local",
-                                 "role": "service"})
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.nats.close()
-        problems = []
-        for srv in (cls.inv, cls.users):
-            try:
-                srv.stop(timeout=10)
-            except harness.ServerError as e:
-                problems.append(str(e))
-        subprocess.run(["rm", "-rf", cls.tmp], check=False)
-        if problems:
-            raise AssertionError("\n".join(problems))
+        cls.service = cls.mint("svc-orders", "service", "orders@agora.local")
 
     # -- clients -------------------------------------------------------------
-
-    @classmethod
-    def raw(cls, srv, method, path, token=None, body=None, headers=None, timeout=20):
-        h = list(headers or [])
-        if token:
-            h.append(("Authorization", "Bearer " + token))
-        if body is not None and not isinstance(body, (str, bytes)):
-            body = json.dumps(body)
-        if body is not None and not any(k.lower() == "content-type" for k, _ in h):
-            h.append(("Content-Type", "application/json"))
-        with srv.connect(timeout=timeout) as c:
-            return c.request(method, path, h, body)
-
-    def call(self, method, path, token=None, body=None):
-        return self.raw(self.inv, method, path, token, body)
-
-    @classmethod
-    def login(cls, email, password):
-        r = cls.raw(cls.users, "POST", "/v1/auth/login", body={"email": email, "password": password})
-        assert r.status == 200, r.body
-        return {"token": r.json()["data"]["token"]}
-
-    @classmethod
-    def register(cls, name):
-        name = "%s%s" % (name, uuid.uuid4().hex[:6])
-        r = cls.raw(cls.users, "POST", "/v1/auth/register",
-                    body={"username": name, "email": name + "@example.com",
-                          "password": "password-123"})
-        assert r.status == 201, r.body
-        return {"token": r.json()["data"]["token"]}
-
-    @classmethod
-    def forge(cls, claims):
-        now = int(time.time())
-        c = {"iss": "agora-users", "aud": "agora", "iat": now, "exp": now + 3600}
-        c.update(claims)
-        head = b64(json.dumps({"alg": "EdDSA", "typ": "JWT", "kid": KID}).encode())
-        body = b64(json.dumps(c).encode())
-        sig = cls.signing_key.sign((head + "." + body).encode())
-        return head + "." + body + "." + b64(sig)
 
     def adjust(self, pid, delta, status=None, **extra):
         body = {"delta": delta, "reason": "test"}
@@ -175,13 +78,6 @@ class Inventory(harness.ServerTestCase):
                                        timeout=0.5)
             if len(found) >= want or time.monotonic() > deadline:
                 return [m[1] for m in found]
-
-    def wait_until(self, fn, timeout=10.0, what="condition"):
-        deadline = time.monotonic() + harness.scaled(timeout)
-        while not fn():
-            if time.monotonic() > deadline:
-                self.fail("timed out waiting for " + what)
-            time.sleep(0.1)
 
     # -- tests ---------------------------------------------------------------
 

@@ -31,25 +31,13 @@ ROOT = os.path.abspath(os.path.join(HERE, "..", "..", ".."))
 sys.path.insert(0, os.path.join(HERE, "..", "http"))
 import harness  # noqa: E402
 from amqp_client import bus_client  # noqa: E402
-
-ADMIN_EMAIL, ADMIN_PASSWORD = "admin@example.com", "admin-password-1"
+# Shared with the single-service tests (service.py); also st.binary() etc.
+from service import ADMIN_EMAIL, ADMIN_PASSWORD, binary, free_port, require  # noqa: E402,F401
 CLIENT_SECRET = "orders-test-secret"
 SERVICES = ["users", "catalog", "inventory", "payments", "cart", "orders", "notifications",
             "rooms", "messages", "files"]
 SHOP = SERVICES[:7]  # what a checkout needs (the default)
 CHAT = ["users", "rooms", "messages", "files", "notifications"]
-
-
-def binary(name):
-    return os.environ.get("AGORA_%sD" % name.upper())
-
-
-def require(*names):
-    """Raises unless the test run names a binary for each of `names` (as
-    ctest does): a failure, not a skip, since the build made them."""
-    missing = ["AGORA_%sD" % n.upper() for n in names if not binary(n)]
-    if missing:
-        raise RuntimeError("set %s (run through ctest)" % " and ".join(missing))
 
 
 def start_with_bus(tag, services, subject, env=None):
@@ -374,15 +362,6 @@ def documented_producers():
             for t in re.findall(r"`([a-z_]+\.[a-z_]+)`", cells[1]):
                 out[t] = m.group(1) if m else None
     return out
-
-
-def free_port():
-    import socket
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def wait_until(fn, what, timeout=30):

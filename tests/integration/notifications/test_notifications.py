@@ -26,57 +26,24 @@ AGORA_TEST_NOTIFICATIONS_STORE=postgres puts the service on PostgreSQL
 (AGORA_TEST_POSTGRES_URL).
 """
 
-import base64
 import json
 import os
 import socket
 import struct
-import subprocess
 import sys
-import tempfile
 import threading
 import time
-import urllib.parse
 import uuid
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "http"))
-import harness  # noqa: E402
-from amqp_client import bus_client, bus_url  # noqa: E402
-
 sys.path.insert(0, os.path.join(HERE, "..", "lib"))
+import service  # noqa: E402
+from service import ADMIN_EMAIL, ADMIN_PASSWORD, cloud_event, uid  # noqa: E402
 from push import SSE, WS, WsClosed  # noqa: E402
+import harness  # noqa: E402
+from amqp_client import bus_url  # noqa: E402
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
-from cryptography.hazmat.primitives import serialization  # noqa: E402
-
-USERSD = os.environ.get("AGORA_USERSD")
-NOTIFD = os.environ.get("AGORA_NOTIFICATIONSD")
-ADMIN_EMAIL, ADMIN_PASSWORD = "admin@example.com", "admin-password-1"
-KID = "notifications-test-key-1"
 CAP = 3
-
-
-def b64(data):
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def db_url(tmp):
-    if os.environ.get("AGORA_TEST_NOTIFICATIONS_STORE") != "postgres":
-        return "sqlite:%s/notifications.db" % tmp
-    u = urllib.parse.urlparse(os.environ["AGORA_TEST_POSTGRES_URL"])
-    return urllib.parse.urlunparse(
-        u._replace(path="/agora_notifications_test_%s" % uuid.uuid4().hex[:8]))
-
-
-def uid(prefix):
-    return "%s-%s" % (prefix, uuid.uuid4().hex[:12])
-
-
-def cloud_event(type_, subject, data, source="agora/orders", id_=None):
-    return {"specversion": "1.0", "id": id_ or str(uuid.uuid4()), "source": source,
-            "type": type_, "time": "2026-11-21T00:00:00.000Z", "subject": subject,
-            "datacontenttype": "application/json", "data": data}
 
 
 def order_data(order, user, status, total=2599, reason=None, items=None):
@@ -166,94 +133,38 @@ class SmtpSink:
 # ---- The tests ------------------------------------------------------------------
 
 
-class Notifications(harness.ServerTestCase):
+class Notifications(service.ServiceTestCase):
+    servers = ("notif", "users")
+    under_test = "notif"
+    stop_timeout = 15
+
     @classmethod
     def setUpClass(cls):
-        if not USERSD or not NOTIFD:
-            raise RuntimeError("set AGORA_USERSD and AGORA_NOTIFICATIONSD (run through ctest)")
-        cls.tmp = tempfile.mkdtemp(prefix="agora-notifications-")
+        service.require("users", "notifications")
+        cls.make_tmp("notifications")
         cls.maildir = os.path.join(cls.tmp, "mail")
         url = bus_url()
-        cls.signing_key = Ed25519PrivateKey.generate()
-        seed = cls.signing_key.private_bytes(serialization.Encoding.Raw,
-                                             serialization.PrivateFormat.Raw,
-                                             serialization.NoEncryption())
-        pub = cls.signing_key.public_key().public_bytes(serialization.Encoding.Raw,
-                                                        serialization.PublicFormat.Raw)
-        keyfile = os.path.join(cls.tmp, "keys.json")
-        with open(keyfile, "w") as f:
-            json.dump({"keys": [{"kty": "OKP", "crv": "Ed25519", "kid": KID, "alg": "EdDSA",
-                                 "use": "sig", "x": b64(pub), "d": b64(seed)}]}, f)
-        cls.users = harness.Server({
-            "AGORA_DB": "sqlite:%s/users.db" % cls.tmp, "AGORA_BUS": url,
-            "AGORA_ADMIN_EMAIL": ADMIN_EMAIL, "AGORA_ADMIN_PASSWORD": ADMIN_PASSWORD,
-            "AGORA_JWT_KEYS": keyfile,
-        }, name="users", binary=USERSD).start(timeout=harness.scaled(20))
-        cls.bus = bus_client(url)
-        cls.bus.sub("agora.events.>", 1)
+        cls.signing_key = service.SigningKey("notifications-test-key-1")
+        cls.users = service.start_users(cls.tmp, url, cls.signing_key)
+        cls.bus = cls.open_bus(url, "agora.events.>")
         cls.notif_env = {
-            "AGORA_DB": db_url(cls.tmp), "AGORA_BUS": url,
-            "AGORA_JWKS_URL": "http://127.0.0.1:%d/.well-known/jwks.json" % cls.users.port,
+            "AGORA_DB": service.db_url(cls.tmp, "notifications"), "AGORA_BUS": url,
+            "AGORA_JWKS_URL": service.jwks_url(cls.users),
             "AGORA_BUS_BACKOFF": "200ms", "AGORA_MAIL_DIR": cls.maildir,
             "AGORA_PUSH_MAX_PER_USER": str(CAP), "AGORA_PUSH_MAX_QUEUE": "64k",
             "AGORA_WS_PING_INTERVAL": "1s", "AGORA_WS_AUTH_TIMEOUT": "2s",
             "AGORA_WS_MAX_MESSAGE": "4k", "AGORA_SSE_HEARTBEAT": "500ms",
         }
         cls.notif = cls.start_notif()
-        cls.admin = cls.login(ADMIN_EMAIL, ADMIN_PASSWORD)
+        cls.admin = cls.login(ADMIN_EMAIL, ADMIN_PASSWORD)["token"]
 
     @classmethod
     def start_notif(cls, **extra):
         env = dict(cls.notif_env)
         env.update(extra)
-        return harness.Server(env, name="notifications",
-                              binary=NOTIFD).start(timeout=harness.scaled(20))
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.bus.close()
-        problems = []
-        for srv in (cls.notif, cls.users):
-            try:
-                srv.stop(timeout=15)
-            except harness.ServerError as e:
-                problems.append(str(e))
-        subprocess.run(["rm", "-rf", cls.tmp], check=False)
-        if problems:
-            raise AssertionError("\n".join(problems))
+        return service.start("notifications", env)
 
     # -- helpers ------------------------------------------------------------------
-
-    @classmethod
-    def raw(cls, srv, method, path, token=None, body=None, headers=None):
-        h = list(headers or [])
-        if token:
-            h.append(("Authorization", "Bearer " + token))
-        if body is not None and not isinstance(body, (str, bytes)):
-            body = json.dumps(body)
-        if body is not None:
-            h.append(("Content-Type", "application/json"))
-        with srv.connect(timeout=20) as c:
-            return c.request(method, path, h, body)
-
-    def call(self, method, path, token=None, body=None):
-        return self.raw(self.notif, method, path, token, body)
-
-    @classmethod
-    def login(cls, email, password):
-        r = cls.raw(cls.users, "POST", "/v1/auth/login", body={"email": email, "password": password})
-        assert r.status == 200, r.body
-        return r.json()["data"]["token"]
-
-    @classmethod
-    def forge(cls, sub, role="customer", email=None):
-        now = int(time.time())
-        c = {"iss": "agora-users", "aud": "agora", "iat": now, "exp": now + 3600, "sub": sub,
-             "email": email or sub + "@example.com", "role": role}
-        head = b64(json.dumps({"alg": "EdDSA", "typ": "JWT", "kid": KID}).encode())
-        body = b64(json.dumps(c).encode())
-        sig = cls.signing_key.sign((head + "." + body).encode())
-        return head + "." + body + "." + b64(sig)
 
     def publish(self, type_, subject, data, id_=None, source="agora/orders"):
         ev = cloud_event(type_, subject, data, source=source, id_=id_)
@@ -269,7 +180,7 @@ class Notifications(harness.ServerTestCase):
             self.publish("user.registered", user, {"userId": user, "username": user,
                                                    "email": email, "role": role},
                          source="agora/users")
-        return user, email, self.forge(user, role, email)
+        return user, email, self.mint(user, role, email)
 
     def listing(self, token, query=""):
         r = self.call("GET", "/v1/notifications" + query, token)
@@ -339,7 +250,7 @@ class Notifications(harness.ServerTestCase):
         ev = self.publish("user.registered", user, {"userId": user, "username": "Zoë " + user,
                                                    "email": email, "role": "customer"},
                           source="agora/users")
-        token = self.forge(user, "customer", email)
+        token = self.mint(user, "customer", email)
         body = self.wait_for(token, 1)
         n = body["data"][0]
         self.assertEqual((n["type"], n["title"], n["read"]), ("user.registered", "Welcome to Agora", False))
@@ -564,7 +475,7 @@ class Notifications(harness.ServerTestCase):
         c3 = self.sse_ready(token, query="?since=" + live["id"])
         self.assertEqual(len(c3.notifications(3)), 3)
         # Without a token, or a bad one: 401.
-        for t in (None, "nope", self.forge(user)[:-4] + "AAAA"):
+        for t in (None, "nope", self.mint(user)[:-4] + "AAAA"):
             r = self.sse(t)
             self.assertEqual(r.status, 401, r.body)
             self.assertEqual(json.loads(r.body)["error"]["code"], "UNAUTHENTICATED")
@@ -617,7 +528,7 @@ class Notifications(harness.ServerTestCase):
     def test_websocket_auth_failures(self):
         user, _, token = self.new_user(register=False)
         # A bad token at the upgrade: 401, no upgrade.
-        for bad in ("nope", self.forge(user)[:-4] + "AAAA"):
+        for bad in ("nope", self.mint(user)[:-4] + "AAAA"):
             c = self.ws(bad)
             self.assertEqual(c.status, 401, c.body)
             self.assertEqual(c.json()["error"]["code"], "UNAUTHENTICATED")
@@ -626,7 +537,7 @@ class Notifications(harness.ServerTestCase):
         # No header: the first message must authenticate.
         c = self.ws()
         self.assertEqual(c.status, 101)
-        c.send_json({"type": "auth", "token": self.forge(user)[:-4] + "AAAA"})
+        c.send_json({"type": "auth", "token": self.mint(user)[:-4] + "AAAA"})
         code, reason = c.expect_close()
         self.assertEqual(code, 1008)
         self.assertIn("authentication failed", reason)

@@ -17,28 +17,17 @@ test can mint the service-role token the orders service would hold; that
 needs python3-cryptography (installed by scripts/install-deps).
 """
 
-import base64
-import json
 import os
-import subprocess
 import sys
-import tempfile
 import time
-import urllib.parse
 import uuid
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "http"))
+sys.path.insert(0, os.path.join(HERE, "..", "lib"))
+import service  # noqa: E402
+from service import ADMIN_EMAIL, ADMIN_PASSWORD, uid  # noqa: E402
 import harness  # noqa: E402
-from nats_client import Nats  # noqa: E402
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
-from cryptography.hazmat.primitives import serialization  # noqa: E402
-
-USERSD = os.environ.get("AGORA_USERSD")
-PAYMENTSD = os.environ.get("AGORA_PAYMENTSD")
-ADMIN_EMAIL, ADMIN_PASSWORD = "admin@example.com", "admin-password-1"
-KID = "payments-test-key-1"
 PROVIDER_TIMEOUT_S = 1.0
 
 VISA = "4242424242424242"
@@ -53,19 +42,6 @@ ALL_CARDS = (VISA, VISA_DECLINED, VISA_NO_FUNDS, VISA_TIMEOUT, MASTERCARD, MASTE
              OTHER)
 
 
-def b64(data):
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def db_url(tmp):
-    if os.environ.get("AGORA_TEST_PAYMENTS_STORE") != "postgres":
-        return "sqlite:%s/payments.db" % tmp
-    base = os.environ["AGORA_TEST_POSTGRES_URL"]
-    u = urllib.parse.urlparse(base)
-    return urllib.parse.urlunparse(
-        u._replace(path="/agora_payments_test_%s" % uuid.uuid4().hex[:8]))
-
-
 def card(number, exp_month=12, exp_year=None, cvc="123"):
     return {"type": "card", "number": number, "expMonth": exp_month,
             "expYear": exp_year or time.gmtime().tm_year + 2, "cvc": cvc}
@@ -76,100 +52,33 @@ def wallet(wid):
 
 
 def order_id():
-    return "ord-" + uuid.uuid4().hex[:12]
+    return uid("ord")
 
 
-class Payments(harness.ServerTestCase):
+class Payments(service.ServiceTestCase):
+    servers = ("payments", "users")
+    under_test = "payments"
+
     @classmethod
     def setUpClass(cls):
-        if not USERSD or not PAYMENTSD:
-            raise RuntimeError("set AGORA_USERSD and AGORA_PAYMENTSD (run through ctest)")
-        cls.tmp = tempfile.mkdtemp(prefix="agora-payments-")
+        service.require("users", "payments")
+        cls.make_tmp("payments")
         nats = os.environ["AGORA_TEST_NATS_URL"]
-        cls.signing_key = Ed25519PrivateKey.generate()
-        seed = cls.signing_key.private_bytes(serialization.Encoding.Raw,
-                                             serialization.PrivateFormat.Raw,
-                                             serialization.NoEncryption())
-        pub = cls.signing_key.public_key().public_bytes(serialization.Encoding.Raw,
-                                                        serialization.PublicFormat.Raw)
-        keyfile = os.path.join(cls.tmp, "keys.json")
-        with open(keyfile, "w") as f:
-            json.dump({"keys": [{"kty": "OKP", "crv": "Ed25519", "kid": KID, "alg": "EdDSA",
-                                 "use": "sig", "x": b64(pub), "d": b64(seed)}]}, f)
-        cls.users = harness.Server({
-            "AGORA_DB": "sqlite:%s/users.db" % cls.tmp, "AGORA_BUS": nats,
-            "AGORA_ADMIN_EMAIL": ADMIN_EMAIL, "AGORA_ADMIN_PASSWORD": ADMIN_PASSWORD,
-            "AGORA_JWT_KEYS": keyfile,
-        }, name="users", binary=USERSD).start(timeout=harness.scaled(20))
-        cls.nats = Nats(nats)
-        cls.nats.sub("agora.events.payment.>", 1)
-        cls.payments = harness.Server({
-            "AGORA_DB": db_url(cls.tmp), "AGORA_BUS": nats,
-            "AGORA_JWKS_URL": "http://127.0.0.1:%d/.well-known/jwks.json" % cls.users.port,
+        cls.signing_key = service.SigningKey("payments-test-key-1")
+        cls.users = service.start_users(cls.tmp, nats, cls.signing_key)
+        cls.nats = cls.open_bus(nats, "agora.events.payment.>")
+        cls.payments = service.start("payments", {
+            "AGORA_DB": service.db_url(cls.tmp, "payments"), "AGORA_BUS": nats,
+            "AGORA_JWKS_URL": service.jwks_url(cls.users),
             "AGORA_JWT_LEEWAY": "0s",
             "AGORA_PAYMENTS_PROVIDER_TIMEOUT": "%dms" % int(PROVIDER_TIMEOUT_S * 1000),
             "AGORA_LOG": "debug",  # the card-number check covers every level
-        }, name="payments", binary=PAYMENTSD).start(timeout=harness.scaled(20))
+        })
         cls.admin = cls.login(ADMIN_EMAIL, ADMIN_PASSWORD)
         cls.alice = cls.register("alice")
-        cls.service = cls.mint("svc-orders", "service")
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.nats.close()
-        problems = []
-        for srv in (cls.payments, cls.users):
-            try:
-                srv.stop(timeout=10)
-            except harness.ServerError as e:
-                problems.append(str(e))
-        subprocess.run(["rm", "-rf", cls.tmp], check=False)
-        if problems:
-            raise AssertionError("\n".join(problems))
+        cls.service = cls.mint("svc-orders", "service", "svc-orders@agora.internal")
 
     # -- clients -------------------------------------------------------------
-
-    @classmethod
-    def raw(cls, srv, method, path, token=None, body=None, headers=None, timeout=20):
-        h = list(headers or [])
-        if token:
-            h.append(("Authorization", "Bearer " + token))
-        if body is not None and not isinstance(body, (str, bytes)):
-            body = json.dumps(body)
-        if body is not None and not any(k.lower() == "content-type" for k, _ in h):
-            h.append(("Content-Type", "application/json"))
-        with srv.connect(timeout=timeout) as c:
-            return c.request(method, path, h, body)
-
-    def call(self, method, path, token=None, body=None, headers=None):
-        return self.raw(self.payments, method, path, token, body, headers)
-
-    @classmethod
-    def login(cls, email, password):
-        r = cls.raw(cls.users, "POST", "/v1/auth/login", body={"email": email, "password": password})
-        assert r.status == 200, r.body
-        d = r.json()["data"]
-        return {"token": d["token"], "id": d["user"]["id"]}
-
-    @classmethod
-    def register(cls, name):
-        name = "%s%s" % (name, uuid.uuid4().hex[:6])
-        r = cls.raw(cls.users, "POST", "/v1/auth/register",
-                    body={"username": name, "email": name + "@example.com",
-                          "password": "password-123"})
-        assert r.status == 201, r.body
-        d = r.json()["data"]
-        return {"token": d["token"], "id": d["user"]["id"]}
-
-    @classmethod
-    def mint(cls, sub, role):
-        now = int(time.time())
-        claims = {"sub": sub, "email": sub + "@agora.internal", "role": role,
-                  "iss": "agora-users", "aud": "agora", "iat": now, "exp": now + 3600}
-        head = b64(json.dumps({"alg": "EdDSA", "typ": "JWT", "kid": KID}).encode())
-        body = b64(json.dumps(claims).encode())
-        sig = cls.signing_key.sign((head + "." + body).encode())
-        return head + "." + body + "." + b64(sig)
 
     def pay(self, body, status=201, token=None, headers=None):
         r = self.call("POST", "/v1/payments", token or self.service, body, headers)
