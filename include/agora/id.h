@@ -9,6 +9,7 @@
 #ifndef AGORA_ID_H
 #define AGORA_ID_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -29,6 +30,10 @@ void ag_id_new_str(char out[AG_ID_LEN + 1]);
 int ag_id_parse(const char *s, ag_id *out);
 /* The Unix milliseconds embedded in a v7 id. */
 uint64_t ag_id_time_ms(const ag_id *id);
+/* Whether `s` is 1 to `max` characters of [A-Za-z0-9_-]: an id a client
+ * gives (a product, a room) that is safe in a path, a subject or a log
+ * line. UUIDs pass; "../x", "a b" and "" do not. */
+bool ag_id_token_ok(const char *s, size_t max);
 /* Fills `buf` with `n` random bytes from the kernel. */
 void ag_random_bytes(void *buf, size_t n);
 

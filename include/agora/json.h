@@ -80,6 +80,20 @@ int64_t ag_v_query_int(ag_validator *v, ag_http_req *req, const char *name, int6
 void ag_schema_check(ag_validator *v, const json_t *doc, const json_t *schema,
                      const json_t *value);
 
+/* The body as a JSON object (a new reference, the caller's) with `v`
+ * initialised: NULL when ag_req_json answered (400, 415). A body that is
+ * not an object, or has a field not named in `allowed` (NULL-terminated;
+ * NULL: any), is recorded in `v` and still returned, so that the caller
+ * checks its own fields and answers every problem at once. */
+json_t *ag_req_json_object(ag_http_req *req, ag_http_res *res, ag_validator *v,
+                           const char *const *allowed);
+
+/* The §4 page of a list from ?page= (1 to 1000000, default 1) and
+ * ?limit= (1 to `max_limit`, default `def_limit`): true, or false after
+ * answering 422 VALIDATION_FAILED naming the bad parameter. */
+bool ag_req_page(ag_http_req *req, ag_http_res *res, int64_t def_limit, int64_t max_limit,
+                 int64_t *page, int64_t *limit);
+
 /* Answers 422 VALIDATION_FAILED with the collected problems, and releases
  * the validator. */
 void ag_res_validation(ag_http_res *res, ag_validator *v);

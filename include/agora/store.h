@@ -99,6 +99,12 @@ int ag_db_query(ag_db *db, const char *sql, const ag_val *params, int nparams, a
 int ag_db_query_int(ag_db *db, const char *sql, const ag_val *params, int nparams, int64_t *out);
 int ag_db_query_text(ag_db *db, const char *sql, const ag_val *params, int nparams, char *buf,
                      size_t n);
+/* A query of at most one row (a lookup by key): `fill(r, out)` runs on
+ * the row while it is current. 0, AG_ENOTFOUND when there is no row, or
+ * the query's error. */
+typedef void (*ag_row_fill)(ag_rows *r, void *out);
+int ag_db_query_one(ag_db *db, const char *sql, const ag_val *params, int nparams,
+                    ag_row_fill fill, void *out);
 /* The engine's message for the last failure on this connection. */
 const char *ag_db_error(const ag_db *db);
 ag_store *ag_db_store(ag_db *db);

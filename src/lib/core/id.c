@@ -113,3 +113,15 @@ uint64_t ag_id_time_ms(const ag_id *id)
     for (int i = 0; i < 6; i++) ms = ms << 8 | id->b[i];
     return ms;
 }
+
+bool ag_id_token_ok(const char *s, size_t max)
+{
+    size_t n = 0;
+    for (; s[n]; n++) {
+        char c = s[n];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '-' || c == '_'))
+            return false;
+    }
+    return n >= 1 && n <= max;
+}

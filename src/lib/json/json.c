@@ -188,6 +188,34 @@ const char *ag_v_email(ag_validator *v, json_t *obj, const char *field, unsigned
     return s;
 }
 
+json_t *ag_req_json_object(ag_http_req *req, ag_http_res *res, ag_validator *v,
+                           const char *const *allowed)
+{
+    json_t *body;
+    if (ag_req_json(req, res, &body) < 0) return NULL;
+    ag_v_init(v);
+    if (!json_is_object(body))
+        ag_v_fail(v, "", "the body must be a JSON object");
+    else if (allowed)
+        ag_v_only_fields(v, body, NULL, allowed);
+    return body;
+}
+
+bool ag_req_page(ag_http_req *req, ag_http_res *res, int64_t def_limit, int64_t max_limit,
+                 int64_t *page, int64_t *limit)
+{
+    ag_validator v;
+    ag_v_init(&v);
+    *page = ag_v_query_int(&v, req, "page", 1, 1, 1000000);
+    *limit = ag_v_query_int(&v, req, "limit", def_limit, 1, max_limit);
+    if (!ag_v_ok(&v)) {
+        ag_res_validation(res, &v);
+        return false;
+    }
+    ag_v_release(&v);
+    return true;
+}
+
 void ag_res_internal(ag_http_req *req, ag_http_res *res, const char *what, int rc)
 {
     ag_error(what, AG_FERR(rc), AG_FS("requestId", ag_req_id(req)));

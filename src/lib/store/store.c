@@ -272,6 +272,18 @@ int ag_db_query_int(ag_db *db, const char *sql, const ag_val *params, int nparam
     return rc;
 }
 
+int ag_db_query_one(ag_db *db, const char *sql, const ag_val *params, int nparams,
+                    ag_row_fill fill, void *out)
+{
+    ag_rows *r;
+    int rc = ag_db_query(db, sql, params, nparams, &r);
+    if (rc < 0) return rc;
+    rc = ag_rows_next(r);
+    if (rc == 1) fill(r, out);
+    ag_rows_free(r);
+    return rc == 1 ? 0 : rc == 0 ? AG_ENOTFOUND : rc;
+}
+
 int ag_db_query_text(ag_db *db, const char *sql, const ag_val *params, int nparams, char *buf,
                      size_t n)
 {

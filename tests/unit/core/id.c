@@ -199,6 +199,19 @@ static void test_threads_in_creation_order(void **state)
     pthread_mutex_destroy(&r.mu);
 }
 
+static void test_token_ok(void **state)
+{
+    (void)state;
+    assert_true(ag_id_token_ok("0190c5a2-7f3e-7c1a-9b2e-5d4f3a2b1c0d", 64));
+    assert_true(ag_id_token_ok("p_1-A", 5));
+    assert_false(ag_id_token_ok("p_1-AB", 5)); /* longer than max */
+    assert_false(ag_id_token_ok("", 5));
+    assert_false(ag_id_token_ok("../x", 64));
+    assert_false(ag_id_token_ok("a b", 64));
+    assert_false(ag_id_token_ok("a?x=1", 64));
+    assert_false(ag_id_token_ok("caf\xc3\xa9", 64));
+}
+
 static void test_random_bytes(void **state)
 {
     (void)state;
@@ -223,6 +236,7 @@ int main(void)
         cmocka_unit_test(test_one_thread_strictly_increasing),
         cmocka_unit_test(test_two_threads_unique),
         cmocka_unit_test(test_threads_in_creation_order),
+        cmocka_unit_test(test_token_ok),
         cmocka_unit_test(test_random_bytes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
