@@ -25,8 +25,13 @@
 #include "agora/http.h"
 
 /* Parses the body into a new reference (*out, the caller's). When the body is
- * not JSON, answers 415 or 400 and returns AG_EINVAL. An empty body is 400. */
+ * not JSON, answers 415 or 400 and returns AG_EINVAL. An empty body is 400.
+ * A spooled body (AG_ROUTE_SPOOL) is read from its file, never whole. */
 int ag_req_json(ag_http_req *req, ag_http_res *res, json_t **out);
+/* The same parse, answering nothing: 0 with *out (the caller's),
+ * AG_ENOTFOUND for an empty body, AG_EINVAL with `err` filled for one that
+ * is not JSON (an object or an array, no duplicate keys). */
+int ag_req_json_parse(const ag_http_req *req, json_t **out, json_error_t *err);
 
 enum { AG_V_REQUIRED = 1 << 0, AG_V_NULLABLE = 1 << 1 };
 

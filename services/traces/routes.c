@@ -21,9 +21,7 @@
  * Answers carry durations in milliseconds with microsecond resolution,
  * written with 15 significant digits (12.345, not 12.345000000000001).
  */
-#include <errno.h>
 #include <strings.h>
-#include <unistd.h>
 
 #include "traces.h"
 
@@ -49,51 +47,12 @@ static void send_ok(ag_http_res *res, json_t *data)
 
 /* ---- POST /v1/traces ---- */
 
-typedef struct body_src {
-    int fd;
-    uint64_t off, size;
-} body_src;
-
-static size_t read_body(void *buf, size_t len, void *ud)
-{
-    body_src *s = ud;
-    if (s->off >= s->size) return 0;
-    if (len > s->size - s->off) len = (size_t)(s->size - s->off);
-    ssize_t n;
-    do {
-        n = pread(s->fd, buf, len, (off_t)s->off);
-    } while (n < 0 && errno == EINTR);
-    if (n < 0) return (size_t)-1;
-    s->off += (uint64_t)n;
-    return (size_t)n;
-}
-
-/* The export's JSON, or NULL after answering 400. */
+/* The export's JSON (read from the spool file), or NULL after answering
+ * 400 MALFORMED_JSON. */
 static json_t *export_body(ag_http_req *req, ag_http_res *res)
 {
-    int fd;
-    uint64_t size = 0;
-    json_error_t jerr;
-    json_t *doc = NULL;
-    if (ag_req_body_file(req, &fd, &size) == 0 && size > 0) {
-        body_src src = {.fd = fd, .off = 0, .size = size};
-        doc = json_load_callback(read_body, &src, 0, &jerr);
-    } else {
-        size_t len;
-        const char *body = ag_req_body(req, &len);
-        if (len == 0) {
-            ag_res_error(res, 400, "MALFORMED_JSON", "the request body is empty", NULL);
-            return NULL;
-        }
-        doc = json_loadb(body, len, 0, &jerr);
-    }
-    if (!doc) {
-        char msg[256];
-        snprintf(msg, sizeof msg, "malformed JSON at line %d, column %d: %s", jerr.line,
-                 jerr.column, jerr.text);
-        ag_res_error(res, 400, "MALFORMED_JSON", msg, NULL);
-    }
-    return doc;
+    json_t *doc;
+    return ag_req_json(req, res, &doc) < 0 ? NULL : doc;
 }
 
 static void post_traces(ag_http_req *req, ag_http_res *res, void *ud)

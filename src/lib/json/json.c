@@ -4,33 +4,71 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "agora/json.h"
 #include "agora/log.h"
 
+/* A spooled body, read with pread(2) as jansson asks for more. */
+typedef struct spool_src {
+    int fd;
+    uint64_t off, size;
+} spool_src;
+
+static size_t read_spool(void *buf, size_t len, void *ud)
+{
+    spool_src *s = ud;
+    if (s->off >= s->size) return 0;
+    if (len > s->size - s->off) len = (size_t)(s->size - s->off);
+    ssize_t n;
+    do {
+        n = pread(s->fd, buf, len, (off_t)s->off);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0) return (size_t)-1;
+    s->off += (uint64_t)n;
+    return (size_t)n;
+}
+
+int ag_req_json_parse(const ag_http_req *req, json_t **out, json_error_t *err)
+{
+    int fd;
+    uint64_t size = 0;
+    json_t *root;
+    if (ag_req_body_file(req, &fd, &size) == 0) {
+        if (size == 0) return AG_ENOTFOUND;
+        spool_src src = {.fd = fd, .off = 0, .size = size};
+        root = json_load_callback(read_spool, &src, JSON_REJECT_DUPLICATES, err);
+    } else {
+        size_t len;
+        const char *body = ag_req_body(req, &len);
+        if (len == 0) return AG_ENOTFOUND;
+        root = json_loadb(body, len, JSON_REJECT_DUPLICATES, err);
+    }
+    if (!root) return AG_EINVAL;
+    *out = root;
+    return 0;
+}
+
 int ag_req_json(ag_http_req *req, ag_http_res *res, json_t **out)
 {
-    size_t len;
-    const char *body = ag_req_body(req, &len);
     if (!ag_req_is_content_type(req, "application/json")) {
         ag_res_error(res, 415, "UNSUPPORTED_MEDIA_TYPE",
                      "the request body must be application/json", NULL);
         return AG_EINVAL;
     }
-    if (len == 0) {
+    json_error_t jerr;
+    int rc = ag_req_json_parse(req, out, &jerr);
+    if (rc == AG_ENOTFOUND) {
         ag_res_error(res, 400, "MALFORMED_JSON", "the request body is empty", NULL);
         return AG_EINVAL;
     }
-    json_error_t jerr;
-    json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
-    if (!root) {
+    if (rc < 0) {
         char msg[256];
         snprintf(msg, sizeof msg, "malformed JSON at line %d, column %d: %s", jerr.line,
                  jerr.column, jerr.text);
         ag_res_error(res, 400, "MALFORMED_JSON", msg, NULL);
         return AG_EINVAL;
     }
-    *out = root;
     return 0;
 }
 
