@@ -13,7 +13,7 @@
  *   ag_validator v; ag_v_init(&v);
  *   const char *email = ag_v_str(&v, body, "email", AG_V_REQUIRED, 3, 254);
  *   long long qty = 1; ag_v_int(&v, body, "quantity", 0, 1, 100, &qty);
- *   if (!ag_v_ok(&v)) { ag_res_validation(res, &v); json_decref(body); return; }
+ *   if (!ag_v_passed(&v, res, body)) return;             // 422 answered, body dropped
  */
 #ifndef AGORA_JSON_H
 #define AGORA_JSON_H
@@ -66,8 +66,7 @@ const char *ag_v_email(ag_validator *v, json_t *obj, const char *field, unsigned
  * `allowed` (NULL-terminated): "<prefix><name> is not a known field".
  * `prefix` (may be NULL) names the object in nested bodies ("items[].").
  * A body's unknown fields are refused rather than ignored (DESIGN.md §4). */
-void ag_v_only_fields(ag_validator *v, json_t *obj, const char *prefix,
-                      const char *const *allowed);
+void ag_v_only_fields(ag_validator *v, json_t *obj, const char *prefix, const char *const *allowed);
 
 /* The query parameter `name` of `req` as an integer in [min, max]: its
  * value, `def` when absent, or `def` after recording "<name> must be an
@@ -82,8 +81,7 @@ int64_t ag_v_query_int(ag_validator *v, ag_http_req *req, const char *name, int6
  * subset read is listed in schema.c. The framework runs it on every route
  * whose OpenAPI operation has an application/json requestBody schema,
  * before the handler (docs/internals/service.md). */
-void ag_schema_check(ag_validator *v, const json_t *doc, const json_t *schema,
-                     const json_t *value);
+void ag_schema_check(ag_validator *v, const json_t *doc, const json_t *schema, const json_t *value);
 
 /* The body as a JSON object (a new reference, the caller's) with `v`
  * initialised: NULL when ag_req_json answered (400, 415). A body that is
@@ -103,6 +101,11 @@ bool ag_req_page(ag_http_req *req, ag_http_res *res, int64_t def_limit, int64_t 
  * the validator. */
 void ag_res_validation(ag_http_res *res, ag_validator *v);
 
+/* The end of a handler's checks: true when `v` holds no problem (`v`
+ * released, `body` untouched); false after answering 422 with them and
+ * dropping `body` (may be NULL), so the handler only returns. */
+bool ag_v_passed(ag_validator *v, ag_http_res *res, json_t *body);
+
 /* The list envelope of DESIGN.md §4, as a new object (the caller's):
  *   {"success":true,"data":data,"pagination":{"page","limit","total","pages"}}
  * with pages = ceil(total / limit); `limit` must be at least 1 (the routes'
@@ -119,5 +122,11 @@ void ag_res_page(ag_http_res *res, json_t *data, int64_t page, int64_t limit, in
  * client gets the envelope and the request id) and logs `what` with the
  * error code and the request id for whoever reads the logs. */
 void ag_res_internal(ag_http_req *req, ag_http_res *res, const char *what, int rc);
+
+/* The answer to a store call's result: false for rc >= 0 (nothing sent);
+ * otherwise true after answering 404 NOT_FOUND with `not_found` for
+ * AG_ENOTFOUND (when `not_found` is not NULL) or ag_res_internal(`what`):
+ *   if (ag_res_rc(req, res, rc, "no such room", "room lookup failed")) return; */
+bool ag_res_rc(ag_http_req *req, ag_http_res *res, int rc, const char *not_found, const char *what);
 
 #endif

@@ -103,8 +103,8 @@ int ag_db_query_text(ag_db *db, const char *sql, const ag_val *params, int npara
  * the row while it is current. 0, AG_ENOTFOUND when there is no row, or
  * the query's error. */
 typedef void (*ag_row_fill)(ag_rows *r, void *out);
-int ag_db_query_one(ag_db *db, const char *sql, const ag_val *params, int nparams,
-                    ag_row_fill fill, void *out);
+int ag_db_query_one(ag_db *db, const char *sql, const ag_val *params, int nparams, ag_row_fill fill,
+                    void *out);
 /* The engine's message for the last failure on this connection. */
 const char *ag_db_error(const ag_db *db);
 ag_store *ag_db_store(ag_db *db);
@@ -117,6 +117,9 @@ const char *ag_rows_name(const ag_rows *r, int col);
 bool ag_rows_is_null(const ag_rows *r, int col);
 /* Text of a column (NULL for SQL NULL), valid until the next step. */
 const char *ag_rows_text(const ag_rows *r, int col);
+/* The column's text copied into `buf` of `n` bytes (cut to fit, always
+ * terminated; "" for SQL NULL): the shape every row-to-struct reader uses. */
+void ag_rows_copy(const ag_rows *r, int col, char *buf, size_t n);
 int64_t ag_rows_int(const ag_rows *r, int col);
 double ag_rows_real(const ag_rows *r, int col);
 bool ag_rows_bool(const ag_rows *r, int col);

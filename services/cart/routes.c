@@ -168,12 +168,7 @@ static void post_item(ag_http_req *req, ag_http_res *res, void *ud)
             ag_v_fail(&v, "productId", "productId must be a product id (letters, digits, - or _)");
         ag_v_int(&v, body, "quantity", 0, 1, CART_MAX_QUANTITY, &qty);
     }
-    if (!ag_v_ok(&v)) {
-        ag_res_validation(res, &v);
-        json_decref(body);
-        return;
-    }
-    ag_v_release(&v);
+    if (!ag_v_passed(&v, res, body)) return;
     line_ctx c;
     memset(&c, 0, sizeof c);
     if (product_for_write(req, res, pid, &c.p)) {
@@ -203,11 +198,7 @@ static void put_item(ag_http_req *req, ag_http_res *res, void *ud)
         ag_v_int(&v, body, "quantity", AG_V_REQUIRED, 1, CART_MAX_QUANTITY, &qty);
     }
     json_decref(body);
-    if (!ag_v_ok(&v)) {
-        ag_res_validation(res, &v);
-        return;
-    }
-    ag_v_release(&v);
+    if (!ag_v_passed(&v, res, NULL)) return;
     const char *pid = path_product(req, res);
     if (!pid) return;
     /* A line that is not there is 404 without bothering catalog. */
@@ -215,14 +206,7 @@ static void put_item(ag_http_req *req, ag_http_res *res, void *ud)
     int64_t have;
     int rc = ag_store_db(g_cart.store, &db);
     if (rc == 0) rc = cart_line_quantity(db, me->id, pid, &have);
-    if (rc == AG_ENOTFOUND) {
-        ag_res_error(res, 404, "NOT_FOUND", "no such item in your cart", NULL);
-        return;
-    }
-    if (rc < 0) {
-        ag_res_internal(req, res, "cart read failed", rc);
-        return;
-    }
+    if (ag_res_rc(req, res, rc, "no such item in your cart", "cart read failed")) return;
     line_ctx c;
     memset(&c, 0, sizeof c);
     if (!product_for_write(req, res, pid, &c.p)) return;
@@ -326,10 +310,7 @@ static void get_cart(ag_http_req *req, ag_http_res *res, void *ud)
     size_t n = 0;
     int rc = ag_store_db(g_cart.store, &db);
     if (rc == 0) rc = cart_lines(db, me->id, &lines, &n);
-    if (rc < 0) {
-        ag_res_internal(req, res, "cart read failed", rc);
-        return;
-    }
+    if (ag_res_rc(req, res, rc, NULL, "cart read failed")) return;
     bool *changed = n ? ag_calloc(n, sizeof *changed) : NULL;
     bool stale = false, any_changed = false;
     ag_deadline budget = lookup_deadline(req);

@@ -30,13 +30,13 @@ int cart_lines(ag_db *db, const char *user, cart_line **out, size_t *n)
     while ((rc = ag_rows_next(r)) == 1) {
         if (!lines) lines = ag_calloc(CART_MAX_LINES, sizeof *lines);
         cart_line *l = &lines[count++];
-        snprintf(l->p.id, sizeof l->p.id, "%s", ag_rows_text(r, 0));
-        snprintf(l->p.name, sizeof l->p.name, "%s", ag_rows_text(r, 1));
+        ag_rows_copy(r, 0, l->p.id, sizeof l->p.id);
+        ag_rows_copy(r, 1, l->p.name, sizeof l->p.name);
         l->p.price_cents = ag_rows_int(r, 2);
-        snprintf(l->p.currency, sizeof l->p.currency, "%s", ag_rows_text(r, 3));
+        ag_rows_copy(r, 3, l->p.currency, sizeof l->p.currency);
         l->p.active = true;
         l->quantity = ag_rows_int(r, 4);
-        snprintf(l->added_at, sizeof l->added_at, "%s", ag_rows_text(r, 5));
+        ag_rows_copy(r, 5, l->added_at, sizeof l->added_at);
     }
     ag_rows_free(r);
     if (rc < 0) {

@@ -215,36 +215,6 @@ static void unknown_category(ag_http_res *res, const char *slug)
     ag_res_validation(res, &v);
 }
 
-static void post_product(ag_http_req *req, ag_http_res *res, void *ud)
-{
-    (void)ud;
-    if (!ag_auth_caller_role(req, res, "admin")) return;
-    json_t *body;
-    if (ag_req_json(req, res, &body) < 0) return;
-    ag_validator v;
-    ag_v_init(&v);
-    product_ctx c;
-    memset(&c, 0, sizeof c);
-    read_product(&v, body, true, &c.f);
-    if (!ag_v_ok(&v)) {
-        ag_res_validation(res, &v);
-        json_decref(body);
-        return;
-    }
-    ag_v_release(&v);
-    ag_id_new_str(c.id);
-    int rc = ag_store_tx(g_catalog.store, create_tx, &c);
-    if (rc < 0 && c.bad_category) {
-        unknown_category(res, c.f.category);
-    } else if (rc < 0) {
-        ag_res_internal(req, res, "create product failed", rc);
-    } else {
-        ag_res_ok(res, 201, json_incref(c.product));
-    }
-    product_ctx_reset(&c);
-    json_decref(body);
-}
-
 static int update_tx(ag_db *db, void *ud)
 {
     product_ctx *c = ud;
@@ -269,9 +239,10 @@ static int update_tx(ag_db *db, void *ud)
     return rc;
 }
 
-static void put_product(ag_http_req *req, ag_http_res *res, void *ud)
+/* POST /v1/products (create) and PUT /v1/products/:id: the same body,
+ * checked the same way, each in its own transaction. */
+static void write_product(ag_http_req *req, ag_http_res *res, bool create)
 {
-    (void)ud;
     if (!ag_auth_caller_role(req, res, "admin")) return;
     json_t *body;
     if (ag_req_json(req, res, &body) < 0) return;
@@ -279,29 +250,36 @@ static void put_product(ag_http_req *req, ag_http_res *res, void *ud)
     ag_v_init(&v);
     product_ctx c;
     memset(&c, 0, sizeof c);
-    read_product(&v, body, false, &c.f);
-    if (!ag_v_ok(&v)) {
-        ag_res_validation(res, &v);
+    read_product(&v, body, create, &c.f);
+    if (!ag_v_passed(&v, res, body)) return;
+    if (create) {
+        ag_id_new_str(c.id);
+    } else if (!path_id(req, res, c.id)) {
         json_decref(body);
         return;
     }
-    ag_v_release(&v);
-    if (!path_id(req, res, c.id)) {
-        json_decref(body);
-        return;
-    }
-    int rc = ag_store_tx(g_catalog.store, update_tx, &c);
-    if (rc == AG_ENOTFOUND) {
+    int rc = ag_store_tx(g_catalog.store, create ? create_tx : update_tx, &c);
+    if (rc == AG_ENOTFOUND && !create) {
         not_found(res, "no such product");
     } else if (rc < 0 && c.bad_category) {
         unknown_category(res, c.f.category);
     } else if (rc < 0) {
-        ag_res_internal(req, res, "update product failed", rc);
+        ag_res_internal(req, res, create ? "create product failed" : "update product failed", rc);
     } else {
-        ag_res_ok(res, 200, json_incref(c.product));
+        ag_res_ok(res, create ? 201 : 200, json_incref(c.product));
     }
     product_ctx_reset(&c);
     json_decref(body);
+}
+
+static void post_product(ag_http_req *req, ag_http_res *res, void *ud)
+{
+    write_product(req, res, true);
+}
+
+static void put_product(ag_http_req *req, ag_http_res *res, void *ud)
+{
+    write_product(req, res, false);
 }
 
 static int delete_tx(ag_db *db, void *ud)
@@ -363,10 +341,7 @@ static void get_product(ag_http_req *req, ag_http_res *res, void *ud)
     (void)ud;
     ag_db *db;
     int rc = ag_store_db(g_catalog.store, &db);
-    if (rc < 0) {
-        ag_res_internal(req, res, "store unavailable", rc);
-        return;
-    }
+    if (ag_res_rc(req, res, rc, NULL, "store unavailable")) return;
     json_t *p = visible_product(req, res, db, ag_req_param(req, "id"));
     if (p) ag_res_ok(res, 200, p);
 }
@@ -412,11 +387,7 @@ static void list_products(ag_http_req *req, ag_http_res *res, void *ud)
         else
             q.sort = sorts[i].sort;
     }
-    if (!ag_v_ok(&v)) {
-        ag_res_validation(res, &v);
-        return;
-    }
-    ag_v_release(&v);
+    if (!ag_v_passed(&v, res, NULL)) return;
     if (inactive == 1) {
         /* Soft-deleted products are for admins only. */
         if (!ag_auth_caller_role(req, res, "admin")) return;
@@ -443,11 +414,7 @@ static void get_recommendations(ag_http_req *req, ag_http_res *res, void *ud)
     int64_t limit = ag_v_query_int(&v, req, "limit", 10, 1, 50);
     const char *user = query_text(req, &v, "userId", 128);
     if (user && !*user) ag_v_fail(&v, "userId", "userId must not be empty");
-    if (!ag_v_ok(&v)) {
-        ag_res_validation(res, &v);
-        return;
-    }
-    ag_v_release(&v);
+    if (!ag_v_passed(&v, res, NULL)) return;
     if (user) {
         /* What someone bought is theirs: recommendations drawn from it go to
          * that user, an admin or a service only. */
@@ -522,12 +489,7 @@ static void post_category(ag_http_req *req, ag_http_res *res, void *ud)
                       "slug must be lower-case letters and digits, words joined by "
                       "single hyphens");
     }
-    if (!ag_v_ok(&v)) {
-        ag_res_validation(res, &v);
-        json_decref(body);
-        return;
-    }
-    ag_v_release(&v);
+    if (!ag_v_passed(&v, res, body)) return;
     ag_id_new_str(c.id);
     int rc = ag_store_tx(g_catalog.store, category_tx, &c);
     if (rc == AG_EEXISTS) {
@@ -603,12 +565,7 @@ static void post_review(ag_http_req *req, ag_http_res *res, void *ud)
         ag_v_int(&v, body, "rating", AG_V_REQUIRED, 1, 5, &rating);
         c.text = ag_v_str(&v, body, "text", 0, 0, 2000);
     }
-    if (!ag_v_ok(&v)) {
-        ag_res_validation(res, &v);
-        json_decref(body);
-        return;
-    }
-    ag_v_release(&v);
+    if (!ag_v_passed(&v, res, body)) return;
     char product_id[AG_ID_LEN + 1];
     if (!path_id(req, res, product_id)) {
         json_decref(body);
@@ -639,17 +596,10 @@ static void list_reviews(ag_http_req *req, ag_http_res *res, void *ud)
     ag_v_init(&v);
     int64_t page = ag_v_query_int(&v, req, "page", 1, 1, 1000000);
     int64_t limit = ag_v_query_int(&v, req, "limit", 20, 1, 100);
-    if (!ag_v_ok(&v)) {
-        ag_res_validation(res, &v);
-        return;
-    }
-    ag_v_release(&v);
+    if (!ag_v_passed(&v, res, NULL)) return;
     ag_db *db;
     int rc = ag_store_db(g_catalog.store, &db);
-    if (rc < 0) {
-        ag_res_internal(req, res, "store unavailable", rc);
-        return;
-    }
+    if (ag_res_rc(req, res, rc, NULL, "store unavailable")) return;
     const char *id = ag_req_param(req, "id");
     json_t *p = visible_product(req, res, db, id);
     if (!p) return;

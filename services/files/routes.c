@@ -186,10 +186,7 @@ static void post_file(ag_http_req *req, ag_http_res *res, void *ud)
     }
     f.size = (int64_t)size;
     int rc = files_blob_put(fd, size, f.id, f.sha256);
-    if (rc < 0) {
-        ag_res_internal(req, res, "cannot store the file's bytes", rc);
-        return;
-    }
+    if (ag_res_rc(req, res, rc, NULL, "cannot store the file's bytes")) return;
     rc = ag_store_tx(g_files.store, insert_tx, &f);
     if (rc < 0) {
         files_blob_remove(f.id); /* no row: the bytes go too */
@@ -223,11 +220,7 @@ static void list_files(ag_http_req *req, ag_http_res *res, void *ud)
     if (!room || !*room) ag_v_fail(&v, "roomId", "roomId is required");
     int64_t page = ag_v_query_int(&v, req, "page", 1, 1, 1000000);
     int64_t limit = ag_v_query_int(&v, req, "limit", 20, 1, 100);
-    if (!ag_v_ok(&v)) {
-        ag_res_validation(res, &v);
-        return;
-    }
-    ag_v_release(&v);
+    if (!ag_v_passed(&v, res, NULL)) return;
     char role[CHAT_ROLE_MAX];
     if (files_require_member(req, res, room, "ROOM_NOT_FOUND", role) < 0) return;
     ag_db *db;
@@ -267,10 +260,7 @@ static void delete_file(ag_http_req *req, ag_http_res *res, void *ud)
         ag_res_error(res, 404, "FILE_NOT_FOUND", "no such file", NULL);
         return;
     }
-    if (rc < 0) {
-        ag_res_internal(req, res, "file delete failed", rc);
-        return;
-    }
+    if (ag_res_rc(req, res, rc, NULL, "file delete failed")) return;
     ag_res_ok(res, 200, json_pack("{s:s, s:b}", "id", f.id, "deleted", 1));
 }
 

@@ -179,21 +179,17 @@ void files_blob_remove(const char *id)
 
 /* ---- Rows --------------------------------------------------------------------------- */
 
-static void copy_text(char *dst, size_t n, const char *s)
+static void row_from(ag_rows *r, void *out)
 {
-    snprintf(dst, n, "%s", s ? s : "");
-}
-
-static void row_from(ag_rows *r, file_row *f)
-{
-    copy_text(f->id, sizeof f->id, ag_rows_text(r, 0));
-    copy_text(f->room_id, sizeof f->room_id, ag_rows_text(r, 1));
-    copy_text(f->owner_id, sizeof f->owner_id, ag_rows_text(r, 2));
-    copy_text(f->name, sizeof f->name, ag_rows_text(r, 3));
-    copy_text(f->content_type, sizeof f->content_type, ag_rows_text(r, 4));
+    file_row *f = out;
+    ag_rows_copy(r, 0, f->id, sizeof f->id);
+    ag_rows_copy(r, 1, f->room_id, sizeof f->room_id);
+    ag_rows_copy(r, 2, f->owner_id, sizeof f->owner_id);
+    ag_rows_copy(r, 3, f->name, sizeof f->name);
+    ag_rows_copy(r, 4, f->content_type, sizeof f->content_type);
     f->size = ag_rows_int(r, 5);
-    copy_text(f->sha256, sizeof f->sha256, ag_rows_text(r, 6));
-    copy_text(f->created_at, sizeof f->created_at, ag_rows_text(r, 7));
+    ag_rows_copy(r, 6, f->sha256, sizeof f->sha256);
+    ag_rows_copy(r, 7, f->created_at, sizeof f->created_at);
 }
 
 json_t *files_row_json(const file_row *f)
@@ -206,13 +202,7 @@ json_t *files_row_json(const file_row *f)
 int files_get(ag_db *db, const char *id, file_row *out)
 {
     ag_val p[] = {AG_VTEXT(id)};
-    ag_rows *r;
-    int rc = ag_db_query(db, "SELECT " COLS " FROM files WHERE id = $1", p, 1, &r);
-    if (rc < 0) return rc;
-    rc = ag_rows_next(r);
-    if (rc == 1) row_from(r, out);
-    ag_rows_free(r);
-    return rc == 1 ? 0 : rc == 0 ? AG_ENOTFOUND : rc;
+    return ag_db_query_one(db, "SELECT " COLS " FROM files WHERE id = $1", p, 1, row_from, out);
 }
 
 int files_insert(ag_db *db, const file_row *f)

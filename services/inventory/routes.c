@@ -94,11 +94,7 @@ static void list_stock(ag_http_req *req, ag_http_res *res, void *ud)
     ag_v_init(&v);
     int64_t page = ag_v_query_int(&v, req, "page", 1, 1, 1000000);
     int64_t limit = ag_v_query_int(&v, req, "limit", 20, 1, 100);
-    if (!ag_v_ok(&v)) {
-        ag_res_validation(res, &v);
-        return;
-    }
-    ag_v_release(&v);
+    if (!ag_v_passed(&v, res, NULL)) return;
     ag_db *db;
     int64_t total = 0;
     json_t *arr = json_array();
@@ -169,12 +165,7 @@ static void post_adjust(ag_http_req *req, ag_http_res *res, void *ud)
         has_level = ag_v_int(&v, body, "lowStockLevel", 0, 0, INV_MAX_QUANTITY, &level);
         c.location = ag_v_str(&v, body, "location", 0, 1, 128);
     }
-    if (!ag_v_ok(&v)) {
-        ag_res_validation(res, &v);
-        json_decref(body);
-        return;
-    }
-    ag_v_release(&v);
+    if (!ag_v_passed(&v, res, body)) return;
     int64_t low = level;
     c.product = id;
     c.delta = delta;
@@ -191,10 +182,7 @@ static void post_adjust(ag_http_req *req, ag_http_res *res, void *ud)
     inv_stock s;
     if (rc == 0) rc = ag_store_db(g_inv.store, &db);
     if (rc == 0) rc = inv_stock_get(db, id, &s);
-    if (rc < 0) {
-        ag_res_internal(req, res, "stock adjustment failed", rc);
-        return;
-    }
+    if (ag_res_rc(req, res, rc, NULL, "stock adjustment failed")) return;
     ag_res_ok(res, c.created ? 201 : 200, inv_stock_json(&s));
 }
 

@@ -24,30 +24,25 @@ static void now_text(char *ts, size_t n)
  * state's CHECK in place); readers see RETURNED. */
 #define RES_STATE "CASE WHEN returned_at IS NULL THEN state ELSE 'RETURNED' END"
 
-#define STOCK_COLS                                                                            \
-    "product_id, quantity, reserved, low_stock_level, location, deleted, updated_at"
+#define STOCK_COLS "product_id, quantity, reserved, low_stock_level, location, deleted, updated_at"
 
-static void stock_from_row(ag_rows *r, inv_stock *s)
+static void stock_from_row(ag_rows *r, void *out)
 {
-    snprintf(s->product_id, sizeof s->product_id, "%s", ag_rows_text(r, 0));
+    inv_stock *s = out;
+    ag_rows_copy(r, 0, s->product_id, sizeof s->product_id);
     s->quantity = ag_rows_int(r, 1);
     s->reserved = ag_rows_int(r, 2);
     s->low_level = ag_rows_int(r, 3);
-    snprintf(s->location, sizeof s->location, "%s", ag_rows_text(r, 4));
+    ag_rows_copy(r, 4, s->location, sizeof s->location);
     s->deleted = ag_rows_int(r, 5) != 0;
-    snprintf(s->updated_at, sizeof s->updated_at, "%s", ag_rows_text(r, 6));
+    ag_rows_copy(r, 6, s->updated_at, sizeof s->updated_at);
 }
 
 int inv_stock_get(ag_db *db, const char *product, inv_stock *out)
 {
     ag_val p[] = {AG_VTEXT(product)};
-    ag_rows *r;
-    int rc = ag_db_query(db, "SELECT " STOCK_COLS " FROM stock WHERE product_id = $1", p, 1, &r);
-    if (rc < 0) return rc;
-    rc = ag_rows_next(r);
-    if (rc == 1) stock_from_row(r, out);
-    ag_rows_free(r);
-    return rc == 1 ? 0 : rc == 0 ? AG_ENOTFOUND : rc;
+    return ag_db_query_one(db, "SELECT " STOCK_COLS " FROM stock WHERE product_id = $1", p, 1,
+                           stock_from_row, out);
 }
 
 json_t *inv_stock_json(const inv_stock *s)
@@ -65,9 +60,8 @@ int inv_stock_list(ag_db *db, int64_t page, int64_t limit, json_t *arr, int64_t 
     if (rc < 0) return rc;
     ag_val p[] = {AG_VINT(limit), AG_VINT((page - 1) * limit)};
     ag_rows *r;
-    rc = ag_db_query(db,
-                     "SELECT " STOCK_COLS " FROM stock ORDER BY product_id LIMIT $1 OFFSET $2", p,
-                     2, &r);
+    rc = ag_db_query(db, "SELECT " STOCK_COLS " FROM stock ORDER BY product_id LIMIT $1 OFFSET $2",
+                     p, 2, &r);
     if (rc < 0) return rc;
     while ((rc = ag_rows_next(r)) == 1) {
         inv_stock s;
@@ -126,8 +120,8 @@ int inv_stock_mark_deleted(ag_db *db, const char *product)
     char ts[32];
     now_text(ts, sizeof ts);
     ag_val p[] = {AG_VTEXT(product), AG_VTEXT(ts)};
-    return ag_db_exec(db, "UPDATE stock SET deleted = 1, updated_at = $2 WHERE product_id = $1",
-                      p, 2, NULL);
+    return ag_db_exec(db, "UPDATE stock SET deleted = 1, updated_at = $2 WHERE product_id = $1", p,
+                      2, NULL);
 }
 
 int inv_stock_reserve(ag_db *db, const char *product, int64_t n)
@@ -150,12 +144,13 @@ int inv_stock_unreserve(ag_db *db, const char *product, int64_t n, bool commit)
     now_text(ts, sizeof ts);
     ag_val p[] = {AG_VINT(n), AG_VTEXT(product), AG_VTEXT(ts)};
     int64_t changes = 0;
-    int rc = ag_db_exec(db,
-                        commit ? "UPDATE stock SET quantity = quantity - $1, reserved = reserved - $1,"
-                                 " updated_at = $3 WHERE product_id = $2 AND reserved >= $1"
-                               : "UPDATE stock SET reserved = reserved - $1, updated_at = $3"
-                                 " WHERE product_id = $2 AND reserved >= $1",
-                        p, 3, &changes);
+    int rc =
+        ag_db_exec(db,
+                   commit ? "UPDATE stock SET quantity = quantity - $1, reserved = reserved - $1,"
+                            " updated_at = $3 WHERE product_id = $2 AND reserved >= $1"
+                          : "UPDATE stock SET reserved = reserved - $1, updated_at = $3"
+                            " WHERE product_id = $2 AND reserved >= $1",
+                   p, 3, &changes);
     if (rc < 0) return rc;
     return changes == 1 ? 0 : AG_ECONSTRAINT; /* a reservation's units are always there */
 }
@@ -164,8 +159,7 @@ int inv_low_stock_check(ag_db *db, const char *product)
 {
     ag_val p[] = {AG_VTEXT(product)};
     ag_rows *r;
-    int rc = ag_db_query(db,
-                         "SELECT " STOCK_COLS ", low_alerted FROM stock WHERE product_id = $1",
+    int rc = ag_db_query(db, "SELECT " STOCK_COLS ", low_alerted FROM stock WHERE product_id = $1",
                          p, 1, &r);
     if (rc < 0) return rc;
     rc = ag_rows_next(r);
@@ -183,9 +177,8 @@ int inv_low_stock_check(ag_db *db, const char *product)
     rc = ag_db_exec(db, "UPDATE stock SET low_alerted = $2 WHERE product_id = $1", q, 2, NULL);
     if (rc < 0 || !low) return rc;
     json_t *data = json_pack("{s:s, s:I, s:I, s:I, s:I, s:s}", "productId", s.product_id,
-                             "quantity", (json_int_t)s.quantity, "reserved",
-                             (json_int_t)s.reserved, "available",
-                             (json_int_t)(s.quantity - s.reserved), "lowStockLevel",
+                             "quantity", (json_int_t)s.quantity, "reserved", (json_int_t)s.reserved,
+                             "available", (json_int_t)(s.quantity - s.reserved), "lowStockLevel",
                              (json_int_t)s.low_level, "location", s.location);
     return inv_publish(db, "inventory.low_stock", product, data);
 }
@@ -209,13 +202,13 @@ int inv_reservation_get(ag_db *db, const char *order, char state[16], char *key,
 {
     ag_val p[] = {AG_VTEXT(order)};
     ag_rows *r;
-    int rc = ag_db_query(db,
-                         "SELECT " RES_STATE ", items_key, shortages FROM reservations WHERE order_id = $1",
-                         p, 1, &r);
+    int rc = ag_db_query(
+        db, "SELECT " RES_STATE ", items_key, shortages FROM reservations WHERE order_id = $1", p,
+        1, &r);
     if (rc < 0) return rc;
     rc = ag_rows_next(r);
     if (rc == 1) {
-        snprintf(state, 16, "%s", ag_rows_text(r, 0));
+        ag_rows_copy(r, 0, state, 16);
         if (key) snprintf(key, keyn, "%s", ag_rows_text(r, 1));
         if (shortages) {
             const char *sh = ag_rows_text(r, 2);
@@ -290,8 +283,7 @@ int inv_reservation_items(ag_db *db, const char *order, inv_item **out, size_t *
     size_t count = 0;
     while ((rc = ag_rows_next(r)) == 1) {
         if (!items) items = ag_calloc(INV_MAX_ITEMS, sizeof *items);
-        snprintf(items[count].product_id, sizeof items[count].product_id, "%s",
-                 ag_rows_text(r, 0));
+        snprintf(items[count].product_id, sizeof items[count].product_id, "%s", ag_rows_text(r, 0));
         items[count++].quantity = ag_rows_int(r, 1);
     }
     ag_rows_free(r);
@@ -309,7 +301,8 @@ json_t *inv_reservation_json(ag_db *db, const char *order)
     ag_val p[] = {AG_VTEXT(order)};
     ag_rows *r;
     if (ag_db_query(db,
-                    "SELECT " RES_STATE ", created_at, updated_at FROM reservations WHERE order_id = $1",
+                    "SELECT " RES_STATE
+                    ", created_at, updated_at FROM reservations WHERE order_id = $1",
                     p, 1, &r) < 0)
         return NULL;
     json_t *out = NULL;

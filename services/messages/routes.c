@@ -198,10 +198,7 @@ static void answer_message(ag_http_req *req, ag_http_res *res, const char *id, i
     msg_row m;
     int rc = ag_store_db(g_msg.store, &db);
     if (rc == 0) rc = msg_get(db, id, &m);
-    if (rc < 0) {
-        ag_res_internal(req, res, "message read failed", rc);
-        return;
-    }
+    if (ag_res_rc(req, res, rc, NULL, "message read failed")) return;
     json_t *reactions = msg_reactions_json(db, id);
     if (!reactions) {
         msg_row_release(&m);
@@ -468,11 +465,7 @@ static void search_messages(ag_http_req *req, ag_http_res *res, void *ud)
     else if (strlen(q) > 200 || !ag_ws_utf8_valid(q, strlen(q)))
         ag_v_fail(&v, "q", "q must be at most 200 bytes of UTF-8");
     if (room && !chat_id_ok(room)) ag_v_fail(&v, "roomId", "roomId must be a room id");
-    if (!ag_v_ok(&v)) {
-        ag_res_validation(res, &v);
-        return;
-    }
-    ag_v_release(&v);
+    if (!ag_v_passed(&v, res, NULL)) return;
     char role[CHAT_ROLE_MAX];
     if (room && member_or_answer(req, res, room, me, role, "ROOM_NOT_FOUND", "no such room") < 0)
         return;
@@ -541,12 +534,7 @@ static void post_read(ag_http_req *req, ag_http_res *res, void *ud)
         id = ag_v_str(&v, body, "messageId", AG_V_REQUIRED, 1, MSG_ID_MAX);
         if (id && !chat_id_ok(id)) ag_v_fail(&v, "messageId", "messageId must be a message id");
     }
-    if (!ag_v_ok(&v)) {
-        ag_res_validation(res, &v);
-        json_decref(body);
-        return;
-    }
-    ag_v_release(&v);
+    if (!ag_v_passed(&v, res, body)) return;
     char role[CHAT_ROLE_MAX];
     ag_db *db;
     msg_row m;
@@ -728,12 +716,7 @@ static void post_reaction(ag_http_req *req, ag_http_res *res, void *ud)
             ag_v_fail(&v, "emoji", "emoji must be 1 to %d bytes without white space",
                       MSG_EMOJI_MAX);
     }
-    if (!ag_v_ok(&v)) {
-        ag_res_validation(res, &v);
-        json_decref(body);
-        return;
-    }
-    ag_v_release(&v);
+    if (!ag_v_passed(&v, res, body)) return;
     react(req, res, me, emoji, CHANGE_REACT);
     json_decref(body);
 }

@@ -41,18 +41,19 @@ void msg_row_release(msg_row *m)
     m->content = m->file.name = m->file.content_type = NULL;
 }
 
-static void row_from(ag_rows *r, msg_row *m)
+static void row_from(ag_rows *r, void *out)
 {
+    msg_row *m = out;
     memset(m, 0, sizeof *m);
-    copy_text(m->id, sizeof m->id, ag_rows_text(r, 0));
-    copy_text(m->room_id, sizeof m->room_id, ag_rows_text(r, 1));
-    copy_text(m->user_id, sizeof m->user_id, ag_rows_text(r, 2));
-    copy_text(m->username, sizeof m->username, ag_rows_text(r, 3));
-    copy_text(m->reply_to, sizeof m->reply_to, ag_rows_text(r, 4));
+    ag_rows_copy(r, 0, m->id, sizeof m->id);
+    ag_rows_copy(r, 1, m->room_id, sizeof m->room_id);
+    ag_rows_copy(r, 2, m->user_id, sizeof m->user_id);
+    ag_rows_copy(r, 3, m->username, sizeof m->username);
+    ag_rows_copy(r, 4, m->reply_to, sizeof m->reply_to);
     if (!ag_rows_is_null(r, 5)) m->content = ag_strdup(ag_rows_text(r, 5));
     if (!ag_rows_is_null(r, 6)) {
         m->has_file = true;
-        copy_text(m->file.file_id, sizeof m->file.file_id, ag_rows_text(r, 6));
+        ag_rows_copy(r, 6, m->file.file_id, sizeof m->file.file_id);
         m->file.name = ag_strdup(ag_rows_text(r, 7) ? ag_rows_text(r, 7) : "");
         m->file.size = ag_rows_int(r, 8);
         m->file.content_type = ag_strdup(ag_rows_text(r, 9) ? ag_rows_text(r, 9) : "");
@@ -60,21 +61,16 @@ static void row_from(ag_rows *r, msg_row *m)
     m->seq = ag_rows_int(r, 10);
     m->edited = ag_rows_int(r, 11) != 0;
     m->deleted = ag_rows_int(r, 12) != 0;
-    copy_text(m->edited_at, sizeof m->edited_at, ag_rows_text(r, 13));
-    copy_text(m->created_at, sizeof m->created_at, ag_rows_text(r, 14));
-    copy_text(m->updated_at, sizeof m->updated_at, ag_rows_text(r, 15));
+    ag_rows_copy(r, 13, m->edited_at, sizeof m->edited_at);
+    ag_rows_copy(r, 14, m->created_at, sizeof m->created_at);
+    ag_rows_copy(r, 15, m->updated_at, sizeof m->updated_at);
 }
 
 int msg_get(ag_db *db, const char *id, msg_row *out)
 {
     ag_val p[] = {AG_VTEXT(id)};
-    ag_rows *r;
-    int rc = ag_db_query(db, "SELECT " MSG_COLS " FROM messages m WHERE m.id = $1", p, 1, &r);
-    if (rc < 0) return rc;
-    rc = ag_rows_next(r);
-    if (rc == 1) row_from(r, out);
-    ag_rows_free(r);
-    return rc == 1 ? 0 : rc == 0 ? AG_ENOTFOUND : rc;
+    return ag_db_query_one(db, "SELECT " MSG_COLS " FROM messages m WHERE m.id = $1", p, 1,
+                           row_from, out);
 }
 
 int msg_next_seq(ag_db *db, const char *room, int64_t *seq)

@@ -78,11 +78,7 @@ static void list(ag_http_req *req, ag_http_res *res, void *ud)
         unread_only = true;
     else if (u && strcmp(u, "false") != 0)
         ag_v_fail(&v, "unread", "unread must be true or false");
-    if (!ag_v_ok(&v)) {
-        ag_res_validation(res, &v);
-        return;
-    }
-    ag_v_release(&v);
+    if (!ag_v_passed(&v, res, NULL)) return;
     json_t *arr = json_array();
     list_ctx lc = {me->id, unread_only, page, limit, 0, 0, arr};
     int rc = ag_store_tx(g_nt.store, list_tx, &lc);
@@ -191,10 +187,7 @@ static void mark_read(ag_http_req *req, ag_http_res *res, void *ud)
     int rc = ag_store_tx(g_nt.store, read_tx, &c);
     ag_free(c.ids);
     json_decref(body);
-    if (rc < 0) {
-        ag_res_internal(req, res, "mark read failed", rc);
-        return;
-    }
+    if (ag_res_rc(req, res, rc, NULL, "mark read failed")) return;
     ag_res_ok(res, 200,
               json_pack("{s:I, s:I}", "marked", (json_int_t)c.marked, "unreadCount",
                         (json_int_t)c.unread));

@@ -60,8 +60,10 @@ int nt_insert(ag_db *db, const nt_new *n, int64_t *id, char **json)
             json_t *j = row_json(r);
             char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
             json_decref(j);
-            if (s) *json = ag_strdup(s);
-            else rc = AG_EINVAL; /* text JSON cannot carry: logged by the caller */
+            if (s)
+                *json = ag_strdup(s);
+            else
+                rc = AG_EINVAL; /* text JSON cannot carry: logged by the caller */
             free(s);
         }
     }
@@ -153,7 +155,7 @@ static int since_rows(ag_db *db, const char *sql, const ag_val *p, int np, bool 
         nt_item *it = &items[(*k)++];
         it->id = ag_rows_int(r, 0);
         if (feed) {
-            snprintf(it->kind, sizeof it->kind, "%s", ag_rows_text(r, 1));
+            ag_rows_copy(r, 1, it->kind, sizeof it->kind);
             it->json = ag_strdup(ag_rows_text(r, 2));
         } else {
             snprintf(it->kind, sizeof it->kind, "notification");
@@ -342,11 +344,6 @@ int nt_user_delete(ag_db *db, const char *id)
     return rc;
 }
 
-static void copy(char *dst, size_t n, const char *src)
-{
-    snprintf(dst, n, "%s", src ? src : "");
-}
-
 int nt_user_get(ag_db *db, const char *id, nt_user *out)
 {
     ag_val p[] = {AG_VTEXT(id)};
@@ -356,10 +353,10 @@ int nt_user_get(ag_db *db, const char *id, nt_user *out)
     if (rc < 0) return rc;
     rc = ag_rows_next(r);
     if (rc == 1) {
-        copy(out->id, sizeof out->id, ag_rows_text(r, 0));
-        copy(out->username, sizeof out->username, ag_rows_text(r, 1));
-        copy(out->email, sizeof out->email, ag_rows_text(r, 2));
-        copy(out->role, sizeof out->role, ag_rows_text(r, 3));
+        ag_rows_copy(r, 0, out->id, sizeof out->id);
+        ag_rows_copy(r, 1, out->username, sizeof out->username);
+        ag_rows_copy(r, 2, out->email, sizeof out->email);
+        ag_rows_copy(r, 3, out->role, sizeof out->role);
         out->deleted = ag_rows_bool(r, 4);
         rc = 0;
     } else if (rc == 0) {
@@ -387,10 +384,10 @@ int nt_admins(ag_db *db, nt_user **out, size_t *n)
             v = ag_realloc(v, cap * sizeof *v);
         }
         memset(&v[k], 0, sizeof v[k]);
-        copy(v[k].id, sizeof v[k].id, ag_rows_text(r, 0));
-        copy(v[k].username, sizeof v[k].username, ag_rows_text(r, 1));
-        copy(v[k].email, sizeof v[k].email, ag_rows_text(r, 2));
-        copy(v[k].role, sizeof v[k].role, ag_rows_text(r, 3));
+        ag_rows_copy(r, 0, v[k].id, sizeof v[k].id);
+        ag_rows_copy(r, 1, v[k].username, sizeof v[k].username);
+        ag_rows_copy(r, 2, v[k].email, sizeof v[k].email);
+        ag_rows_copy(r, 3, v[k].role, sizeof v[k].role);
         k++;
     }
     ag_rows_free(r);
@@ -444,10 +441,10 @@ int nt_mail_due(ag_db *db, int64_t now_ms, int limit, nt_mail **out, size_t *n)
     size_t k = 0;
     while ((rc = ag_rows_next(r)) == 1 && k < (size_t)limit) {
         m[k].id = ag_rows_int(r, 0);
-        copy(m[k].event_id, sizeof m[k].event_id, ag_rows_text(r, 1));
-        copy(m[k].user_id, sizeof m[k].user_id, ag_rows_text(r, 2));
-        copy(m[k].to, sizeof m[k].to, ag_rows_text(r, 3));
-        copy(m[k].subject, sizeof m[k].subject, ag_rows_text(r, 4));
+        ag_rows_copy(r, 1, m[k].event_id, sizeof m[k].event_id);
+        ag_rows_copy(r, 2, m[k].user_id, sizeof m[k].user_id);
+        ag_rows_copy(r, 3, m[k].to, sizeof m[k].to);
+        ag_rows_copy(r, 4, m[k].subject, sizeof m[k].subject);
         m[k].body = ag_strdup(ag_rows_text(r, 5) ? ag_rows_text(r, 5) : "");
         m[k].created_ms = ag_rows_int(r, 6);
         m[k].attempts = (int)ag_rows_int(r, 7);

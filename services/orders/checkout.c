@@ -78,6 +78,27 @@ static int judge(ag_saga_ctx *ctx, int rc, const peer_reply *rep, int ok, const 
     return AG_SAGA_FAILED;
 }
 
+/* The order of this saga for a step: 0, the load's error, or
+ * AG_SAGA_FAILED (o cleared) when a cancel was asked for. */
+static int load_live(ag_saga_ctx *ctx, ord_order *o)
+{
+    int rc = load(ctx, NULL, o);
+    if (rc < 0) return rc;
+    if (cancel_requested(ctx, o)) {
+        ord_order_clear(o);
+        return AG_SAGA_FAILED;
+    }
+    return 0;
+}
+
+/* A call to a peer within the saga's deadline, under its id as request id. */
+static int saga_call(ag_saga_ctx *ctx, ord_peer peer, const char *method, const char *path,
+                     json_t *body, peer_reply *rep)
+{
+    return peer_call(peer, method, path, body, NULL, ag_saga_ctx_deadline(ctx), ag_saga_ctx_id(ctx),
+                     rep);
+}
+
 /* prefix + id + suffix into buf. */
 static const char *path_of(char *buf, size_t n, const char *prefix, const char *id,
                            const char *suffix)
@@ -93,20 +114,15 @@ static int reserve(ag_saga_ctx *ctx, void *ud)
 {
     (void)ud;
     ord_order o;
-    int rc = load(ctx, NULL, &o);
-    if (rc < 0) return rc;
-    if (cancel_requested(ctx, &o)) {
-        ord_order_clear(&o);
-        return AG_SAGA_FAILED;
-    }
+    int rc = load_live(ctx, &o);
+    if (rc != 0) return rc;
     json_t *items = json_array();
     for (size_t i = 0; i < o.nitems; i++)
         json_array_append_new(items, json_pack("{s:s, s:I}", "productId", o.items[i].product_id,
                                                "quantity", (json_int_t)o.items[i].quantity));
     json_t *body = json_pack("{s:s, s:o}", "orderId", o.id, "items", items);
     peer_reply rep;
-    rc = peer_call(PEER_INVENTORY, "POST", "/v1/reservations", body, NULL,
-                   ag_saga_ctx_deadline(ctx), ag_saga_ctx_id(ctx), &rep);
+    rc = saga_call(ctx, PEER_INVENTORY, "POST", "/v1/reservations", body, &rep);
     json_decref(body);
     if (rc == 0 && rep.status == 409 && strcmp(rep.code, "INSUFFICIENT_STOCK") == 0) {
         json_t *d =
@@ -134,9 +150,8 @@ static int reservation_undo(ag_saga_ctx *ctx, const char *verb, const char *what
     order_of(ctx, id);
     snprintf(suffix, sizeof suffix, "/%s", verb);
     peer_reply rep;
-    int rc = peer_call(PEER_INVENTORY, "POST",
-                       path_of(path, sizeof path, "/v1/reservations/", id, suffix), NULL, NULL,
-                       ag_saga_ctx_deadline(ctx), ag_saga_ctx_id(ctx), &rep);
+    int rc = saga_call(ctx, PEER_INVENTORY, "POST",
+                       path_of(path, sizeof path, "/v1/reservations/", id, suffix), NULL, &rep);
     if (rc == 0 && (rep.status == 404 || rep.status == 409)) {
         ag_info("nothing to undo at inventory", AG_FS("orderId", id), AG_FS("verb", verb),
                 AG_FI("status", rep.status));
@@ -160,12 +175,8 @@ static int charge(ag_saga_ctx *ctx, void *ud)
 {
     (void)ud;
     ord_order o;
-    int rc = load(ctx, NULL, &o);
-    if (rc < 0) return rc;
-    if (cancel_requested(ctx, &o)) {
-        ord_order_clear(&o);
-        return AG_SAGA_FAILED;
-    }
+    int rc = load_live(ctx, &o);
+    if (rc != 0) return rc;
     const char *type = json_string_value(json_object_get(o.payment_method, "type"));
     json_t *method =
         type && strcmp(type, "card") == 0 ? cards_get(o.id) : json_incref(o.payment_method);
@@ -180,8 +191,7 @@ static int charge(ag_saga_ctx *ctx, void *ud)
                              (json_int_t)o.total_cents, "currency", o.currency, "paymentMethod",
                              method, "userId", o.user_id);
     peer_reply rep;
-    rc = peer_call(PEER_PAYMENTS, "POST", "/v1/payments", body, NULL, ag_saga_ctx_deadline(ctx),
-                   ag_saga_ctx_id(ctx), &rep);
+    rc = saga_call(ctx, PEER_PAYMENTS, "POST", "/v1/payments", body, &rep);
     json_decref(body);
     json_t *d = json_object_get(rep.doc, "data");
     const char *status = json_string_value(json_object_get(d, "status"));
@@ -227,9 +237,8 @@ static int refund(ag_saga_ctx *ctx, void *ud)
     if (known) {
         snprintf(pid, sizeof pid, "%s", known);
     } else {
-        rc = peer_call(PEER_PAYMENTS, "GET",
-                       path_of(path, sizeof path, "/v1/payments?orderId=", id, ""), NULL, NULL,
-                       ag_saga_ctx_deadline(ctx), ag_saga_ctx_id(ctx), &rep);
+        rc = saga_call(ctx, PEER_PAYMENTS, "GET",
+                       path_of(path, sizeof path, "/v1/payments?orderId=", id, ""), NULL, &rep);
         if ((rc = judge(ctx, rc, &rep, 200, "find the payment")) != 0) {
             peer_reply_clear(&rep);
             return rc == AG_SAGA_FAILED ? AG_EUNAVAIL : rc;
@@ -245,9 +254,8 @@ static int refund(ag_saga_ctx *ctx, void *ud)
         peer_reply_clear(&rep);
         if (!pid[0]) return 0; /* nothing was charged */
     }
-    rc = peer_call(PEER_PAYMENTS, "POST",
-                   path_of(path, sizeof path, "/v1/payments/", pid, "/refund"), NULL, NULL,
-                   ag_saga_ctx_deadline(ctx), ag_saga_ctx_id(ctx), &rep);
+    rc = saga_call(ctx, PEER_PAYMENTS, "POST",
+                   path_of(path, sizeof path, "/v1/payments/", pid, "/refund"), NULL, &rep);
     /* Already refunded in full (a repeat after a crash), or not refundable
      * because it never succeeded: either way nothing is left to give back. */
     if (rc == 0 && rep.status == 409 &&
@@ -265,17 +273,12 @@ static int confirm(ag_saga_ctx *ctx, void *ud)
 {
     (void)ud;
     ord_order o;
-    int rc = load(ctx, NULL, &o);
-    if (rc < 0) return rc;
-    if (cancel_requested(ctx, &o)) {
-        ord_order_clear(&o);
-        return AG_SAGA_FAILED;
-    }
+    int rc = load_live(ctx, &o);
+    if (rc != 0) return rc;
     char path[128];
     peer_reply rep;
-    rc = peer_call(PEER_INVENTORY, "POST",
-                   path_of(path, sizeof path, "/v1/reservations/", o.id, "/commit"), NULL, NULL,
-                   ag_saga_ctx_deadline(ctx), ag_saga_ctx_id(ctx), &rep);
+    rc = saga_call(ctx, PEER_INVENTORY, "POST",
+                   path_of(path, sizeof path, "/v1/reservations/", o.id, "/commit"), NULL, &rep);
     rc = judge(ctx, rc, &rep, 200, "commit the reservation");
     peer_reply_clear(&rep);
     ord_order_clear(&o);

@@ -91,10 +91,7 @@ static void answer_order(ag_http_req *req, ag_http_res *res, const char *id, int
     ord_order o;
     int rc = ag_store_db(g_ord.store, &db);
     if (rc == 0) rc = ord_order_get(db, id, &o);
-    if (rc < 0) {
-        ag_res_internal(req, res, "order read failed", rc);
-        return;
-    }
+    if (ag_res_rc(req, res, rc, NULL, "order read failed")) return;
     char loc[96];
     snprintf(loc, sizeof loc, "/v1/orders/%s", o.id);
     if (status == 201) ag_res_header(res, "Location", loc);
@@ -271,7 +268,7 @@ static int key_lookup(ag_db *db, const char *user, const char *key, const char *
     if (rc < 0) return rc;
     rc = ag_rows_next(r);
     if (rc == 1) {
-        snprintf(order_id, 40, "%s", ag_rows_text(r, 1));
+        ag_rows_copy(r, 1, order_id, 40);
         rc = strcmp(ag_rows_text(r, 0), hash) == 0 ? 0 : AG_ECONSTRAINT;
     } else if (rc == 0) {
         rc = AG_ENOTFOUND;
@@ -493,21 +490,14 @@ static void list_orders(ag_http_req *req, ag_http_res *res, void *ud)
         ag_v_fail(&v, "userId", "only admins may list other customers' orders");
     page = ag_v_query_int(&v, req, "page", 1, 1, 1000000);
     limit = ag_v_query_int(&v, req, "limit", 20, 1, 100);
-    if (!ag_v_ok(&v)) {
-        ag_res_validation(res, &v);
-        return;
-    }
-    ag_v_release(&v);
+    if (!ag_v_passed(&v, res, NULL)) return;
     if (!is_staff(me)) user = me->id;
     ag_db *db;
     json_t *arr = NULL;
     int64_t total = 0;
     int rc = ag_store_db(g_ord.store, &db);
     if (rc == 0) rc = ord_list(db, user, status, limit, (page - 1) * limit, &arr, &total);
-    if (rc < 0) {
-        ag_res_internal(req, res, "order list failed", rc);
-        return;
-    }
+    if (ag_res_rc(req, res, rc, NULL, "order list failed")) return;
     ag_res_page(res, arr, page, limit, total);
 }
 
@@ -677,12 +667,7 @@ static void put_status(ag_http_req *req, ag_http_res *res, void *ud)
     const char *target = ag_v_str(&v, body, "status", AG_V_REQUIRED, 1, 16);
     if (target && strcmp(target, "SHIPPED") != 0 && strcmp(target, "DELIVERED") != 0)
         ag_v_fail(&v, "status", "status must be SHIPPED or DELIVERED");
-    if (!ag_v_ok(&v)) {
-        ag_res_validation(res, &v);
-        json_decref(body);
-        return;
-    }
-    ag_v_release(&v);
+    if (!ag_v_passed(&v, res, body)) return;
     ord_order o;
     if (load_for(req, res, me, ag_req_param(req, "id"), &o) < 0) {
         json_decref(body);
@@ -714,10 +699,7 @@ static void post_rebuild(ag_http_req *req, ag_http_res *res, void *ud)
     }
     int64_t checked = 0, changed = 0;
     int rc = ord_rebuild(g_ord.store, id, &checked, &changed);
-    if (rc < 0) {
-        ag_res_internal(req, res, "rebuild failed", rc);
-        return;
-    }
+    if (ag_res_rc(req, res, rc, NULL, "rebuild failed")) return;
     ag_info("order projections rebuilt", AG_FI("checked", checked), AG_FI("changed", changed));
     ag_res_ok(
         res, 200,

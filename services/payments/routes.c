@@ -484,11 +484,7 @@ static void post_refund(ag_http_req *req, ag_http_res *res, void *ud)
         }
         json_decref(body);
     }
-    if (!ag_v_ok(&v)) {
-        ag_res_validation(res, &v);
-        return;
-    }
-    ag_v_release(&v);
+    if (!ag_v_passed(&v, res, NULL)) return;
     if (!busy_take(id)) {
         answer_busy(res);
         return;
@@ -621,20 +617,13 @@ static void list_payments(ag_http_req *req, ag_http_res *res, void *ud)
         ag_v_fail(&v, "orderId", "orderId may hold letters, digits, '-', '_', '.' and ':'");
     page = ag_v_query_int(&v, req, "page", 1, 1, 1000000);
     limit = ag_v_query_int(&v, req, "limit", 20, 1, 100);
-    if (!ag_v_ok(&v)) {
-        ag_res_validation(res, &v);
-        return;
-    }
-    ag_v_release(&v);
+    if (!ag_v_passed(&v, res, NULL)) return;
     ag_db *db;
     json_t *arr = NULL;
     int64_t total = 0;
     int rc = ag_store_db(g_pay.store, &db);
     if (rc == 0) rc = payments_list(db, order, limit, (page - 1) * limit, &arr, &total);
-    if (rc < 0) {
-        ag_res_internal(req, res, "payment list failed", rc);
-        return;
-    }
+    if (ag_res_rc(req, res, rc, NULL, "payment list failed")) return;
     ag_res_page(res, arr, page, limit, total);
 }
 

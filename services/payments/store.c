@@ -8,49 +8,38 @@
 
 #include "payments.h"
 
-#define PAYMENT_COLS                                                                  \
-    "id, order_id, user_id, status, amount_cents, refunded_cents, currency,"        \
-    " method_type, card_brand, card_last4, card_exp, wallet_id, provider, provider_ref," \
+#define PAYMENT_COLS                                                                               \
+    "id, order_id, user_id, status, amount_cents, refunded_cents, currency,"                       \
+    " method_type, card_brand, card_last4, card_exp, wallet_id, provider, provider_ref,"           \
     " failure_code, failure_message, created_at"
 
-static void copy_col(ag_rows *r, int col, char *dst, size_t n)
+static void payment_from_row(ag_rows *r, void *out)
 {
-    const char *s = ag_rows_text(r, col);
-    snprintf(dst, n, "%s", s ? s : "");
-}
-
-static void payment_from_row(ag_rows *r, payment *p)
-{
+    payment *p = out;
     memset(p, 0, sizeof *p);
-    copy_col(r, 0, p->id, sizeof p->id);
-    copy_col(r, 1, p->order_id, sizeof p->order_id);
-    copy_col(r, 2, p->user_id, sizeof p->user_id);
-    copy_col(r, 3, p->status, sizeof p->status);
+    ag_rows_copy(r, 0, p->id, sizeof p->id);
+    ag_rows_copy(r, 1, p->order_id, sizeof p->order_id);
+    ag_rows_copy(r, 2, p->user_id, sizeof p->user_id);
+    ag_rows_copy(r, 3, p->status, sizeof p->status);
     p->amount_cents = ag_rows_int(r, 4);
     p->refunded_cents = ag_rows_int(r, 5);
-    copy_col(r, 6, p->currency, sizeof p->currency);
-    copy_col(r, 7, p->method_type, sizeof p->method_type);
-    copy_col(r, 8, p->card_brand, sizeof p->card_brand);
-    copy_col(r, 9, p->card_last4, sizeof p->card_last4);
-    copy_col(r, 10, p->card_exp, sizeof p->card_exp);
-    copy_col(r, 11, p->wallet_id, sizeof p->wallet_id);
-    copy_col(r, 12, p->provider, sizeof p->provider);
-    copy_col(r, 13, p->provider_ref, sizeof p->provider_ref);
-    copy_col(r, 14, p->failure_code, sizeof p->failure_code);
-    copy_col(r, 15, p->failure_message, sizeof p->failure_message);
-    copy_col(r, 16, p->created_at, sizeof p->created_at);
+    ag_rows_copy(r, 6, p->currency, sizeof p->currency);
+    ag_rows_copy(r, 7, p->method_type, sizeof p->method_type);
+    ag_rows_copy(r, 8, p->card_brand, sizeof p->card_brand);
+    ag_rows_copy(r, 9, p->card_last4, sizeof p->card_last4);
+    ag_rows_copy(r, 10, p->card_exp, sizeof p->card_exp);
+    ag_rows_copy(r, 11, p->wallet_id, sizeof p->wallet_id);
+    ag_rows_copy(r, 12, p->provider, sizeof p->provider);
+    ag_rows_copy(r, 13, p->provider_ref, sizeof p->provider_ref);
+    ag_rows_copy(r, 14, p->failure_code, sizeof p->failure_code);
+    ag_rows_copy(r, 15, p->failure_message, sizeof p->failure_message);
+    ag_rows_copy(r, 16, p->created_at, sizeof p->created_at);
 }
 
 static int payment_one(ag_db *db, const char *sql, const char *key, payment *out)
 {
     ag_val p[] = {AG_VTEXT(key)};
-    ag_rows *r;
-    int rc = ag_db_query(db, sql, p, 1, &r);
-    if (rc < 0) return rc;
-    rc = ag_rows_next(r);
-    if (rc == 1) payment_from_row(r, out);
-    ag_rows_free(r);
-    return rc == 1 ? 0 : rc == 0 ? AG_ENOTFOUND : rc;
+    return ag_db_query_one(db, sql, p, 1, payment_from_row, out);
 }
 
 int payment_get(ag_db *db, const char *id, payment *out)
@@ -72,12 +61,12 @@ static ag_val opt(const char *s)
 
 int payment_insert(ag_db *db, const payment *x)
 {
-    ag_val p[] = {AG_VTEXT(x->id),          AG_VTEXT(x->order_id),     opt(x->user_id),
-                  AG_VTEXT(x->status),      AG_VINT(x->amount_cents),  AG_VINT(x->refunded_cents),
-                  AG_VTEXT(x->currency),    AG_VTEXT(x->method_type),  opt(x->card_brand),
-                  opt(x->card_last4),       opt(x->card_exp),          opt(x->wallet_id),
-                  AG_VTEXT(x->provider),    opt(x->provider_ref),      opt(x->failure_code),
-                  opt(x->failure_message),  AG_VTEXT(x->created_at)};
+    ag_val p[] = {AG_VTEXT(x->id),         AG_VTEXT(x->order_id),    opt(x->user_id),
+                  AG_VTEXT(x->status),     AG_VINT(x->amount_cents), AG_VINT(x->refunded_cents),
+                  AG_VTEXT(x->currency),   AG_VTEXT(x->method_type), opt(x->card_brand),
+                  opt(x->card_last4),      opt(x->card_exp),         opt(x->wallet_id),
+                  AG_VTEXT(x->provider),   opt(x->provider_ref),     opt(x->failure_code),
+                  opt(x->failure_message), AG_VTEXT(x->created_at)};
     return ag_db_exec(db,
                       "INSERT INTO payments (" PAYMENT_COLS ", updated_at) VALUES ($1, $2, $3,"
                       " $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $17)",
@@ -123,14 +112,10 @@ int refund_insert(ag_db *db, const char *id, const char *payment_id, int64_t cen
                   int64_t requested, const char *key, const char *provider_ref,
                   const char *response, const char *created_at)
 {
-    ag_val p[] = {AG_VTEXT(id),
-                  AG_VTEXT(payment_id),
-                  AG_VINT(cents),
-                  requested < 0 ? AG_VNULL : AG_VINT(requested),
-                  opt(key),
-                  opt(provider_ref),
-                  AG_VTEXT(response),
-                  AG_VTEXT(created_at)};
+    ag_val p[] = {AG_VTEXT(id),       AG_VTEXT(payment_id),
+                  AG_VINT(cents),     requested < 0 ? AG_VNULL : AG_VINT(requested),
+                  opt(key),           opt(provider_ref),
+                  AG_VTEXT(response), AG_VTEXT(created_at)};
     return ag_db_exec(db,
                       "INSERT INTO refunds (id, payment_id, amount_cents, requested_cents,"
                       " idempotency_key, provider_ref, response, created_at)"
@@ -186,10 +171,9 @@ json_t *payment_json(const payment *p)
                            p->card_last4);
     else
         method = json_pack("{s:s, s:s}", "type", p->method_type, "walletId", p->wallet_id);
-    return json_pack("{s:s, s:s, s:s, s:I, s:s, s:I, s:o, s:o, s:o, s:s}", "id", p->id,
-                     "orderId", p->order_id, "status", p->status, "amountCents",
-                     (json_int_t)p->amount_cents, "currency", p->currency, "refundedCents",
-                     (json_int_t)p->refunded_cents, "method", method, "failureCode",
-                     opt_json(p->failure_code), "failureMessage", opt_json(p->failure_message),
-                     "createdAt", p->created_at);
+    return json_pack("{s:s, s:s, s:s, s:I, s:s, s:I, s:o, s:o, s:o, s:s}", "id", p->id, "orderId",
+                     p->order_id, "status", p->status, "amountCents", (json_int_t)p->amount_cents,
+                     "currency", p->currency, "refundedCents", (json_int_t)p->refunded_cents,
+                     "method", method, "failureCode", opt_json(p->failure_code), "failureMessage",
+                     opt_json(p->failure_message), "createdAt", p->created_at);
 }

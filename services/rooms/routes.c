@@ -293,12 +293,7 @@ static void post_room(ag_http_req *req, ag_http_res *res, void *ud)
     check_name(&v, body, AG_V_REQUIRED, c.r.name, sizeof c.r.name, &has_name);
     const char *desc = ag_v_str(&v, body, "description", AG_V_NULLABLE, 0, ROOMS_DESCRIPTION_MAX);
     ag_v_bool(&v, body, "isPrivate", 0, &priv);
-    if (!ag_v_ok(&v)) {
-        ag_res_validation(res, &v);
-        json_decref(body);
-        return;
-    }
-    ag_v_release(&v);
+    if (!ag_v_passed(&v, res, body)) return;
     ag_id_new_str(c.r.id);
     snprintf(c.r.description, sizeof c.r.description, "%s", desc ? desc : "");
     c.r.is_private = priv;
@@ -331,11 +326,7 @@ static void list_rooms(ag_http_req *req, ag_http_res *res, void *ud)
     f.q = ag_req_query(req, "q");
     if (f.q && strlen(f.q) > ROOMS_NAME_MAX * 4) ag_v_fail(&v, "q", "q is too long");
     if (f.q && !*f.q) f.q = NULL;
-    if (!ag_v_ok(&v)) {
-        ag_res_validation(res, &v);
-        return;
-    }
-    ag_v_release(&v);
+    if (!ag_v_passed(&v, res, NULL)) return;
     ag_db *db;
     int64_t total = 0;
     json_t *arr = json_array();
@@ -515,11 +506,7 @@ static void list_members(ag_http_req *req, ag_http_res *res, void *ud)
     ag_v_init(&v);
     int64_t page = ag_v_query_int(&v, req, "page", 1, 1, 1000000);
     int64_t limit = ag_v_query_int(&v, req, "limit", 50, 1, 100);
-    if (!ag_v_ok(&v)) {
-        ag_res_validation(res, &v);
-        return;
-    }
-    ag_v_release(&v);
+    if (!ag_v_passed(&v, res, NULL)) return;
     ag_db *db;
     rooms_room r;
     int64_t total = 0;
@@ -656,12 +643,7 @@ static void post_member(ag_http_req *req, ag_http_res *res, void *ud)
         ag_v_fail(&v, "userId", "userId must be a user id (letters, digits, - or _)");
     if (!check_role(&v, body, 0, false, c.role) && !json_object_get(body, "role"))
         snprintf(c.role, sizeof c.role, "member");
-    if (!ag_v_ok(&v)) {
-        ag_res_validation(res, &v);
-        json_decref(body);
-        return;
-    }
-    ag_v_release(&v);
+    if (!ag_v_passed(&v, res, body)) return;
     /* Refusals the room decides come before asking agora-users; the
      * transaction checks them again on the state it writes to. */
     ag_db *db;

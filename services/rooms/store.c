@@ -46,16 +46,17 @@ static void copy(char *dst, size_t n, const char *src)
 /* $1 is always the viewer (NULL matches no member row). */
 #define ROOM_FROM " FROM rooms r LEFT JOIN room_members me ON me.room_id = r.id AND me.user_id = $1"
 
-static void room_from_row(ag_rows *rows, rooms_room *r)
+static void room_from_row(ag_rows *rows, void *out)
 {
-    copy(r->id, sizeof r->id, ag_rows_text(rows, 0));
-    copy(r->name, sizeof r->name, ag_rows_text(rows, 1));
-    copy(r->description, sizeof r->description, ag_rows_text(rows, 2));
+    rooms_room *r = out;
+    ag_rows_copy(rows, 0, r->id, sizeof r->id);
+    ag_rows_copy(rows, 1, r->name, sizeof r->name);
+    ag_rows_copy(rows, 2, r->description, sizeof r->description);
     r->is_private = ag_rows_int(rows, 3) != 0;
-    copy(r->owner_id, sizeof r->owner_id, ag_rows_text(rows, 4));
+    ag_rows_copy(rows, 4, r->owner_id, sizeof r->owner_id);
     r->version = ag_rows_int(rows, 5);
-    copy(r->created_at, sizeof r->created_at, ag_rows_text(rows, 6));
-    copy(r->updated_at, sizeof r->updated_at, ag_rows_text(rows, 7));
+    ag_rows_copy(rows, 6, r->created_at, sizeof r->created_at);
+    ag_rows_copy(rows, 7, r->updated_at, sizeof r->updated_at);
     r->member_count = ag_rows_int(rows, 8);
     copy(r->my_role, sizeof r->my_role, ag_rows_is_null(rows, 9) ? "" : ag_rows_text(rows, 9));
 }
@@ -63,13 +64,8 @@ static void room_from_row(ag_rows *rows, rooms_room *r)
 int rooms_get(ag_db *db, const char *id, const char *viewer, rooms_room *out)
 {
     ag_val p[] = {AG_VTEXT(viewer), AG_VTEXT(id)};
-    ag_rows *rows;
-    int rc = ag_db_query(db, "SELECT " ROOM_COLS ROOM_FROM " WHERE r.id = $2", p, 2, &rows);
-    if (rc < 0) return rc;
-    rc = ag_rows_next(rows);
-    if (rc == 1) room_from_row(rows, out);
-    ag_rows_free(rows);
-    return rc == 1 ? 0 : rc == 0 ? AG_ENOTFOUND : rc;
+    return ag_db_query_one(db, "SELECT " ROOM_COLS ROOM_FROM " WHERE r.id = $2", p, 2,
+                           room_from_row, out);
 }
 
 json_t *rooms_room_json(const rooms_room *r)
@@ -188,24 +184,19 @@ int rooms_delete(ag_db *db, const char *id)
 
 /* ---- Members ------------------------------------------------------------------------------ */
 
-static void member_from_row(ag_rows *rows, rooms_member *m)
+static void member_from_row(ag_rows *rows, void *out)
 {
-    copy(m->user_id, sizeof m->user_id, ag_rows_text(rows, 0));
-    copy(m->role, sizeof m->role, ag_rows_text(rows, 1));
-    copy(m->joined_at, sizeof m->joined_at, ag_rows_text(rows, 2));
+    rooms_member *m = out;
+    ag_rows_copy(rows, 0, m->user_id, sizeof m->user_id);
+    ag_rows_copy(rows, 1, m->role, sizeof m->role);
+    ag_rows_copy(rows, 2, m->joined_at, sizeof m->joined_at);
 }
 
 /* The first row of `sql` (which selects user_id, role, joined_at) into
  * `out`: 0, AG_ENOTFOUND for none, or the query's error. */
 static int member_query(ag_db *db, const char *sql, const ag_val *p, int n, rooms_member *out)
 {
-    ag_rows *rows;
-    int rc = ag_db_query(db, sql, p, n, &rows);
-    if (rc < 0) return rc;
-    rc = ag_rows_next(rows);
-    if (rc == 1) member_from_row(rows, out);
-    ag_rows_free(rows);
-    return rc == 1 ? 0 : rc == 0 ? AG_ENOTFOUND : rc;
+    return ag_db_query_one(db, sql, p, n, member_from_row, out);
 }
 
 int rooms_member_get(ag_db *db, const char *room, const char *user, rooms_member *out)

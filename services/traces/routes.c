@@ -152,11 +152,7 @@ static void list_traces(ag_http_req *req, ag_http_res *res, void *ud)
         q.sort = TR_SORT_SLOWEST;
     else if (sort && strcmp(sort, "recent") != 0)
         ag_v_fail(&v, "sort", "sort must be recent or slowest");
-    if (!ag_v_ok(&v)) {
-        ag_res_validation(res, &v);
-        return;
-    }
-    ag_v_release(&v);
+    if (!ag_v_passed(&v, res, NULL)) return;
     int64_t total;
     json_t *data = tr_store_list(&q, &total);
     send_json(res, 200, ag_page_envelope(data, q.page, q.limit, total));

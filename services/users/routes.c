@@ -34,11 +34,19 @@ static void hash_token(const char *token, char hex[65])
     sodium_bin2hex(hex, 65, h, sizeof h);
 }
 
-static void new_refresh_token(char out[64])
+/* A new refresh token (the client's) and its hash (what is stored). */
+static void new_refresh_token(char out[64], char hash[65])
 {
     unsigned char raw[32];
     randombytes_buf(raw, sizeof raw);
     sodium_bin2base64(out, 64, raw, sizeof raw, sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+    hash_token(out, hash);
+}
+
+/* Stores a refresh token's hash for `user_id`, valid for the configured time. */
+static int refresh_keep(ag_db *db, const char *hash, const char *user_id)
+{
+    return refresh_store(db, hash, user_id, (int64_t)ag_wall_ms() + g_users.refresh_ttl_s * 1000);
 }
 
 /* Signs an access token for `u`. */
@@ -57,11 +65,25 @@ static int access_token(const user_row *u, char **token)
     return ag_jwt_sign(g_users.keys, &c, token);
 }
 
-/* The session answer: user, access token, refresh token, expiresIn. */
-static json_t *session_json(const user_row *u, const char *token, const char *refresh)
+/* Answers `status` with the session: user, a new access token, the refresh
+ * token and expiresIn. */
+static void answer_session(ag_http_req *req, ag_http_res *res, int status, const user_row *u,
+                           const char *refresh)
 {
-    return json_pack("{s:o, s:s, s:s, s:I}", "user", user_json(u, true), "token", token,
-                     "refreshToken", refresh, "expiresIn", (json_int_t)g_users.access_ttl_s);
+    char *token;
+    int rc = access_token(u, &token);
+    if (ag_res_rc(req, res, rc, NULL, "token signing failed")) return;
+    ag_res_ok(res, status,
+              json_pack("{s:o, s:s, s:s, s:I}", "user", user_json(u, true), "token", token,
+                        "refreshToken", refresh, "expiresIn", (json_int_t)g_users.access_ttl_s));
+    ag_free(token);
+}
+
+/* The username rule beyond its length (the schema's pattern says the same). */
+static void check_username(ag_validator *v, const char *username)
+{
+    if (username && !username_ok(username))
+        ag_v_fail(v, "username", "username may contain letters, digits, '_', '.' and '-'");
 }
 
 /* ---- Register -------------------------------------------------------------------------- */
@@ -87,8 +109,7 @@ static int register_tx(ag_db *db, void *ud)
     if (rc < 0) return rc;
     rc = publish_user_event(db, "user.registered", &c->u);
     if (rc < 0) return rc;
-    return refresh_store(db, c->refresh_hash, c->u.id,
-                         (int64_t)ag_wall_ms() + g_users.refresh_ttl_s * 1000);
+    return refresh_keep(db, c->refresh_hash, c->u.id);
 }
 
 static void post_register(ag_http_req *req, ag_http_res *res, void *ud)
@@ -100,14 +121,8 @@ static void post_register(ag_http_req *req, ag_http_res *res, void *ud)
     const char *username = ag_v_str(&v, body, "username", AG_V_REQUIRED, 3, 50);
     const char *email = ag_v_email(&v, body, "email", AG_V_REQUIRED);
     const char *password = ag_v_str(&v, body, "password", AG_V_REQUIRED, 8, 128);
-    if (username && !username_ok(username))
-        ag_v_fail(&v, "username", "username may contain letters, digits, '_', '.' and '-'");
-    if (!ag_v_ok(&v)) {
-        ag_res_validation(res, &v);
-        json_decref(body);
-        return;
-    }
-    ag_v_release(&v);
+    check_username(&v, username);
+    if (!ag_v_passed(&v, res, body)) return;
     register_ctx c;
     memset(&c, 0, sizeof c);
     ag_id_new_str(c.u.id);
@@ -119,32 +134,18 @@ static void post_register(ag_http_req *req, ag_http_res *res, void *ud)
     char hash[AG_PASSWORD_HASH_MAX];
     int rc = ag_password_hash(password, hash);
     json_decref(body);
-    if (rc < 0) {
-        ag_res_internal(req, res, "password hash failed", rc);
-        return;
-    }
+    if (ag_res_rc(req, res, rc, NULL, "password hash failed")) return;
     c.hash = hash;
     char refresh[64];
-    new_refresh_token(refresh);
-    hash_token(refresh, c.refresh_hash);
+    new_refresh_token(refresh, c.refresh_hash);
     rc = ag_store_tx(g_users.store, register_tx, &c);
     if (rc == AG_EEXISTS) {
         ag_res_error(res, 409, "CONFLICT",
                      c.conflict == 2 ? "username is taken" : "email is already registered", NULL);
         return;
     }
-    if (rc < 0) {
-        ag_res_internal(req, res, "register failed", rc);
-        return;
-    }
-    char *token;
-    rc = access_token(&c.u, &token);
-    if (rc < 0) {
-        ag_res_internal(req, res, "token signing failed", rc);
-        return;
-    }
-    ag_res_ok(res, 201, session_json(&c.u, token, refresh));
-    ag_free(token);
+    if (ag_res_rc(req, res, rc, NULL, "register failed")) return;
+    answer_session(req, res, 201, &c.u, refresh);
 }
 
 /* ---- Login, refresh, logout, verify ------------------------------------------------------- */
@@ -164,8 +165,7 @@ static int login_tx(ag_db *db, void *ud)
     c->u.online = true;
     rc = publish_user_event(db, "user.logged_in", &c->u);
     if (rc < 0) return rc;
-    return refresh_store(db, c->refresh_hash, c->u.id,
-                         (int64_t)ag_wall_ms() + g_users.refresh_ttl_s * 1000);
+    return refresh_keep(db, c->refresh_hash, c->u.id);
 }
 
 static void post_login(ag_http_req *req, ag_http_res *res, void *ud)
@@ -176,12 +176,7 @@ static void post_login(ag_http_req *req, ag_http_res *res, void *ud)
     ag_v_init(&v);
     const char *email = ag_v_str(&v, body, "email", AG_V_REQUIRED, 1, 254);
     const char *password = ag_v_str(&v, body, "password", AG_V_REQUIRED, 1, 128);
-    if (!ag_v_ok(&v)) {
-        ag_res_validation(res, &v);
-        json_decref(body);
-        return;
-    }
-    ag_v_release(&v);
+    if (!ag_v_passed(&v, res, body)) return;
     session_ctx c;
     memset(&c, 0, sizeof c);
     char mail[256];
@@ -206,20 +201,10 @@ static void post_login(ag_http_req *req, ag_http_res *res, void *ud)
         return;
     }
     char refresh[64];
-    new_refresh_token(refresh);
-    hash_token(refresh, c.refresh_hash);
+    new_refresh_token(refresh, c.refresh_hash);
     rc = ag_store_tx(g_users.store, login_tx, &c);
-    if (rc < 0) {
-        ag_res_internal(req, res, "login failed", rc);
-        return;
-    }
-    char *token;
-    if ((rc = access_token(&c.u, &token)) < 0) {
-        ag_res_internal(req, res, "token signing failed", rc);
-        return;
-    }
-    ag_res_ok(res, 200, session_json(&c.u, token, refresh));
-    ag_free(token);
+    if (ag_res_rc(req, res, rc, NULL, "login failed")) return;
+    answer_session(req, res, 200, &c.u, refresh);
 }
 
 static int refresh_tx(ag_db *db, void *ud)
@@ -230,8 +215,7 @@ static int refresh_tx(ag_db *db, void *ud)
     if (rc < 0) return rc;
     rc = users_get(db, user_id, &c->u, NULL, 0);
     if (rc < 0) return rc;
-    return refresh_store(db, c->refresh_hash, c->u.id,
-                         (int64_t)ag_wall_ms() + g_users.refresh_ttl_s * 1000);
+    return refresh_keep(db, c->refresh_hash, c->u.id);
 }
 
 static void post_refresh(ag_http_req *req, ag_http_res *res, void *ud)
@@ -241,35 +225,20 @@ static void post_refresh(ag_http_req *req, ag_http_res *res, void *ud)
     ag_validator v;
     ag_v_init(&v);
     const char *old = ag_v_str(&v, body, "refreshToken", AG_V_REQUIRED, 1, 200);
-    if (!ag_v_ok(&v)) {
-        ag_res_validation(res, &v);
-        json_decref(body);
-        return;
-    }
-    ag_v_release(&v);
+    if (!ag_v_passed(&v, res, body)) return;
     session_ctx c;
     memset(&c, 0, sizeof c);
     hash_token(old, c.old_hash);
     json_decref(body);
     char refresh[64];
-    new_refresh_token(refresh);
-    hash_token(refresh, c.refresh_hash);
+    new_refresh_token(refresh, c.refresh_hash);
     int rc = ag_store_tx(g_users.store, refresh_tx, &c);
     if (rc == AG_ENOTFOUND) {
         ag_res_error(res, 401, "INVALID_REFRESH_TOKEN", "refresh token invalid or expired", NULL);
         return;
     }
-    if (rc < 0) {
-        ag_res_internal(req, res, "refresh failed", rc);
-        return;
-    }
-    char *token;
-    if ((rc = access_token(&c.u, &token)) < 0) {
-        ag_res_internal(req, res, "token signing failed", rc);
-        return;
-    }
-    ag_res_ok(res, 200, session_json(&c.u, token, refresh));
-    ag_free(token);
+    if (ag_res_rc(req, res, rc, NULL, "refresh failed")) return;
+    answer_session(req, res, 200, &c.u, refresh);
 }
 
 static int logout_tx(ag_db *db, void *ud)
@@ -297,10 +266,7 @@ static void post_logout(ag_http_req *req, ag_http_res *res, void *ud)
         return;
     }
     if (rc == 0) rc = ag_store_tx(g_users.store, logout_tx, &c);
-    if (rc < 0) {
-        ag_res_internal(req, res, "logout failed", rc);
-        return;
-    }
+    if (ag_res_rc(req, res, rc, NULL, "logout failed")) return;
     ag_res_status(res, 204);
 }
 
@@ -311,12 +277,7 @@ static void post_verify(ag_http_req *req, ag_http_res *res, void *ud)
     ag_validator v;
     ag_v_init(&v);
     const char *token = ag_v_str(&v, body, "token", AG_V_REQUIRED, 1, 8192);
-    if (!ag_v_ok(&v)) {
-        ag_res_validation(res, &v);
-        json_decref(body);
-        return;
-    }
-    ag_v_release(&v);
+    if (!ag_v_passed(&v, res, body)) return;
     ag_claims c;
     char why[128];
     int rc = ag_jwt_verify(g_users.keys, token, &g_users.auth.policy, &c, why, sizeof why);
@@ -344,12 +305,7 @@ static void post_token(ag_http_req *req, ag_http_res *res, void *ud)
     ag_v_init(&v);
     const char *id = ag_v_str(&v, body, "clientId", AG_V_REQUIRED, 1, 64);
     const char *secret = ag_v_str(&v, body, "clientSecret", AG_V_REQUIRED, 1, 256);
-    if (!ag_v_ok(&v)) {
-        ag_res_validation(res, &v);
-        json_decref(body);
-        return;
-    }
-    ag_v_release(&v);
+    if (!ag_v_passed(&v, res, body)) return;
     char hash[AG_PASSWORD_HASH_MAX] = "";
     ag_db *db;
     int rc = ag_store_db(g_users.store, &db);
@@ -385,14 +341,7 @@ static void get_me(ag_http_req *req, ag_http_res *res, void *ud)
     ag_db *db;
     int rc = ag_store_db(g_users.store, &db);
     if (rc == 0) rc = users_get(db, me->id, &u, NULL, 0);
-    if (rc == AG_ENOTFOUND) {
-        ag_res_error(res, 404, "NOT_FOUND", "no such user", NULL);
-        return;
-    }
-    if (rc < 0) {
-        ag_res_internal(req, res, "get me failed", rc);
-        return;
-    }
+    if (ag_res_rc(req, res, rc, "no such user", "get me failed")) return;
     ag_res_ok(res, 200, user_json(&u, true));
 }
 
@@ -402,14 +351,7 @@ static void get_user(ag_http_req *req, ag_http_res *res, void *ud)
     ag_db *db;
     int rc = ag_store_db(g_users.store, &db);
     if (rc == 0) rc = users_get(db, ag_req_param(req, "id"), &u, NULL, 0);
-    if (rc == AG_ENOTFOUND) {
-        ag_res_error(res, 404, "NOT_FOUND", "no such user", NULL);
-        return;
-    }
-    if (rc < 0) {
-        ag_res_internal(req, res, "get user failed", rc);
-        return;
-    }
+    if (ag_res_rc(req, res, rc, "no such user", "get user failed")) return;
     const ag_caller *me = ag_auth_caller(req);
     bool own = me && (strcmp(me->id, u.id) == 0 || strcmp(me->role, "admin") == 0);
     ag_res_ok(res, 200, user_json(&u, own));
@@ -446,44 +388,23 @@ static void put_user(ag_http_req *req, ag_http_res *res, void *ud)
 {
     const char *id = ag_req_param(req, "id");
     if (!self_or_admin(req, res, id)) return;
-    json_t *body;
-    if (ag_req_json(req, res, &body) < 0) return;
+    static const char *const fields[] = {"username", "avatarUrl", "bio", NULL};
     ag_validator v;
-    ag_v_init(&v);
-    if (!json_is_object(body)) ag_v_fail(&v, "", "the body must be an object");
-    const char *key;
-    json_t *val;
-    json_object_foreach(body, key, val)
-    {
-        if (strcmp(key, "username") && strcmp(key, "avatarUrl") && strcmp(key, "bio"))
-            ag_v_fail(&v, key, "%s cannot be changed here", key);
-    }
+    json_t *body = ag_req_json_object(req, res, &v, fields);
+    if (!body) return;
     update_ctx c = {.id = id};
     c.username = ag_v_str(&v, body, "username", 0, 3, 50);
     c.avatar = ag_v_str(&v, body, "avatarUrl", 0, 0, 500);
     c.bio = ag_v_str(&v, body, "bio", 0, 0, 1000);
-    if (c.username && !username_ok(c.username))
-        ag_v_fail(&v, "username", "username may contain letters, digits, '_', '.' and '-'");
-    if (!ag_v_ok(&v)) {
-        ag_res_validation(res, &v);
-        json_decref(body);
-        return;
-    }
-    ag_v_release(&v);
+    check_username(&v, c.username);
+    if (!ag_v_passed(&v, res, body)) return;
     int rc = ag_store_tx(g_users.store, update_tx, &c);
     json_decref(body);
-    if (rc == AG_ENOTFOUND) {
-        ag_res_error(res, 404, "NOT_FOUND", "no such user", NULL);
-        return;
-    }
     if (rc == AG_EEXISTS) {
         ag_res_error(res, 409, "CONFLICT", "username is taken", NULL);
         return;
     }
-    if (rc < 0) {
-        ag_res_internal(req, res, "update failed", rc);
-        return;
-    }
+    if (ag_res_rc(req, res, rc, "no such user", "update failed")) return;
     ag_res_ok(res, 200, user_json(&c.u, true));
 }
 
@@ -510,12 +431,7 @@ static void put_password(ag_http_req *req, ag_http_res *res, void *ud)
     ag_v_init(&v);
     const char *old = ag_v_str(&v, body, "oldPassword", AG_V_REQUIRED, 1, 128);
     const char *new_pw = ag_v_str(&v, body, "newPassword", AG_V_REQUIRED, 8, 128);
-    if (!ag_v_ok(&v)) {
-        ag_res_validation(res, &v);
-        json_decref(body);
-        return;
-    }
-    ag_v_release(&v);
+    if (!ag_v_passed(&v, res, body)) return;
     user_row u;
     char hash[AG_PASSWORD_HASH_MAX];
     ag_db *db;
@@ -531,10 +447,7 @@ static void put_password(ag_http_req *req, ag_http_res *res, void *ud)
     json_decref(body);
     password_ctx c = {me->id, new_hash};
     if (rc == 0) rc = ag_store_tx(g_users.store, password_tx, &c);
-    if (rc < 0) {
-        ag_res_internal(req, res, "password change failed", rc);
-        return;
-    }
+    if (ag_res_rc(req, res, rc, NULL, "password change failed")) return;
     ag_res_status(res, 204);
 }
 
@@ -560,41 +473,15 @@ static void delete_user(ag_http_req *req, ag_http_res *res, void *ud)
     memset(&c, 0, sizeof c);
     snprintf(c.u.id, sizeof c.u.id, "%s", id);
     int rc = ag_store_tx(g_users.store, delete_tx, &c);
-    if (rc == AG_ENOTFOUND) {
-        ag_res_error(res, 404, "NOT_FOUND", "no such user", NULL);
-        return;
-    }
-    if (rc < 0) {
-        ag_res_internal(req, res, "delete failed", rc);
-        return;
-    }
+    if (ag_res_rc(req, res, rc, "no such user", "delete failed")) return;
     ag_res_status(res, 204);
-}
-
-static int64_t query_int(ag_http_req *req, const char *name, int64_t def, int64_t min, int64_t max,
-                         bool *bad)
-{
-    const char *s = ag_req_query(req, name);
-    if (!s) return def;
-    char *end;
-    long long v = strtoll(s, &end, 10);
-    if (*s == '\0' || *end != '\0' || v < min || v > max) {
-        *bad = true;
-        return def;
-    }
-    return v;
 }
 
 static void list_users(ag_http_req *req, ag_http_res *res, void *ud)
 {
     if (!ag_auth_caller_required(req, res)) return;
-    bool bad = false;
-    int64_t page = query_int(req, "page", 1, 1, 1000000, &bad);
-    int64_t limit = query_int(req, "limit", 20, 1, 100, &bad);
-    if (bad) {
-        ag_res_error(res, 422, "VALIDATION_FAILED", "page must be >= 1 and limit 1 to 100", NULL);
-        return;
-    }
+    int64_t page, limit;
+    if (!ag_req_page(req, res, 20, 100, &page, &limit)) return;
     ag_db *db;
     int64_t total = 0;
     json_t *arr = json_array();
@@ -617,10 +504,7 @@ static void rotate_keys(ag_http_req *req, ag_http_res *res, void *ud)
     ag_db *db;
     if (rc == 0) rc = ag_store_db(g_users.store, &db);
     if (rc == 0) rc = keys_save(db, g_users.keys, kid);
-    if (rc < 0) {
-        ag_res_internal(req, res, "key rotation failed", rc);
-        return;
-    }
+    if (ag_res_rc(req, res, rc, NULL, "key rotation failed")) return;
     ag_info("signing key rotated", AG_FS("kid", kid));
     ag_res_ok(res, 201, json_pack("{s:s}", "kid", kid));
 }

@@ -3,8 +3,8 @@
 
 #include "users.h"
 
-#define USER_COLS                                                                              \
-    "id, username, email, role, COALESCE(avatar_url, ''), COALESCE(bio, ''), online,"          \
+#define USER_COLS                                                                                  \
+    "id, username, email, role, COALESCE(avatar_url, ''), COALESCE(bio, ''), online,"              \
     " COALESCE(last_seen, ''), created_at, password_hash"
 
 static void copy(char *dst, size_t n, const char *src)
@@ -14,15 +14,15 @@ static void copy(char *dst, size_t n, const char *src)
 
 static void row_to_user(ag_rows *r, user_row *u, char *hash, size_t hash_len)
 {
-    copy(u->id, sizeof u->id, ag_rows_text(r, 0));
-    copy(u->username, sizeof u->username, ag_rows_text(r, 1));
-    copy(u->email, sizeof u->email, ag_rows_text(r, 2));
-    copy(u->role, sizeof u->role, ag_rows_text(r, 3));
-    copy(u->avatar_url, sizeof u->avatar_url, ag_rows_text(r, 4));
-    copy(u->bio, sizeof u->bio, ag_rows_text(r, 5));
+    ag_rows_copy(r, 0, u->id, sizeof u->id);
+    ag_rows_copy(r, 1, u->username, sizeof u->username);
+    ag_rows_copy(r, 2, u->email, sizeof u->email);
+    ag_rows_copy(r, 3, u->role, sizeof u->role);
+    ag_rows_copy(r, 4, u->avatar_url, sizeof u->avatar_url);
+    ag_rows_copy(r, 5, u->bio, sizeof u->bio);
     u->online = ag_rows_bool(r, 6);
-    copy(u->last_seen, sizeof u->last_seen, ag_rows_text(r, 7));
-    copy(u->created_at, sizeof u->created_at, ag_rows_text(r, 8));
+    ag_rows_copy(r, 7, u->last_seen, sizeof u->last_seen);
+    ag_rows_copy(r, 8, u->created_at, sizeof u->created_at);
     if (hash) copy(hash, hash_len, ag_rows_text(r, 9));
 }
 
@@ -57,8 +57,8 @@ int users_get_by_email(ag_db *db, const char *email, user_row *out, char *hash, 
 
 int users_insert(ag_db *db, const user_row *u, const char *password_hash)
 {
-    ag_val p[] = {AG_VTEXT(u->id),   AG_VTEXT(u->username),   AG_VTEXT(u->email),
-                  AG_VTEXT(password_hash), AG_VTEXT(u->role), AG_VTEXT(u->created_at)};
+    ag_val p[] = {AG_VTEXT(u->id),         AG_VTEXT(u->username), AG_VTEXT(u->email),
+                  AG_VTEXT(password_hash), AG_VTEXT(u->role),     AG_VTEXT(u->created_at)};
     return ag_db_exec(db,
                       "INSERT INTO users (id, username, email, password_hash, role, created_at,"
                       " updated_at) VALUES ($1, $2, $3, $4, $5, $6, $6)",
@@ -123,8 +123,8 @@ int users_list(ag_db *db, int64_t page, int64_t limit, json_t *arr)
 {
     ag_val p[] = {AG_VINT(limit), AG_VINT((page - 1) * limit)};
     ag_rows *r;
-    int rc = ag_db_query(db, "SELECT " USER_COLS " FROM users ORDER BY created_at, id LIMIT $1 OFFSET $2",
-                         p, 2, &r);
+    int rc = ag_db_query(
+        db, "SELECT " USER_COLS " FROM users ORDER BY created_at, id LIMIT $1 OFFSET $2", p, 2, &r);
     if (rc < 0) return rc;
     while ((rc = ag_rows_next(r)) == 1) {
         user_row u;
@@ -169,8 +169,8 @@ int refresh_revoke_user(ag_db *db, const char *user_id)
 int keys_load(ag_db *db, ag_keyset *ks)
 {
     ag_rows *r;
-    int rc = ag_db_query(db, "SELECT private_jwks FROM signing_keys ORDER BY created_ms", NULL, 0,
-                         &r);
+    int rc =
+        ag_db_query(db, "SELECT private_jwks FROM signing_keys ORDER BY created_ms", NULL, 0, &r);
     if (rc < 0) return rc;
     int n = 0;
     while ((rc = ag_rows_next(r)) == 1) {
@@ -199,9 +199,9 @@ int keys_save(ag_db *db, ag_keyset *ks, const char *kid)
         json_t *doc = json_pack("{s:[O]}", "keys", one);
         char *text = json_dumps(doc, JSON_COMPACT);
         ag_val p[] = {AG_VTEXT(kid), AG_VTEXT(text), AG_VINT((int64_t)ag_wall_ms())};
-        rc = ag_db_exec(db,
-                        "INSERT INTO signing_keys (kid, private_jwks, created_ms) VALUES ($1, $2, $3)",
-                        p, 3, NULL);
+        rc = ag_db_exec(
+            db, "INSERT INTO signing_keys (kid, private_jwks, created_ms) VALUES ($1, $2, $3)", p,
+            3, NULL);
         ag_free(text);
         json_decref(doc);
     }
@@ -234,7 +234,8 @@ json_t *user_json(const user_row *u, bool private_fields)
 {
     json_t *o = json_pack("{s:s, s:s, s:s, s:b}", "id", u->id, "username", u->username, "role",
                           u->role, "online", u->online);
-    json_object_set_new(o, "avatarUrl", u->avatar_url[0] ? json_string(u->avatar_url) : json_null());
+    json_object_set_new(o, "avatarUrl",
+                        u->avatar_url[0] ? json_string(u->avatar_url) : json_null());
     json_object_set_new(o, "bio", u->bio[0] ? json_string(u->bio) : json_null());
     json_object_set_new(o, "lastSeen", u->last_seen[0] ? json_string(u->last_seen) : json_null());
     json_object_set_new(o, "createdAt", json_string(u->created_at));

@@ -246,12 +246,7 @@ bool ag_req_page(ag_http_req *req, ag_http_res *res, int64_t def_limit, int64_t 
     ag_v_init(&v);
     *page = ag_v_query_int(&v, req, "page", 1, 1, 1000000);
     *limit = ag_v_query_int(&v, req, "limit", def_limit, 1, max_limit);
-    if (!ag_v_ok(&v)) {
-        ag_res_validation(res, &v);
-        return false;
-    }
-    ag_v_release(&v);
-    return true;
+    return ag_v_passed(&v, res, NULL);
 }
 
 void ag_res_internal(ag_http_req *req, ag_http_res *res, const char *what, int rc)
@@ -266,6 +261,28 @@ void ag_res_validation(ag_http_res *res, ag_validator *v)
     v->details = NULL;
     ag_res_error(res, 422, "VALIDATION_FAILED", v->first[0] ? v->first : "validation failed",
                  details);
+}
+
+bool ag_v_passed(ag_validator *v, ag_http_res *res, json_t *body)
+{
+    if (ag_v_ok(v)) {
+        ag_v_release(v);
+        return true;
+    }
+    ag_res_validation(res, v);
+    ag_v_release(v);
+    json_decref(body);
+    return false;
+}
+
+bool ag_res_rc(ag_http_req *req, ag_http_res *res, int rc, const char *not_found, const char *what)
+{
+    if (rc >= 0) return false;
+    if (rc == AG_ENOTFOUND && not_found)
+        ag_res_error(res, 404, "NOT_FOUND", not_found, NULL);
+    else
+        ag_res_internal(req, res, what, rc);
+    return true;
 }
 
 void ag_v_only_fields(ag_validator *v, json_t *obj, const char *prefix, const char *const *allowed)

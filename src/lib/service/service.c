@@ -221,11 +221,7 @@ static void dead_letters(ag_http_req *req, ag_http_res *res, void *ud)
     ag_validator v;
     ag_v_init(&v);
     int64_t limit = ag_v_query_int(&v, req, "limit", 50, 1, 1000);
-    if (!ag_v_ok(&v)) {
-        ag_res_validation(res, &v);
-        return;
-    }
-    ag_v_release(&v);
+    if (!ag_v_passed(&v, res, NULL)) return;
     json_t *arr = json_array();
     int rc = ag_bus_dead_letters(s->bus, (int)limit, arr);
     if (rc < 0) {

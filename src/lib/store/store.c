@@ -272,8 +272,8 @@ int ag_db_query_int(ag_db *db, const char *sql, const ag_val *params, int nparam
     return rc;
 }
 
-int ag_db_query_one(ag_db *db, const char *sql, const ag_val *params, int nparams,
-                    ag_row_fill fill, void *out)
+int ag_db_query_one(ag_db *db, const char *sql, const ag_val *params, int nparams, ag_row_fill fill,
+                    void *out)
 {
     ag_rows *r;
     int rc = ag_db_query(db, sql, params, nparams, &r);
@@ -339,6 +339,12 @@ bool ag_rows_is_null(const ag_rows *r, int col)
 const char *ag_rows_text(const ag_rows *r, int col)
 {
     return r->ops->text(r, col);
+}
+
+void ag_rows_copy(const ag_rows *r, int col, char *buf, size_t n)
+{
+    const char *s = r->ops->text(r, col);
+    snprintf(buf, n, "%s", s ? s : "");
 }
 
 int64_t ag_rows_int(const ag_rows *r, int col)
