@@ -68,6 +68,12 @@ const char *ag_v_email(ag_validator *v, json_t *obj, const char *field, unsigned
  * A body's unknown fields are refused rather than ignored (DESIGN.md §4). */
 void ag_v_only_fields(ag_validator *v, json_t *obj, const char *prefix, const char *const *allowed);
 
+/* The body's shape before its fields: records "the body must be a JSON
+ * object" or, for an object, each field not in `allowed` (NULL: any);
+ * true when `obj` is an object, whose fields the caller then reads:
+ *   if (ag_v_fields(&v, body, allowed)) { name = ag_v_str(&v, body, ...); } */
+bool ag_v_fields(ag_validator *v, json_t *obj, const char *const *allowed);
+
 /* The query parameter `name` of `req` as an integer in [min, max]: its
  * value, `def` when absent, or `def` after recording "<name> must be an
  * integer between <min> and <max>". */

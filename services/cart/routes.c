@@ -27,14 +27,7 @@
  * CART_PRODUCT_ID_MAX may be one. Nothing else reaches catalog's URL. */
 static bool product_id_ok(const char *s)
 {
-    size_t n = 0;
-    for (; s[n]; n++) {
-        char c = s[n];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '-' || c == '_'))
-            return false;
-    }
-    return n >= 1 && n <= CART_PRODUCT_ID_MAX;
+    return ag_id_token_ok(s, CART_PRODUCT_ID_MAX);
 }
 
 /* The path's product id, or NULL after answering 404 (it cannot be a line). */
@@ -159,10 +152,7 @@ static void post_item(ag_http_req *req, ag_http_res *res, void *ud)
     ag_v_init(&v);
     const char *pid = NULL;
     long long qty = 1;
-    if (!json_is_object(body)) {
-        ag_v_fail(&v, "", "the body must be a JSON object");
-    } else {
-        ag_v_only_fields(&v, body, NULL, allowed);
+    if (ag_v_fields(&v, body, allowed)) {
         pid = ag_v_str(&v, body, "productId", AG_V_REQUIRED, 1, CART_PRODUCT_ID_MAX);
         if (pid && !product_id_ok(pid))
             ag_v_fail(&v, "productId", "productId must be a product id (letters, digits, - or _)");
@@ -191,10 +181,7 @@ static void put_item(ag_http_req *req, ag_http_res *res, void *ud)
     ag_validator v;
     ag_v_init(&v);
     long long qty = 0;
-    if (!json_is_object(body)) {
-        ag_v_fail(&v, "", "the body must be a JSON object");
-    } else {
-        ag_v_only_fields(&v, body, NULL, allowed);
+    if (ag_v_fields(&v, body, allowed)) {
         ag_v_int(&v, body, "quantity", AG_V_REQUIRED, 1, CART_MAX_QUANTITY, &qty);
     }
     json_decref(body);

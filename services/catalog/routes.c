@@ -139,11 +139,7 @@ static void read_product(ag_validator *v, json_t *body, bool create, product_fie
     static const char *const allowed[] = {"name",     "description", "category", "priceCents",
                                           "currency", "stock",       "isActive", NULL};
     memset(f, 0, sizeof *f);
-    if (!json_is_object(body)) {
-        ag_v_fail(v, "", "the body must be a JSON object");
-        return;
-    }
-    ag_v_only_fields(v, body, NULL, allowed);
+    if (!ag_v_fields(v, body, allowed)) return;
     unsigned req = create ? AG_V_REQUIRED : 0;
     f->name = ag_v_str(v, body, "name", req, 1, 200);
     if (f->name && blank(f->name)) ag_v_fail(v, "name", "name must not be blank");
@@ -477,10 +473,7 @@ static void post_category(ag_http_req *req, ag_http_res *res, void *ud)
     ag_v_init(&v);
     category_ctx c;
     memset(&c, 0, sizeof c);
-    if (!json_is_object(body)) {
-        ag_v_fail(&v, "", "the body must be a JSON object");
-    } else {
-        ag_v_only_fields(&v, body, NULL, allowed);
+    if (ag_v_fields(&v, body, allowed)) {
         c.name = ag_v_str(&v, body, "name", AG_V_REQUIRED, 1, 100);
         if (c.name && blank(c.name)) ag_v_fail(&v, "name", "name must not be blank");
         c.slug = ag_v_str(&v, body, "slug", AG_V_REQUIRED, 1, 64);
@@ -558,10 +551,7 @@ static void post_review(ag_http_req *req, ag_http_res *res, void *ud)
     review_ctx c;
     memset(&c, 0, sizeof c);
     long long rating = 0;
-    if (!json_is_object(body)) {
-        ag_v_fail(&v, "", "the body must be a JSON object");
-    } else {
-        ag_v_only_fields(&v, body, NULL, allowed);
+    if (ag_v_fields(&v, body, allowed)) {
         ag_v_int(&v, body, "rating", AG_V_REQUIRED, 1, 5, &rating);
         c.text = ag_v_str(&v, body, "text", 0, 0, 2000);
     }

@@ -9,6 +9,7 @@
  */
 #include <string.h>
 
+#include "agora/id.h"
 #include "agora/log.h"
 #include "members.h"
 
@@ -40,13 +41,7 @@ bool chat_role_moderates(const char *role)
 /* Ids reach a URL path (chat_member_check asks agora-rooms with them). */
 bool chat_id_ok(const char *s)
 {
-    size_t n = s ? strlen(s) : 0;
-    if (n == 0 || n > CHAT_ID_MAX) return false;
-    for (const char *c = s; *c; c++)
-        if (!((*c >= '0' && *c <= '9') || (*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') ||
-              *c == '-' || *c == '_'))
-            return false;
-    return true;
+    return s && ag_id_token_ok(s, CHAT_ID_MAX);
 }
 
 /* ---- Writes -------------------------------------------------------------------------------- */

@@ -46,14 +46,7 @@
 /* Product and order ids: letters, digits, '-' and '_', 1 to INV_ID_MAX. */
 static bool id_ok(const char *s)
 {
-    size_t n = 0;
-    for (; s[n]; n++) {
-        char c = s[n];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '-' || c == '_'))
-            return false;
-    }
-    return n >= 1 && n <= INV_ID_MAX;
+    return ag_id_token_ok(s, INV_ID_MAX);
 }
 
 static const char *path_id(ag_http_req *req, ag_http_res *res, const char *name, const char *what)
@@ -153,10 +146,7 @@ static void post_adjust(ag_http_req *req, ag_http_res *res, void *ud)
     bool has_level = false;
     adjust_ctx c;
     memset(&c, 0, sizeof c);
-    if (!json_is_object(body)) {
-        ag_v_fail(&v, "", "the body must be a JSON object");
-    } else {
-        ag_v_only_fields(&v, body, NULL, allowed);
+    if (ag_v_fields(&v, body, allowed)) {
         if (ag_v_int(&v, body, "delta", AG_V_REQUIRED, -INV_MAX_QUANTITY, INV_MAX_QUANTITY,
                      &delta) &&
             delta == 0)
@@ -300,10 +290,7 @@ static void post_reservation(ag_http_req *req, ag_http_res *res, void *ud)
     json_t *arr = NULL;
     inv_item *items = ag_calloc(INV_MAX_ITEMS, sizeof *items);
     size_t n = 0;
-    if (!json_is_object(body)) {
-        ag_v_fail(&v, "", "the body must be a JSON object");
-    } else {
-        ag_v_only_fields(&v, body, NULL, allowed);
+    if (ag_v_fields(&v, body, allowed)) {
         order = ag_v_str(&v, body, "orderId", AG_V_REQUIRED, 1, INV_ID_MAX);
         if (order && !id_ok(order))
             ag_v_fail(&v, "orderId", "orderId must be an id (letters, digits, - or _)");

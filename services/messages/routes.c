@@ -89,14 +89,7 @@ static json_t *object_body(ag_http_req *req, ag_http_res *res, ag_validator *v,
         ag_res_validation(res, v);
         return NULL;
     }
-    json_t *body;
-    if (ag_req_json(req, res, &body) < 0) return NULL;
-    ag_v_init(v);
-    if (!json_is_object(body))
-        ag_v_fail(v, "", "the body must be a JSON object");
-    else
-        ag_v_only_fields(v, body, NULL, allowed);
-    return body;
+    return ag_req_json_object(req, res, v, allowed);
 }
 
 /* Checks `content`: required unless `optional`, a string of at most the

@@ -283,6 +283,22 @@ static void catchup_continue(hub_sub *s)
     }
 }
 
+int hub_paced(long long queued, bool catchup)
+{
+    if (queued < 0) return (int)queued;
+    return catchup && (size_t)queued > g_nt.cfg.max_queue / 2 ? AG_EBUSY : 0;
+}
+
+static void drained(void *ud)
+{
+    hub_sub_drained(ud);
+}
+
+void hub_drain_on(hub_sub *s, ag_http_res *res)
+{
+    ag_res_on_drain(res, g_nt.cfg.max_queue / 4, drained, s);
+}
+
 void hub_sub_drained(hub_sub *s)
 {
     if (!s->paused) return;

@@ -102,6 +102,13 @@ int hub_attach(hub_sub *s, const char *user, bool resume, int64_t since);
 void hub_resume(hub_sub *s, int64_t since);
 /* The client read most of its queue: a paused catch-up goes on. */
 void hub_sub_drained(hub_sub *s);
+/* The answer of ops->deliver for a send that left `queued` bytes waiting
+ * (or failed, < 0): a catch-up goes at the client's pace, AG_EBUSY above
+ * half of max_queue. */
+int hub_paced(long long queued, bool catchup);
+/* For ops->wait_drain: calls hub_sub_drained(s) once `res` (the owner's
+ * response) has under a quarter of max_queue waiting. */
+void hub_drain_on(hub_sub *s, ag_http_res *res);
 /* Uncounts and unregisters `s`; nothing more is delivered. Idempotent. */
 void hub_detach(hub_sub *s);
 

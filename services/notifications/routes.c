@@ -150,11 +150,8 @@ static void mark_read(ag_http_req *req, ag_http_res *res, void *ud)
     ag_v_init(&v);
     read_ctx c = {.user = me->id};
     json_t *ids = NULL;
-    if (!json_is_object(body)) {
-        ag_v_fail(&v, "", "the body must be a JSON object");
-    } else {
-        static const char *const allowed[] = {"ids", "all", NULL};
-        ag_v_only_fields(&v, body, NULL, allowed);
+    static const char *const allowed[] = {"ids", "all", NULL};
+    if (ag_v_fields(&v, body, allowed)) {
         ids = ag_v_array(&v, body, "ids", 0, 1, MAX_IDS);
         bool all = false;
         bool has_all = ag_v_bool(&v, body, "all", 0, &all);

@@ -106,6 +106,20 @@ static int sse_write(sse_conn *c, const char *text, size_t len)
     return q < 0 ? (int)q : 0;
 }
 
+/* Writes `head` (the event's fields up to "data: ") and `j` (stolen) as
+ * its data, compact, then the blank line that ends the event. */
+static void sse_write_json(sse_conn *c, const char *head, json_t *j)
+{
+    char *text = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    ag_buf b;
+    ag_buf_init(&b, 0);
+    ag_buf_printf(&b, "%s%s\n\n", head, text ? text : "{}");
+    free(text);
+    sse_write(c, b.data, b.len);
+    ag_buf_release(&b);
+}
+
 static void on_heartbeat(uv_timer_t *t)
 {
     sse_conn *c = t->data;
@@ -126,36 +140,19 @@ static int hub_deliver(hub_sub *s, const nt_item *it, bool catchup)
     ag_buf_appends(&b, "\n\n");
     long long q = sse_write_q(c, b.data, b.len, catchup);
     ag_buf_release(&b);
-    if (q < 0) return (int)q;
-    /* A catch-up goes at the client's pace: pause above half the bound. */
-    return catchup && (size_t)q > g_nt.cfg.max_queue / 2 ? AG_EBUSY : 0;
-}
-
-static void drained(void *ud)
-{
-    sse_conn *c = ud;
-    hub_sub_drained(&c->sub);
+    return hub_paced(q, catchup);
 }
 
 static void hub_wait_drain(hub_sub *s)
 {
     sse_conn *c = of(s);
-    if (c->state == E_OPEN && !c->finished)
-        ag_res_on_drain(c->res, g_nt.cfg.max_queue / 4, drained, c);
+    if (c->state == E_OPEN && !c->finished) hub_drain_on(s, c->res);
 }
 
 static void hub_fail(hub_sub *s, const char *why)
 {
     sse_conn *c = of(s);
-    json_t *j = json_pack("{s:s}", "message", why);
-    char *text = json_dumps(j, JSON_COMPACT);
-    json_decref(j);
-    ag_buf b;
-    ag_buf_init(&b, 0);
-    ag_buf_printf(&b, "event: error\ndata: %s\n\n", text);
-    free(text);
-    sse_write(c, b.data, b.len);
-    ag_buf_release(&b);
+    sse_write_json(c, "event: error\ndata: ", json_pack("{s:s}", "message", why));
     sse_finish(c, END_CLEAN);
 }
 
@@ -205,15 +202,8 @@ static void verified(void *ud, int rc, const ag_caller *who, const char *why)
             sse_finish(c, END_CUT);
         } else {
             c->state = E_OPEN;
-            json_t *j = json_pack("{s:s}", "userId", who->id);
-            char *text = json_dumps(j, JSON_COMPACT);
-            json_decref(j);
-            ag_buf b;
-            ag_buf_init(&b, 0);
-            ag_buf_printf(&b, "retry: 2000\nevent: ready\ndata: %s\n\n", text);
-            free(text);
-            sse_write(c, b.data, b.len);
-            ag_buf_release(&b);
+            sse_write_json(
+                c, "retry: 2000\nevent: ready\ndata: ", json_pack("{s:s}", "userId", who->id));
             if (c->state == E_OPEN && c->timer_open)
                 uv_timer_start(&c->timer, on_heartbeat, g_nt.cfg.heartbeat_ms,
                                g_nt.cfg.heartbeat_ms);

@@ -247,21 +247,13 @@ static int hub_deliver(hub_sub *s, const nt_item *it, bool catchup)
     ag_buf_appends(&b, "}");
     long long q = ws_send_q(c, AG_WS_TEXT, b.data, b.len, catchup);
     ag_buf_release(&b);
-    if (q < 0) return (int)q;
-    /* A catch-up goes at the client's pace: pause above half the bound. */
-    return catchup && (size_t)q > g_nt.cfg.max_queue / 2 ? AG_EBUSY : 0;
-}
-
-static void drained(void *ud)
-{
-    ws_conn *c = ud;
-    hub_sub_drained(&c->sub);
+    return hub_paced(q, catchup);
 }
 
 static void hub_wait_drain(hub_sub *s)
 {
     ws_conn *c = of(s);
-    if (c->upgraded && !c->finished) ag_res_on_drain(c->res, g_nt.cfg.max_queue / 4, drained, c);
+    if (c->upgraded && !c->finished) hub_drain_on(s, c->res);
 }
 
 static void hub_fail(hub_sub *s, const char *why)

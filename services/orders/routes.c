@@ -349,8 +349,7 @@ static void post_order(ag_http_req *req, ag_http_res *res, void *ud)
                                          NULL};
     ag_validator v;
     ag_v_init(&v);
-    if (!json_is_object(body)) ag_v_fail(&v, "body", "the body must be a JSON object");
-    ag_v_only_fields(&v, body, "", fields);
+    ag_v_fields(&v, body, fields);
     bool from_cart = false;
     ag_v_bool(&v, body, "fromCart", 0, &from_cart);
     json_t *items = ag_v_array(&v, body, "items", 0, 1, ORD_MAX_ITEMS);
@@ -597,8 +596,7 @@ static void post_cancel(ag_http_req *req, ag_http_res *res, void *ud)
         static const char *const fields[] = {"reason", NULL};
         ag_validator v;
         ag_v_init(&v);
-        if (!json_is_object(body)) ag_v_fail(&v, "body", "the body must be a JSON object");
-        ag_v_only_fields(&v, body, "", fields);
+        ag_v_fields(&v, body, fields);
         const char *r = ag_v_str(&v, body, "reason", 0, 1, 200);
         if (!ag_v_ok(&v)) {
             ag_res_validation(res, &v);
@@ -662,8 +660,7 @@ static void put_status(ag_http_req *req, ag_http_res *res, void *ud)
     static const char *const fields[] = {"status", NULL};
     ag_validator v;
     ag_v_init(&v);
-    if (!json_is_object(body)) ag_v_fail(&v, "body", "the body must be a JSON object");
-    ag_v_only_fields(&v, body, "", fields);
+    ag_v_fields(&v, body, fields);
     const char *target = ag_v_str(&v, body, "status", AG_V_REQUIRED, 1, 16);
     if (target && strcmp(target, "SHIPPED") != 0 && strcmp(target, "DELIVERED") != 0)
         ag_v_fail(&v, "status", "status must be SHIPPED or DELIVERED");

@@ -275,10 +275,7 @@ static bool parse_charge(ag_http_req *req, ag_http_res *res, charge_req *c, json
     ag_validator v;
     ag_v_init(&v);
     memset(c, 0, sizeof *c);
-    if (!json_is_object(body)) {
-        ag_v_fail(&v, "", "the body must be a JSON object");
-    } else {
-        ag_v_only_fields(&v, body, "", allowed);
+    if (ag_v_fields(&v, body, allowed)) {
         c->order_id = ag_v_str(&v, body, "orderId", AG_V_REQUIRED, 1, PAY_ORDER_ID_MAX);
         if (c->order_id && !id_ok(c->order_id, PAY_ORDER_ID_MAX))
             ag_v_fail(&v, "orderId", "orderId may hold letters, digits, '-', '_', '.' and ':'");
@@ -476,10 +473,7 @@ static void post_refund(ag_http_req *req, ag_http_res *res, void *ud)
             return;
         }
         static const char *const allowed[] = {"amountCents", NULL};
-        if (!json_is_object(body)) {
-            ag_v_fail(&v, "", "the body must be a JSON object");
-        } else {
-            ag_v_only_fields(&v, body, "", allowed);
+        if (ag_v_fields(&v, body, allowed)) {
             ag_v_int(&v, body, "amountCents", 0, 1, PAY_MAX_AMOUNT, &requested);
         }
         json_decref(body);

@@ -104,22 +104,6 @@ static bool check_role(ag_validator *v, json_t *body, unsigned flags, bool owner
     return true;
 }
 
-/* The body as an object with only `allowed` fields, or NULL after answering
- * (400/415 malformed, 422 not an object or unknown fields). The validator
- * stays open for the route's own checks. */
-static json_t *object_body(ag_http_req *req, ag_http_res *res, ag_validator *v,
-                           const char *const *allowed)
-{
-    json_t *body;
-    if (ag_req_json(req, res, &body) < 0) return NULL;
-    ag_v_init(v);
-    if (!json_is_object(body))
-        ag_v_fail(v, "", "the body must be a JSON object");
-    else
-        ag_v_only_fields(v, body, NULL, allowed);
-    return body;
-}
-
 /* ---- The shape of every change ------------------------------------------------------------ */
 
 /* A change to one room, run inside the transaction after the room was read
@@ -285,7 +269,7 @@ static void post_room(ag_http_req *req, ag_http_res *res, void *ud)
     if (!me) return;
     static const char *const allowed[] = {"name", "description", "isPrivate", NULL};
     ag_validator v;
-    json_t *body = object_body(req, res, &v, allowed);
+    json_t *body = ag_req_json_object(req, res, &v, allowed);
     if (!body) return;
     create_ctx c;
     memset(&c, 0, sizeof c);
@@ -394,7 +378,7 @@ static void patch_room(ag_http_req *req, ag_http_res *res, void *ud)
     if (!op_start(req, res, &c)) return;
     static const char *const allowed[] = {"name", "description", "isPrivate", NULL};
     ag_validator v;
-    json_t *body = object_body(req, res, &v, allowed);
+    json_t *body = ag_req_json_object(req, res, &v, allowed);
     if (!body) return;
     check_name(&v, body, 0, c.name, sizeof c.name, &c.has_name);
     json_t *d = json_object_get(body, "description");
@@ -636,7 +620,7 @@ static void post_member(ag_http_req *req, ag_http_res *res, void *ud)
     if (!op_start(req, res, &c)) return;
     static const char *const allowed[] = {"userId", "role", NULL};
     ag_validator v;
-    json_t *body = object_body(req, res, &v, allowed);
+    json_t *body = ag_req_json_object(req, res, &v, allowed);
     if (!body) return;
     c.user = ag_v_str(&v, body, "userId", AG_V_REQUIRED, 1, ROOMS_ID_MAX);
     if (c.user && !rooms_id_ok(c.user))
@@ -707,7 +691,7 @@ static void put_member(ag_http_req *req, ag_http_res *res, void *ud)
     if (!op_start_member(req, res, &c)) return;
     static const char *const allowed[] = {"role", NULL};
     ag_validator v;
-    json_t *body = object_body(req, res, &v, allowed);
+    json_t *body = ag_req_json_object(req, res, &v, allowed);
     if (!body) return;
     check_role(&v, body, AG_V_REQUIRED, true, c.role);
     run_body(req, res, &c, &v, body, role_step, "role change failed");

@@ -232,11 +232,18 @@ json_t *ag_req_json_object(ag_http_req *req, ag_http_res *res, ag_validator *v,
     json_t *body;
     if (ag_req_json(req, res, &body) < 0) return NULL;
     ag_v_init(v);
-    if (!json_is_object(body))
-        ag_v_fail(v, "", "the body must be a JSON object");
-    else if (allowed)
-        ag_v_only_fields(v, body, NULL, allowed);
+    ag_v_fields(v, body, allowed);
     return body;
+}
+
+bool ag_v_fields(ag_validator *v, json_t *obj, const char *const *allowed)
+{
+    if (!json_is_object(obj)) {
+        ag_v_fail(v, "", "the body must be a JSON object");
+        return false;
+    }
+    if (allowed) ag_v_only_fields(v, obj, NULL, allowed);
+    return true;
 }
 
 bool ag_req_page(ag_http_req *req, ag_http_res *res, int64_t def_limit, int64_t max_limit,
