@@ -91,6 +91,10 @@ int ag_store_db(ag_store *s, ag_db **out);
 /* Runs a statement that returns no rows; *changes (may be NULL) gets the
  * number of rows it changed. */
 int ag_db_exec(ag_db *db, const char *sql, const ag_val *params, int nparams, int64_t *changes);
+/* A statement meant to change a row (an UPDATE or DELETE by key, an
+ * insert that may conflict): 0 when it changed one or more, `none` when it
+ * changed none (AG_ENOTFOUND, AG_ECONSTRAINT, a lost race), or its error. */
+int ag_db_exec_changed(ag_db *db, const char *sql, const ag_val *params, int nparams, int none);
 /* Runs a query; *out is the caller's to free with ag_rows_free (before the
  * next statement on this connection). */
 int ag_db_query(ag_db *db, const char *sql, const ag_val *params, int nparams, ag_rows **out);

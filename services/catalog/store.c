@@ -96,16 +96,14 @@ int products_update(ag_db *db, const char *id, const product_fields *f)
                   f->has_active ? AG_VBOOL(f->is_active) : AG_VNULL,
                   AG_VTEXT(ts),
                   AG_VTEXT(id)};
-    int64_t n = 0;
-    int rc = ag_db_exec(db,
-                        "UPDATE products SET name = COALESCE($1, name),"
-                        " description = COALESCE($2, description),"
-                        " category = COALESCE($3, category),"
-                        " price_cents = COALESCE($4, price_cents),"
-                        " currency = COALESCE($5, currency), stock = COALESCE($6, stock),"
-                        " is_active = COALESCE($7, is_active), updated_at = $8 WHERE id = $9",
-                        p, 9, &n);
-    return rc < 0 ? rc : n == 1 ? 0 : AG_ENOTFOUND;
+    return ag_db_exec_changed(db,
+                              "UPDATE products SET name = COALESCE($1, name),"
+                              " description = COALESCE($2, description),"
+                              " category = COALESCE($3, category),"
+                              " price_cents = COALESCE($4, price_cents),"
+                              " currency = COALESCE($5, currency), stock = COALESCE($6, stock),"
+                              " is_active = COALESCE($7, is_active), updated_at = $8 WHERE id = $9",
+                              p, 9, AG_ENOTFOUND);
 }
 
 int products_set_active(ag_db *db, const char *id, bool active)
@@ -113,10 +111,9 @@ int products_set_active(ag_db *db, const char *id, bool active)
     char ts[32];
     now_text(ts, sizeof ts);
     ag_val p[] = {AG_VBOOL(active), AG_VTEXT(ts), AG_VTEXT(id)};
-    int64_t n = 0;
-    int rc = ag_db_exec(db, "UPDATE products SET is_active = $1, updated_at = $2 WHERE id = $3", p,
-                        3, &n);
-    return rc < 0 ? rc : n == 1 ? 0 : AG_ENOTFOUND;
+    return ag_db_exec_changed(db,
+                              "UPDATE products SET is_active = $1, updated_at = $2 WHERE id = $3",
+                              p, 3, AG_ENOTFOUND);
 }
 
 int products_get(ag_db *db, const char *id, json_t **out)

@@ -129,13 +129,11 @@ int inv_stock_reserve(ag_db *db, const char *product, int64_t n)
     char ts[32];
     now_text(ts, sizeof ts);
     ag_val p[] = {AG_VINT(n), AG_VTEXT(product), AG_VTEXT(ts)};
-    int64_t changes = 0;
-    int rc = ag_db_exec(db,
-                        "UPDATE stock SET reserved = reserved + $1, updated_at = $3"
-                        " WHERE product_id = $2 AND deleted = 0 AND quantity - reserved >= $1",
-                        p, 3, &changes);
-    if (rc < 0) return rc;
-    return changes == 1 ? 0 : AG_ECONSTRAINT;
+    return ag_db_exec_changed(
+        db,
+        "UPDATE stock SET reserved = reserved + $1, updated_at = $3"
+        " WHERE product_id = $2 AND deleted = 0 AND quantity - reserved >= $1",
+        p, 3, AG_ECONSTRAINT);
 }
 
 int inv_stock_unreserve(ag_db *db, const char *product, int64_t n, bool commit)
@@ -259,13 +257,10 @@ int inv_stock_restock(ag_db *db, const char *product, int64_t n)
     char ts[32];
     now_text(ts, sizeof ts);
     ag_val p[] = {AG_VINT(n), AG_VTEXT(product), AG_VTEXT(ts)};
-    int64_t changes = 0;
-    int rc = ag_db_exec(db,
-                        "UPDATE stock SET quantity = quantity + $1, updated_at = $3"
-                        " WHERE product_id = $2",
-                        p, 3, &changes);
-    if (rc < 0) return rc;
-    return changes == 1 ? 0 : AG_ECONSTRAINT; /* a committed reservation's row is kept */
+    return ag_db_exec_changed(db,
+                              "UPDATE stock SET quantity = quantity + $1, updated_at = $3"
+                              " WHERE product_id = $2",
+                              p, 3, AG_ECONSTRAINT); /* a committed reservation's row is kept */
 }
 
 int inv_reservation_items(ag_db *db, const char *order, inv_item **out, size_t *n)

@@ -236,14 +236,11 @@ static int update_row(ag_db *db, const ord_order *o)
                   AG_VINT(o->cancel_requested),
                   AG_VINT(o->version),
                   AG_VTEXT(o->updated_at)};
-    int64_t changes = 0;
-    int rc = ag_db_exec(db,
-                        "UPDATE orders SET status = $2, payment_id = $3, reason = $4,"
-                        " cancel_requested = $5, version = $6, updated_at = $7"
-                        " WHERE id = $1 AND version = $6 - 1",
-                        p, 7, &changes);
-    if (rc < 0) return rc;
-    return changes == 1 ? 0 : AG_ERETRY;
+    return ag_db_exec_changed(db,
+                              "UPDATE orders SET status = $2, payment_id = $3, reason = $4,"
+                              " cancel_requested = $5, version = $6, updated_at = $7"
+                              " WHERE id = $1 AND version = $6 - 1",
+                              p, 7, AG_ERETRY);
 }
 
 static void wake_waiters(void *ud)

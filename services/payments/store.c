@@ -78,14 +78,12 @@ int payment_add_refund(ag_db *db, const char *id, int64_t cents)
     char ts[32];
     ag_time_rfc3339(ts, sizeof ts, ag_wall_ms());
     ag_val p[] = {AG_VTEXT(id), AG_VINT(cents), AG_VTEXT(ts)};
-    int64_t changes = 0;
-    int rc = ag_db_exec(db,
-                        "UPDATE payments SET refunded_cents = refunded_cents + $2, updated_at = $3"
-                        " WHERE id = $1 AND status = 'SUCCEEDED'"
-                        " AND refunded_cents + $2 <= amount_cents",
-                        p, 3, &changes);
-    if (rc < 0) return rc;
-    return changes == 1 ? 0 : AG_ECONSTRAINT;
+    return ag_db_exec_changed(
+        db,
+        "UPDATE payments SET refunded_cents = refunded_cents + $2, updated_at = $3"
+        " WHERE id = $1 AND status = 'SUCCEEDED'"
+        " AND refunded_cents + $2 <= amount_cents",
+        p, 3, AG_ECONSTRAINT);
 }
 
 int refund_by_key(ag_db *db, const char *payment_id, const char *key, char **response,

@@ -228,10 +228,9 @@ int rooms_member_add(ag_db *db, const char *room, const char *user, const char *
 int rooms_member_set_role(ag_db *db, const char *room, const char *user, const char *role)
 {
     ag_val p[] = {AG_VTEXT(room), AG_VTEXT(user), AG_VTEXT(role)};
-    int64_t changes = 0;
-    int rc = ag_db_exec(db, "UPDATE room_members SET role = $3 WHERE room_id = $1 AND user_id = $2",
-                        p, 3, &changes);
-    return rc < 0 ? rc : changes == 1 ? 0 : AG_ENOTFOUND;
+    return ag_db_exec_changed(
+        db, "UPDATE room_members SET role = $3 WHERE room_id = $1 AND user_id = $2", p, 3,
+        AG_ENOTFOUND);
 }
 
 int rooms_member_remove(ag_db *db, const char *room, const char *user)

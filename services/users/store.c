@@ -86,13 +86,11 @@ int users_update_profile(ag_db *db, const char *id, const char *username, const 
     /* NULL keeps a field as it is. */
     ag_val p[] = {AG_VTEXT(username), AG_VTEXT(avatar_url), AG_VTEXT(bio), AG_VTEXT(ts),
                   AG_VTEXT(id)};
-    int64_t n = 0;
-    int rc = ag_db_exec(db,
-                        "UPDATE users SET username = COALESCE($1, username),"
-                        " avatar_url = COALESCE($2, avatar_url), bio = COALESCE($3, bio),"
-                        " updated_at = $4 WHERE id = $5",
-                        p, 5, &n);
-    return rc < 0 ? rc : n == 1 ? 0 : AG_ENOTFOUND;
+    return ag_db_exec_changed(db,
+                              "UPDATE users SET username = COALESCE($1, username),"
+                              " avatar_url = COALESCE($2, avatar_url), bio = COALESCE($3, bio),"
+                              " updated_at = $4 WHERE id = $5",
+                              p, 5, AG_ENOTFOUND);
 }
 
 int users_set_password(ag_db *db, const char *id, const char *hash)

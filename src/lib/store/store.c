@@ -247,6 +247,14 @@ int ag_db_exec(ag_db *db, const char *sql, const ag_val *params, int nparams, in
     return db->store->ops->exec(db, sql, params, nparams, changes ? changes : &dummy);
 }
 
+int ag_db_exec_changed(ag_db *db, const char *sql, const ag_val *params, int nparams, int none)
+{
+    int64_t changes = 0;
+    int rc = ag_db_exec(db, sql, params, nparams, &changes);
+    if (rc < 0) return rc;
+    return changes > 0 ? 0 : none;
+}
+
 int ag_db_query(ag_db *db, const char *sql, const ag_val *params, int nparams, ag_rows **out)
 {
     int rc = check_rows_closed(db);

@@ -246,13 +246,17 @@ static void test_email(void **state)
 {
     (void)state;
     static const char *const good[] = {
-        "a@b.co", "ada@example.com", "first.last+tag@sub.example.org", "x_y-z@e-x.io",
+        "a@b.co",
+        "ada@example.com",
+        "first.last+tag@sub.example.org",
+        "x_y-z@e-x.io",
     };
     static const char *const bad[] = {
-        "no-at-sign.com", "@example.com", "ada@example", "ada@@example.com",
-        "a@b@example.com", "ada lovelace@example.com", "ada@.example.com", "ada@example.com.",
-        "ada@exa mple.com", "<ada@example.com>", "ada@example,com", "a\"b@example.com",
-        "ada@ex:ample.com", "a@b.c\n",
+        "no-at-sign.com",    "@example.com",     "ada@example",
+        "ada@@example.com",  "a@b@example.com",  "ada lovelace@example.com",
+        "ada@.example.com",  "ada@example.com.", "ada@exa mple.com",
+        "<ada@example.com>", "ada@example,com",  "a\"b@example.com",
+        "ada@ex:ample.com",  "a@b.c\n",
     };
     for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
         json_t *body = json_pack("{s:s}", "email", good[i]);
@@ -336,6 +340,34 @@ static void test_not_an_object(void **state)
     json_decref(arr);
 }
 
+static void test_fields_shape_of_a_body(void **state)
+{
+    (void)state;
+    static const char *const allowed[] = {"name", "age", NULL};
+    ag_validator v;
+    ag_v_init(&v);
+    json_t *arr = obj("[1]");
+    assert_false(ag_v_fields(&v, arr, allowed));
+    assert_int_equal(nproblems(&v), 1);
+    assert_string_equal(problem(&v, 0, ""), "the body must be a JSON object");
+    ag_v_release(&v);
+    json_decref(arr);
+
+    ag_v_init(&v);
+    json_t *o = obj("{\"name\":\"x\",\"role\":\"admin\",\"age\":3,\"id\":1}");
+    assert_true(ag_v_fields(&v, o, allowed)); /* an object: read on */
+    assert_int_equal(nproblems(&v), 2);
+    assert_string_equal(problem(&v, 0, "role"), "role is not a known field");
+    assert_string_equal(problem(&v, 1, "id"), "id is not a known field");
+    ag_v_release(&v);
+
+    ag_v_init(&v);
+    assert_true(ag_v_fields(&v, o, NULL)); /* any field */
+    assert_true(ag_v_ok(&v));
+    ag_v_release(&v);
+    json_decref(o);
+}
+
 static void test_fail_and_details_shape(void **state)
 {
     (void)state;
@@ -401,6 +433,7 @@ int main(void)
         cmocka_unit_test(test_email_length_reported_once),
         cmocka_unit_test(test_nullable),
         cmocka_unit_test(test_not_an_object),
+        cmocka_unit_test(test_fields_shape_of_a_body),
         cmocka_unit_test(test_fail_and_details_shape),
         cmocka_unit_test(test_page_envelope),
     };

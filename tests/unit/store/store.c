@@ -85,8 +85,9 @@ static void test_types_round_trip_and_injection_is_data(void **state)
     }
     static const char evil[] = "x'); DROP TABLE kinds; --";
     static const unsigned char bytes[] = {0, 1, 2, 0xff, 0, 'z'};
-    ag_val p[] = {AG_VINT(1), AG_VTEXT(evil), AG_VINT(INT64_MAX), AG_VREAL(2.5),
-                  AG_VBOOL(true), AG_VBLOB(bytes, sizeof bytes), AG_VNULL};
+    ag_val p[] = {AG_VINT(1),    AG_VTEXT(evil), AG_VINT(INT64_MAX),
+                  AG_VREAL(2.5), AG_VBOOL(true), AG_VBLOB(bytes, sizeof bytes),
+                  AG_VNULL};
     ag_db *d = db();
     int64_t changes = 0;
     int rc = ag_db_exec(d, "INSERT INTO kinds VALUES ($1, $2, $3, $4, $5, $6, $7)", p, 7, &changes);
@@ -94,7 +95,8 @@ static void test_types_round_trip_and_injection_is_data(void **state)
     assert_int_equal(changes, 1);
     ag_rows *r;
     ag_val id = AG_VINT(1);
-    assert_int_equal(ag_db_query(d, "SELECT t, i, r, b, blob, n FROM kinds WHERE id = $1", &id, 1, &r), 0);
+    assert_int_equal(
+        ag_db_query(d, "SELECT t, i, r, b, blob, n FROM kinds WHERE id = $1", &id, 1, &r), 0);
     assert_int_equal(ag_rows_next(r), 1);
     assert_int_equal(ag_rows_ncols(r), 6);
     assert_string_equal(ag_rows_name(r, 0), "t");
@@ -122,8 +124,9 @@ static void test_returning_and_errors(void **state)
     ag_db *d = db();
     ag_val p[] = {AG_VINT(7), AG_VTEXT("a@b.co")};
     int64_t id = 0;
-    assert_int_equal(ag_db_query_int(d, "INSERT INTO users (id, email) VALUES ($1, $2) RETURNING id",
-                                     p, 2, &id), 0);
+    assert_int_equal(
+        ag_db_query_int(d, "INSERT INTO users (id, email) VALUES ($1, $2) RETURNING id", p, 2, &id),
+        0);
     assert_int_equal(id, 7);
     ag_val dup[] = {AG_VINT(8), AG_VTEXT("a@b.co")};
     assert_int_equal(ag_db_exec(d, "INSERT INTO users (id, email) VALUES ($1, $2)", dup, 2, NULL),
@@ -136,11 +139,13 @@ static void test_returning_and_errors(void **state)
     char email[64];
     ag_val seven = AG_VINT(7);
     assert_int_equal(ag_db_query_text(d, "SELECT email FROM users WHERE id = $1", &seven, 1, email,
-                                      sizeof email), 0);
+                                      sizeof email),
+                     0);
     assert_string_equal(email, "a@b.co");
     ag_val none = AG_VINT(99);
-    assert_int_equal(ag_db_query_text(d, "SELECT email FROM users WHERE id = $1", &none, 1, email,
-                                      sizeof email), AG_ENOTFOUND);
+    assert_int_equal(
+        ag_db_query_text(d, "SELECT email FROM users WHERE id = $1", &none, 1, email, sizeof email),
+        AG_ENOTFOUND);
 }
 
 static int insert_then(ag_db *d, void *ud)
@@ -214,8 +219,10 @@ static void test_concurrent_writers_lose_nothing(void **state)
     exec_ok("INSERT INTO counter VALUES (1, 0)");
     pthread_t t[4];
     int fails[4] = {0};
-    for (int i = 0; i < 4; i++) assert_int_equal(pthread_create(&t[i], NULL, writer, &fails[i]), 0);
-    for (int i = 0; i < 4; i++) pthread_join(t[i], NULL);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(pthread_create(&t[i], NULL, writer, &fails[i]), 0);
+    for (int i = 0; i < 4; i++)
+        pthread_join(t[i], NULL);
     int64_t v;
     assert_int_equal(ag_db_query_int(db(), "SELECT v FROM counter WHERE id = 1", NULL, 0, &v), 0);
     int failed = fails[0] + fails[1] + fails[2] + fails[3];
@@ -240,8 +247,9 @@ static void test_migrations(void **state)
     char dir[300];
     snprintf(dir, sizeof dir, "%s/migrations", g_dir);
     mkdir(dir, 0700);
-    write_file(dir, "001_init.sql", "CREATE TABLE m1 (id BIGINT PRIMARY KEY);\n"
-                                    "CREATE TABLE m1b (id BIGINT);");
+    write_file(dir, "001_init.sql",
+               "CREATE TABLE m1 (id BIGINT PRIMARY KEY);\n"
+               "CREATE TABLE m1b (id BIGINT);");
     write_file(dir, "002_engine.sql", "CREATE TABLE m2_common (id BIGINT);");
     write_file(dir, "002_engine.sqlite.sql", "CREATE TABLE m2_sqlite (id BIGINT);");
     write_file(dir, "002_engine.postgres.sql", "CREATE TABLE m2_postgres (id BIGINT);");
@@ -253,7 +261,8 @@ static void test_migrations(void **state)
     assert_int_equal(ag_store_version(g_store, &version), 0);
     assert_int_equal(version, 2);
     ag_db *d = db();
-    const char *mine = is_pg() ? "SELECT COUNT(*) FROM m2_postgres" : "SELECT COUNT(*) FROM m2_sqlite";
+    const char *mine =
+        is_pg() ? "SELECT COUNT(*) FROM m2_postgres" : "SELECT COUNT(*) FROM m2_sqlite";
     int64_t n;
     assert_int_equal(ag_db_query_int(d, mine, NULL, 0, &n), 0);
     /* The common file of number 2 was replaced by the engine's own. */
@@ -274,8 +283,11 @@ static void test_migrations(void **state)
     assert_int_equal(applied, 1);
 
     /* A database newer than the files: refuse. */
-    assert_int_equal(ag_db_exec(d, "INSERT INTO agora_migrations (version, name, applied_at) "
-                                   "VALUES (9, '009_future.sql', 'x')", NULL, 0, NULL), 0);
+    assert_int_equal(ag_db_exec(d,
+                                "INSERT INTO agora_migrations (version, name, applied_at) "
+                                "VALUES (9, '009_future.sql', 'x')",
+                                NULL, 0, NULL),
+                     0);
     assert_int_equal(ag_store_migrate(g_store, dir, &applied), AG_ESTATE);
 }
 
@@ -287,7 +299,8 @@ static void test_ping_and_bad_urls(void **state)
     ag_store *s;
     assert_int_equal(ag_store_open("mysql://x", &s), AG_EINVAL);
     assert_int_equal(ag_store_open("sqlite::memory:", &s), AG_EINVAL);
-    assert_int_equal(ag_store_open("postgres://nobody@127.0.0.1:1/x?connect_timeout=2", &s), AG_EIO);
+    assert_int_equal(ag_store_open("postgres://nobody@127.0.0.1:1/x?connect_timeout=2", &s),
+                     AG_EIO);
 }
 
 static void test_one_open_result_at_a_time(void **state)
@@ -305,6 +318,60 @@ static void test_one_open_result_at_a_time(void **state)
     ag_rows_free(r2);
 }
 
+typedef struct pet {
+    char name[6]; /* short on purpose: the copy cuts to fit */
+    char owner[16];
+    int64_t legs;
+} pet;
+
+static void pet_fill(ag_rows *r, void *out)
+{
+    pet *p = out;
+    ag_rows_copy(r, 0, p->name, sizeof p->name);
+    ag_rows_copy(r, 1, p->owner, sizeof p->owner);
+    p->legs = ag_rows_int(r, 2);
+}
+
+/* The lookup and change helpers services are written with. */
+static void test_one_row_lookups_and_changes(void **state)
+{
+    (void)state;
+    exec_ok("CREATE TABLE pets (id BIGINT PRIMARY KEY, name TEXT, owner TEXT, legs BIGINT)");
+    ag_db *d = db();
+    ag_val ins[] = {AG_VINT(1), AG_VTEXT("Bartholomew"), AG_VNULL, AG_VINT(4)};
+    assert_int_equal(
+        ag_db_exec_changed(d, "INSERT INTO pets VALUES ($1, $2, $3, $4)", ins, 4, AG_EEXISTS), 0);
+    assert_int_equal(ag_db_exec_changed(d,
+                                        "INSERT INTO pets VALUES ($1, $2, $3, $4)"
+                                        " ON CONFLICT (id) DO NOTHING",
+                                        ins, 4, AG_EEXISTS),
+                     AG_EEXISTS);
+    pet p;
+    memset(&p, 'x', sizeof p);
+    ag_val one = AG_VINT(1);
+    const char *sql = "SELECT name, owner, legs FROM pets WHERE id = $1";
+    assert_int_equal(ag_db_query_one(d, sql, &one, 1, pet_fill, &p), 0);
+    assert_string_equal(p.name, "Barth"); /* cut to its buffer, terminated */
+    assert_string_equal(p.owner, "");     /* NULL reads as empty */
+    assert_int_equal(p.legs, 4);
+    ag_val two = AG_VINT(2);
+    memset(&p, 0, sizeof p);
+    assert_int_equal(ag_db_query_one(d, sql, &two, 1, pet_fill, &p), AG_ENOTFOUND);
+    assert_int_equal(p.legs, 0); /* fill never ran */
+    assert_true(ag_db_query_one(d, "SELECT nope FROM pets", NULL, 0, pet_fill, &p) < 0);
+    /* The connection is usable after each: no result was left open. */
+    ag_val upd[] = {AG_VINT(3), AG_VINT(1)};
+    assert_int_equal(
+        ag_db_exec_changed(d, "UPDATE pets SET legs = $1 WHERE id = $2", upd, 2, AG_ENOTFOUND), 0);
+    upd[1] = AG_VINT(9);
+    assert_int_equal(
+        ag_db_exec_changed(d, "UPDATE pets SET legs = $1 WHERE id = $2", upd, 2, AG_ENOTFOUND),
+        AG_ENOTFOUND);
+    assert_true(ag_db_exec_changed(d, "UPDATE nope SET x = 1", NULL, 0, AG_ENOTFOUND) < 0);
+    assert_int_equal(ag_db_query_one(d, sql, &one, 1, pet_fill, &p), 0);
+    assert_int_equal(p.legs, 3);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -315,6 +382,7 @@ int main(void)
         cmocka_unit_test(test_migrations),
         cmocka_unit_test(test_ping_and_bad_urls),
         cmocka_unit_test(test_one_open_result_at_a_time),
+        cmocka_unit_test(test_one_row_lookups_and_changes),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
