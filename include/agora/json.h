@@ -74,6 +74,11 @@ void ag_v_only_fields(ag_validator *v, json_t *obj, const char *prefix, const ch
  *   if (ag_v_fields(&v, body, allowed)) { name = ag_v_str(&v, body, ...); } */
 bool ag_v_fields(ag_validator *v, json_t *obj, const char *const *allowed);
 
+/* An integer of at least `min` given as a JSON integer or as a decimal
+ * string (how ids too large for JavaScript's numbers travel): true with
+ * *out, false for anything else. */
+bool ag_json_int_of(const json_t *v, int64_t min, int64_t *out);
+
 /* The query parameter `name` of `req` as an integer in [min, max]: its
  * value, `def` when absent, or `def` after recording "<name> must be an
  * integer between <min> and <max>". */

@@ -27,6 +27,7 @@
 #ifndef AGORA_STORE_H
 #define AGORA_STORE_H
 
+#include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -109,6 +110,10 @@ int ag_db_query_text(ag_db *db, const char *sql, const ag_val *params, int npara
 typedef void (*ag_row_fill)(ag_rows *r, void *out);
 int ag_db_query_one(ag_db *db, const char *sql, const ag_val *params, int nparams, ag_row_fill fill,
                     void *out);
+/* Appends the first column of every row to the JSON array `arr` as a
+ * string (SQL NULL as null): 0 or the query's error (rows read before
+ * it stay appended). */
+int ag_db_query_texts(ag_db *db, const char *sql, const ag_val *params, int nparams, json_t *arr);
 /* The engine's message for the last failure on this connection. */
 const char *ag_db_error(const ag_db *db);
 ag_store *ag_db_store(ag_db *db);

@@ -236,13 +236,7 @@ int chat_member_check(ag_store *store, ag_peer *rooms, const char *room, const c
 static int append_ids(ag_db *db, const char *sql, const char *arg, json_t *arr)
 {
     ag_val p[] = {AG_VTEXT(arg)};
-    ag_rows *rows;
-    int rc = ag_db_query(db, sql, p, 1, &rows);
-    if (rc < 0) return rc;
-    while ((rc = ag_rows_next(rows)) > 0)
-        json_array_append_new(arr, json_string(ag_rows_text(rows, 0)));
-    ag_rows_free(rows);
-    return rc < 0 ? rc : 0;
+    return ag_db_query_texts(db, sql, p, 1, arr);
 }
 
 int chat_room_members(ag_db *db, const char *room, json_t *arr)

@@ -266,13 +266,12 @@ void files_empty_trash(void *ud)
     ag_db *db;
     if (ag_store_db(g_files.store, &db) < 0) return;
     for (;;) {
-        ag_rows *r;
-        if (ag_db_query(db, "SELECT id FROM file_trash ORDER BY id LIMIT 100", NULL, 0, &r) < 0)
-            return;
         json_t *ids = json_array();
-        while (ag_rows_next(r) == 1)
-            json_array_append_new(ids, json_string(ag_rows_text(r, 0)));
-        ag_rows_free(r);
+        if (ag_db_query_texts(db, "SELECT id FROM file_trash ORDER BY id LIMIT 100", NULL, 0, ids) <
+            0) {
+            json_decref(ids);
+            return;
+        }
         size_t i, n = json_array_size(ids);
         json_t *v;
         json_array_foreach(ids, i, v)

@@ -95,23 +95,6 @@ static void list(ag_http_req *req, ag_http_res *res, void *ud)
     ag_res_json(res, 200, env);
 }
 
-/* An id of "ids": a positive integer, as a number or a decimal string. */
-static bool id_of(json_t *v, int64_t *out)
-{
-    if (json_is_integer(v) && json_integer_value(v) > 0) {
-        *out = json_integer_value(v);
-        return true;
-    }
-    const char *s = json_string_value(v);
-    if (!s || !*s) return false;
-    char *end;
-    errno = 0;
-    long long x = strtoll(s, &end, 10);
-    if (*end || errno || x <= 0) return false;
-    *out = x;
-    return true;
-}
-
 typedef struct read_ctx {
     const char *user;
     int64_t *ids;
@@ -167,7 +150,7 @@ static void mark_read(ag_http_req *req, ag_http_res *res, void *ud)
         json_t *it;
         json_array_foreach(ids, i, it)
         {
-            if (!id_of(it, &c.ids[c.n])) {
+            if (!ag_json_int_of(it, 1, &c.ids[c.n])) {
                 ag_v_fail(&v, "ids", "ids[%zu] is not a notification id", i);
                 continue;
             }

@@ -282,13 +282,7 @@ int nt_presence_get(ag_db *db, json_t *ids, json_t *arr)
 
 int nt_presence_online(ag_db *db, json_t *arr)
 {
-    ag_rows *r;
-    int rc = ag_db_query(db, "SELECT user_id FROM presence WHERE online = 1", NULL, 0, &r);
-    if (rc < 0) return rc;
-    while ((rc = ag_rows_next(r)) == 1)
-        json_array_append_new(arr, json_string(ag_rows_text(r, 0)));
-    ag_rows_free(r);
-    return rc < 0 ? rc : 0;
+    return ag_db_query_texts(db, "SELECT user_id FROM presence WHERE online = 1", NULL, 0, arr);
 }
 
 /* ---- Users ------------------------------------------------------------------------------ */

@@ -355,23 +355,6 @@ static void verify(ws_conn *c, const char *token)
 
 /* ---- Reading --------------------------------------------------------------------------- */
 
-/* A `since` value: a non-negative integer, as a number or a decimal string. */
-static bool since_of(json_t *v, int64_t *out)
-{
-    if (json_is_integer(v) && json_integer_value(v) >= 0) {
-        *out = json_integer_value(v);
-        return true;
-    }
-    const char *s = json_string_value(v);
-    if (!s || !*s) return false;
-    char *end;
-    errno = 0;
-    long long x = strtoll(s, &end, 10);
-    if (*end || errno || x < 0) return false;
-    *out = x;
-    return true;
-}
-
 static void on_text(ws_conn *c, const char *data, size_t len)
 {
     json_t *msg = json_loadb(data, len, 0, NULL);
@@ -385,7 +368,7 @@ static void on_text(ws_conn *c, const char *data, size_t len)
                      "{\"type\":\"auth\",\"token\":...}");
         } else if (!nt_token_ok(token)) {
             ws_close(c, AG_WS_POLICY, "authentication failed: invalid token");
-        } else if (since && !since_of(since, &c->since)) {
+        } else if (since && !ag_json_int_of(since, 0, &c->since)) {
             ws_close(c, AG_WS_POLICY, "since must be a notification id");
         } else {
             if (since) c->resume = true;
@@ -397,7 +380,7 @@ static void on_text(ws_conn *c, const char *data, size_t len)
     } else if (c->state == W_OPEN) {
         int64_t since;
         if (type && strcmp(type, "resume") == 0) {
-            if (since_of(json_object_get(msg, "since"), &since))
+            if (ag_json_int_of(json_object_get(msg, "since"), 0, &since))
                 hub_resume(&c->sub, since);
             else
                 ws_error_message(c, "resume needs since: the last notification id seen");
@@ -517,7 +500,7 @@ static void get_ws(ag_http_req *req, ag_http_res *res, void *ud)
     bool resume = false;
     if (sq) {
         json_t *j = json_string(sq);
-        bool ok = j && since_of(j, &since);
+        bool ok = j && ag_json_int_of(j, 0, &since);
         json_decref(j);
         if (!ok) {
             ag_res_error(res, 400, "BAD_REQUEST", "since must be a notification id", NULL);

@@ -267,16 +267,10 @@ int rooms_members_list(ag_db *db, const char *room, int64_t page, int64_t limit,
 int rooms_member_ids(ag_db *db, const char *room, json_t *arr)
 {
     ag_val p[] = {AG_VTEXT(room)};
-    ag_rows *rows;
-    int rc = ag_db_query(db,
-                         "SELECT user_id FROM room_members WHERE room_id = $1"
-                         " ORDER BY joined_version, user_id",
-                         p, 1, &rows);
-    if (rc < 0) return rc;
-    while ((rc = ag_rows_next(rows)) == 1)
-        json_array_append_new(arr, json_string(ag_rows_text(rows, 0)));
-    ag_rows_free(rows);
-    return rc < 0 ? rc : 0;
+    return ag_db_query_texts(db,
+                             "SELECT user_id FROM room_members WHERE room_id = $1"
+                             " ORDER BY joined_version, user_id",
+                             p, 1, arr);
 }
 
 int rooms_successor(ag_db *db, const char *room, const char *except, rooms_member *out)

@@ -236,6 +236,23 @@ json_t *ag_req_json_object(ag_http_req *req, ag_http_res *res, ag_validator *v,
     return body;
 }
 
+bool ag_json_int_of(const json_t *v, int64_t min, int64_t *out)
+{
+    if (json_is_integer(v)) {
+        if (json_integer_value(v) < min) return false;
+        *out = json_integer_value(v);
+        return true;
+    }
+    const char *s = json_string_value(v);
+    if (!s || !*s) return false;
+    char *end;
+    errno = 0;
+    long long x = strtoll(s, &end, 10);
+    if (*end || errno || x < min) return false;
+    *out = x;
+    return true;
+}
+
 bool ag_v_fields(ag_validator *v, json_t *obj, const char *const *allowed)
 {
     if (!json_is_object(obj)) {

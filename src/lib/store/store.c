@@ -255,6 +255,19 @@ int ag_db_exec_changed(ag_db *db, const char *sql, const ag_val *params, int npa
     return changes > 0 ? 0 : none;
 }
 
+int ag_db_query_texts(ag_db *db, const char *sql, const ag_val *params, int nparams, json_t *arr)
+{
+    ag_rows *r;
+    int rc = ag_db_query(db, sql, params, nparams, &r);
+    if (rc < 0) return rc;
+    while ((rc = ag_rows_next(r)) == 1) {
+        const char *s = ag_rows_text(r, 0);
+        json_array_append_new(arr, s ? json_string(s) : json_null());
+    }
+    ag_rows_free(r);
+    return rc < 0 ? rc : 0;
+}
+
 int ag_db_query(ag_db *db, const char *sql, const ag_val *params, int nparams, ag_rows **out)
 {
     int rc = check_rows_closed(db);

@@ -370,6 +370,18 @@ static void test_one_row_lookups_and_changes(void **state)
     assert_true(ag_db_exec_changed(d, "UPDATE nope SET x = 1", NULL, 0, AG_ENOTFOUND) < 0);
     assert_int_equal(ag_db_query_one(d, sql, &one, 1, pet_fill, &p), 0);
     assert_int_equal(p.legs, 3);
+    json_t *arr = json_array();
+    assert_int_equal(ag_db_query_texts(d,
+                                       "SELECT name FROM pets UNION ALL SELECT owner FROM pets"
+                                       " UNION ALL SELECT 'z'",
+                                       NULL, 0, arr),
+                     0);
+    char *text = json_dumps(arr, JSON_COMPACT);
+    assert_string_equal(text, "[\"Bartholomew\",null,\"z\"]");
+    free(text);
+    assert_true(ag_db_query_texts(d, "SELECT nope", NULL, 0, arr) < 0);
+    assert_int_equal(json_array_size(arr), 3);
+    json_decref(arr);
 }
 
 int main(void)
