@@ -8,7 +8,7 @@ JOBS ?= $(shell nproc)
 BUILD ?= build
 ASAN_BUILD ?= build-asan
 
-.PHONY: all deps build test asan check up down bench bench-http bench-gateway bench-bus bench-checkout bench-chat format clean
+.PHONY: all deps build test asan check docs up down bench bench-http bench-gateway bench-bus bench-checkout bench-chat format clean
 
 all: build
 
@@ -31,6 +31,10 @@ asan: deps
 	  AGORA_TEST_SANITIZED=1 ctest --output-on-failure -j $(JOBS)
 
 check: test asan
+
+# docs/api.md's operation tables from the services' OpenAPI documents.
+docs:
+	@python3 tests/docs/apigen.py
 
 up: build
 	@BUILD=$(BUILD) scripts/up

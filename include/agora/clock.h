@@ -25,6 +25,8 @@ uint64_t ag_wall_ms(void); /* milliseconds since the Unix epoch */
 
 /* Writes "2026-11-21T20:49:03.120Z" (24 chars + NUL); `n` must be >= 25. */
 void ag_time_rfc3339(char *out, size_t n, uint64_t wall_ms);
+/* The same for now (ag_wall_ms()): what every row's created_at gets. */
+void ag_time_now(char *out, size_t n);
 
 typedef uint64_t ag_deadline;
 

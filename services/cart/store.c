@@ -8,11 +8,6 @@
 
 #include "cart.h"
 
-static void now_text(char *ts, size_t n)
-{
-    ag_time_rfc3339(ts, n, ag_wall_ms());
-}
-
 int cart_lines(ag_db *db, const char *user, cart_line **out, size_t *n)
 {
     *out = NULL;
@@ -64,7 +59,7 @@ int cart_line_quantity(ag_db *db, const char *user, const char *product, int64_t
 int cart_line_put(ag_db *db, const char *user, const product_info *pi, int64_t qty)
 {
     char ts[32];
-    now_text(ts, sizeof ts);
+    ag_time_now(ts, sizeof ts);
     ag_val p[] = {AG_VTEXT(user),     AG_VTEXT(pi->id),         AG_VINT(qty),
                   AG_VTEXT(pi->name), AG_VINT(pi->price_cents), AG_VTEXT(pi->currency),
                   AG_VTEXT(ts)};
@@ -82,7 +77,7 @@ int cart_line_put(ag_db *db, const char *user, const product_info *pi, int64_t q
 int cart_line_snapshot(ag_db *db, const char *user, const product_info *pi)
 {
     char ts[32];
-    now_text(ts, sizeof ts);
+    ag_time_now(ts, sizeof ts);
     ag_val p[] = {AG_VTEXT(user),           AG_VTEXT(pi->id),       AG_VTEXT(pi->name),
                   AG_VINT(pi->price_cents), AG_VTEXT(pi->currency), AG_VTEXT(ts)};
     return ag_db_exec(db,

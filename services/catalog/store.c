@@ -22,11 +22,6 @@
 
 #define MAX_SEARCH_WORDS 16
 
-static void now_text(char *ts, size_t n)
-{
-    ag_time_rfc3339(ts, n, ag_wall_ms());
-}
-
 static bool is_sqlite(ag_db *db)
 {
     return ag_store_engine_of(ag_db_store(db)) == AG_STORE_SQLITE;
@@ -59,7 +54,7 @@ static int products_into(ag_db *db, const char *sql, const ag_val *p, int n, jso
 int products_insert(ag_db *db, const char *id, const product_fields *f)
 {
     char ts[32];
-    now_text(ts, sizeof ts);
+    ag_time_now(ts, sizeof ts);
     ag_val p[] = {AG_VTEXT(id),
                   AG_VTEXT(f->name),
                   AG_VTEXT(f->description ? f->description : ""),
@@ -84,7 +79,7 @@ static ag_val opt_text(const char *s)
 int products_update(ag_db *db, const char *id, const product_fields *f)
 {
     char ts[32];
-    now_text(ts, sizeof ts);
+    ag_time_now(ts, sizeof ts);
     /* NULL keeps a column as it is. (AG_VNULL rather than AG_VTEXT(NULL):
      * libagora's PostgreSQL binding hands a NULL text to memchr.) */
     ag_val p[] = {opt_text(f->name),
@@ -109,7 +104,7 @@ int products_update(ag_db *db, const char *id, const product_fields *f)
 int products_set_active(ag_db *db, const char *id, bool active)
 {
     char ts[32];
-    now_text(ts, sizeof ts);
+    ag_time_now(ts, sizeof ts);
     ag_val p[] = {AG_VBOOL(active), AG_VTEXT(ts), AG_VTEXT(id)};
     return ag_db_exec_changed(db,
                               "UPDATE products SET is_active = $1, updated_at = $2 WHERE id = $3",
@@ -272,7 +267,7 @@ int products_add_rating(ag_db *db, const char *id, int64_t stars)
     /* The average to one decimal, rounded half up: round(10 * sum / count). */
     int64_t x10 = (20 * sum + count) / (2 * count);
     char ts[32];
-    now_text(ts, sizeof ts);
+    ag_time_now(ts, sizeof ts);
     ag_val p[] = {AG_VINT(sum), AG_VINT(count), AG_VINT(x10), AG_VTEXT(ts), AG_VTEXT(id)};
     return ag_db_exec(db,
                       "UPDATE products SET rating_sum = $1, review_count = $2, rating_x10 = $3,"
@@ -283,7 +278,7 @@ int products_add_rating(ag_db *db, const char *id, int64_t stars)
 int categories_insert(ag_db *db, const char *id, const char *name, const char *slug)
 {
     char ts[32];
-    now_text(ts, sizeof ts);
+    ag_time_now(ts, sizeof ts);
     ag_val p[] = {AG_VTEXT(id), AG_VTEXT(name), AG_VTEXT(slug), AG_VTEXT(ts)};
     return ag_db_exec(db,
                       "INSERT INTO categories (id, name, slug, created_at) VALUES ($1, $2, $3, $4)",
@@ -331,7 +326,7 @@ int reviews_insert(ag_db *db, const char *id, const char *product_id, const char
                    int64_t rating, const char *text, bool verified, json_t **out)
 {
     char ts[32];
-    now_text(ts, sizeof ts);
+    ag_time_now(ts, sizeof ts);
     ag_val p[] = {AG_VTEXT(id),   AG_VTEXT(product_id), AG_VTEXT(user_id), AG_VINT(rating),
                   AG_VTEXT(text), AG_VBOOL(verified),   AG_VTEXT(ts)};
     int rc =
@@ -366,7 +361,7 @@ int purchases_record(ag_db *db, const char *order_id, const char *user_id, const
                      int64_t quantity)
 {
     char ts[32];
-    now_text(ts, sizeof ts);
+    ag_time_now(ts, sizeof ts);
     ag_val p[] = {AG_VTEXT(order_id), AG_VTEXT(user_id), AG_VTEXT(product_id), AG_VINT(quantity),
                   AG_VTEXT(ts)};
     /* An order naming a product twice counts once, with both quantities. */

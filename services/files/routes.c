@@ -173,7 +173,7 @@ static void post_file(ag_http_req *req, ag_http_res *res, void *ud)
     snprintf(f.owner_id, sizeof f.owner_id, "%s", who->id);
     snprintf(f.name, sizeof f.name, "%s", name);
     content_type_of(req, f.content_type);
-    ag_time_rfc3339(f.created_at, sizeof f.created_at, ag_wall_ms());
+    ag_time_now(f.created_at, sizeof f.created_at);
     int fd = -1;
     uint64_t size = 0;
     if (ag_req_body_file(req, &fd, &size) < 0) {

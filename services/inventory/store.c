@@ -14,11 +14,6 @@
 
 #include "inventory.h"
 
-static void now_text(char *ts, size_t n)
-{
-    ag_time_rfc3339(ts, n, ag_wall_ms());
-}
-
 /* A returned reservation keeps state COMMITTED in its row and gets a
  * returned_at (002_returned.sql: a column, because SQLite cannot widen the
  * state's CHECK in place); readers see RETURNED. */
@@ -75,7 +70,7 @@ int inv_stock_list(ag_db *db, int64_t page, int64_t limit, json_t *arr, int64_t 
 int inv_stock_create(ag_db *db, const char *product, int64_t quantity, bool *created)
 {
     char ts[32];
-    now_text(ts, sizeof ts);
+    ag_time_now(ts, sizeof ts);
     ag_val p[] = {AG_VTEXT(product), AG_VINT(quantity), AG_VINT(INV_DEFAULT_LOW_LEVEL),
                   AG_VTEXT(ts)};
     int64_t changes = 0;
@@ -91,7 +86,7 @@ int inv_stock_create(ag_db *db, const char *product, int64_t quantity, bool *cre
 int inv_stock_add(ag_db *db, const char *product, int64_t delta)
 {
     char ts[32];
-    now_text(ts, sizeof ts);
+    ag_time_now(ts, sizeof ts);
     ag_val p[] = {AG_VINT(delta), AG_VTEXT(product), AG_VTEXT(ts)};
     int64_t changes = 0;
     int rc = ag_db_exec(db,
@@ -118,7 +113,7 @@ int inv_stock_set_meta(ag_db *db, const char *product, const int64_t *low_level,
 int inv_stock_mark_deleted(ag_db *db, const char *product)
 {
     char ts[32];
-    now_text(ts, sizeof ts);
+    ag_time_now(ts, sizeof ts);
     ag_val p[] = {AG_VTEXT(product), AG_VTEXT(ts)};
     return ag_db_exec(db, "UPDATE stock SET deleted = 1, updated_at = $2 WHERE product_id = $1", p,
                       2, NULL);
@@ -127,7 +122,7 @@ int inv_stock_mark_deleted(ag_db *db, const char *product)
 int inv_stock_reserve(ag_db *db, const char *product, int64_t n)
 {
     char ts[32];
-    now_text(ts, sizeof ts);
+    ag_time_now(ts, sizeof ts);
     ag_val p[] = {AG_VINT(n), AG_VTEXT(product), AG_VTEXT(ts)};
     return ag_db_exec_changed(
         db,
@@ -139,7 +134,7 @@ int inv_stock_reserve(ag_db *db, const char *product, int64_t n)
 int inv_stock_unreserve(ag_db *db, const char *product, int64_t n, bool commit)
 {
     char ts[32];
-    now_text(ts, sizeof ts);
+    ag_time_now(ts, sizeof ts);
     ag_val p[] = {AG_VINT(n), AG_VTEXT(product), AG_VTEXT(ts)};
     int64_t changes = 0;
     int rc =
@@ -185,7 +180,7 @@ int inv_adjustment_record(ag_db *db, const char *product, int64_t delta, const c
                           const char *actor)
 {
     char ts[32], id[AG_ID_LEN + 1];
-    now_text(ts, sizeof ts);
+    ag_time_now(ts, sizeof ts);
     ag_id_new_str(id);
     ag_val p[] = {AG_VTEXT(id),     AG_VTEXT(product), AG_VINT(delta),
                   AG_VTEXT(reason), AG_VTEXT(actor),   AG_VTEXT(ts)};
@@ -221,7 +216,7 @@ int inv_reservation_insert(ag_db *db, const char *order, const char *state, cons
                            const char *shortages, const inv_item *items, size_t n)
 {
     char ts[32];
-    now_text(ts, sizeof ts);
+    ag_time_now(ts, sizeof ts);
     ag_val p[] = {AG_VTEXT(order), AG_VTEXT(state), AG_VTEXT(key), AG_VTEXT(shortages),
                   AG_VTEXT(ts)};
     int rc = ag_db_exec(db,
@@ -241,7 +236,7 @@ int inv_reservation_insert(ag_db *db, const char *order, const char *state, cons
 int inv_reservation_set_state(ag_db *db, const char *order, const char *state)
 {
     char ts[32];
-    now_text(ts, sizeof ts);
+    ag_time_now(ts, sizeof ts);
     ag_val p[] = {AG_VTEXT(order), AG_VTEXT(state), AG_VTEXT(ts)};
     if (strcmp(state, "RETURNED") == 0) /* see RES_STATE */
         return ag_db_exec(db,
@@ -255,7 +250,7 @@ int inv_reservation_set_state(ag_db *db, const char *order, const char *state)
 int inv_stock_restock(ag_db *db, const char *product, int64_t n)
 {
     char ts[32];
-    now_text(ts, sizeof ts);
+    ag_time_now(ts, sizeof ts);
     ag_val p[] = {AG_VINT(n), AG_VTEXT(product), AG_VTEXT(ts)};
     return ag_db_exec_changed(db,
                               "UPDATE stock SET quantity = quantity + $1, updated_at = $3"

@@ -32,11 +32,6 @@
 
 /* ---- Helpers ----------------------------------------------------------------------------- */
 
-static void now_text(char ts[32])
-{
-    ag_time_rfc3339(ts, 32, ag_wall_ms());
-}
-
 static size_t utf8_chars(const char *s)
 {
     size_t n = 0;
@@ -357,7 +352,7 @@ static void post_message(ag_http_req *req, ag_http_res *res, void *ud)
     username_of(req, me, m.username, sizeof m.username);
     if (reply) snprintf(m.reply_to, sizeof m.reply_to, "%s", reply);
     if (content) m.content = ag_strdup(content);
-    now_text(m.created_at);
+    ag_time_now(m.created_at, 32);
     memcpy(m.updated_at, m.created_at, sizeof m.updated_at);
     rc = ag_store_tx(g_msg.store, send_tx, &m);
     if (rc < 0) {
@@ -503,7 +498,7 @@ static int read_tx(ag_db *db, void *ud)
 {
     read_ctx *c = ud;
     char ts[32];
-    now_text(ts);
+    ag_time_now(ts, 32);
     int rc = msg_marker_advance(db, c->room, c->user, c->seq, c->id, ts);
     if (rc == 0)
         rc = msg_marker_get(db, c->room, c->user, c->last_id, sizeof c->last_id, &c->last_seq);
@@ -580,7 +575,7 @@ static int change_tx(ag_db *db, void *ud)
     int rc = msg_get(db, c->id, &m);
     if (rc < 0) return rc;
     char ts[32];
-    now_text(ts);
+    ag_time_now(ts, 32);
     if (m.deleted) {
         c->gone = true;
         msg_row_release(&m);

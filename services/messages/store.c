@@ -418,7 +418,7 @@ int msg_username_get(ag_db *db, const char *user, char *out, size_t n)
 int msg_username_put(ag_db *db, const char *user, const char *name, bool overwrite)
 {
     char ts[32];
-    ag_time_rfc3339(ts, sizeof ts, ag_wall_ms());
+    ag_time_now(ts, sizeof ts);
     ag_val p[] = {AG_VTEXT(user), AG_VTEXT(name), AG_VTEXT(ts)};
     return ag_db_exec(db,
                       overwrite ? "INSERT INTO user_names (user_id, username, updated_at)"

@@ -142,7 +142,7 @@ static int publish_presence(ag_db *db, void *ud)
 {
     presence_task *t = ud;
     char at[32];
-    ag_time_rfc3339(at, sizeof at, ag_wall_ms());
+    ag_time_now(at, sizeof at);
     json_t *data = json_pack("{s:s, s:s, s:I, s:s}", "userId", t->user, "status",
                              t->online ? "online" : "offline", "seq", (json_int_t)t->seq, "at", at);
     return ag_bus_publish(g_nt.bus, db, t->online ? "user.online" : "user.offline", t->user, data,

@@ -7,11 +7,6 @@
 
 #include "notifications.h"
 
-static void now_rfc3339(char out[32])
-{
-    ag_time_rfc3339(out, 32, ag_wall_ms());
-}
-
 /* ---- Notifications ---------------------------------------------------------------------- */
 
 #define NT_COLS "id, type, title, message, data, is_read, created_at"
@@ -38,7 +33,7 @@ int nt_insert(ag_db *db, const nt_new *n, int64_t *id, char **json)
     if (rc < 0) return rc;
     char *data = json_dumps(n->data ? n->data : json_object(), JSON_COMPACT);
     char now[32];
-    now_rfc3339(now);
+    ag_time_now(now, 32);
     ag_val p[] = {AG_VTEXT(n->user_id), AG_VTEXT(n->event_id), AG_VTEXT(n->type),
                   AG_VTEXT(n->title),   AG_VTEXT(n->message),  AG_VTEXT(data),
                   AG_VTEXT(now),        AG_VINT(pid)};
@@ -220,7 +215,7 @@ int nt_feed_insert(ag_db *db, const char *room, const char *user, const char *ev
     int rc = nt_next_push_id(db, &pid);
     if (rc < 0) return rc;
     char now[32];
-    now_rfc3339(now);
+    ag_time_now(now, 32);
     ag_val p[] = {AG_VINT(pid),   AG_VTEXT(room), AG_VTEXT(user), AG_VTEXT(event_id),
                   AG_VTEXT(type), AG_VTEXT(json), AG_VTEXT(now)};
     int64_t changes = 0;
@@ -237,7 +232,7 @@ int nt_presence_put(ag_db *db, const char *user, bool online, int64_t seq, bool 
 {
     *changed = false;
     char now[32];
-    now_rfc3339(now);
+    ag_time_now(now, 32);
     ag_val q[] = {AG_VTEXT(user)};
     int64_t was = -1;
     int rc = ag_db_query_int(db, "SELECT online FROM presence WHERE user_id = $1", q, 1, &was);
@@ -290,7 +285,7 @@ int nt_presence_online(ag_db *db, json_t *arr)
 int nt_user_upsert(ag_db *db, const nt_user *u)
 {
     char now[32];
-    now_rfc3339(now);
+    ag_time_now(now, 32);
     ag_val p[] = {AG_VTEXT(u->id), AG_VTEXT(u->username), AG_VTEXT(u->email), AG_VTEXT(u->role),
                   AG_VTEXT(now)};
     return ag_db_exec(db,
@@ -309,7 +304,7 @@ int nt_user_learn(ag_db *db, const char *id, const char *email, const char *role
     int rc = ag_db_query_int(db, "SELECT 1 FROM users WHERE id = $1", q, 1, &one);
     if (rc != AG_ENOTFOUND) return rc; /* known (or an error) */
     char now[32];
-    now_rfc3339(now);
+    ag_time_now(now, 32);
     ag_val p[] = {AG_VTEXT(id), AG_VTEXT(email && *email ? email : NULL),
                   AG_VTEXT(role && *role ? role : "customer"), AG_VTEXT(now)};
     return ag_db_exec(db,
@@ -321,7 +316,7 @@ int nt_user_learn(ag_db *db, const char *id, const char *email, const char *role
 int nt_user_delete(ag_db *db, const char *id)
 {
     char now[32];
-    now_rfc3339(now);
+    ag_time_now(now, 32);
     ag_val p[] = {AG_VTEXT(id), AG_VTEXT(now)};
     int rc = ag_db_exec(db,
                         "INSERT INTO users (id, role, deleted, source, updated_at) "
@@ -457,7 +452,7 @@ int nt_mail_due(ag_db *db, int64_t now_ms, int limit, nt_mail **out, size_t *n)
 int nt_mail_sent(ag_db *db, int64_t id)
 {
     char now[32];
-    now_rfc3339(now);
+    ag_time_now(now, 32);
     ag_val p[] = {AG_VINT(id), AG_VTEXT(now)};
     return ag_db_exec(
         db,

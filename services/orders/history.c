@@ -23,11 +23,6 @@ void ord_order_clear(ord_order *o)
     memset(o, 0, sizeof *o);
 }
 
-static void now_text(char *out, size_t n)
-{
-    ag_time_rfc3339(out, n, ag_wall_ms());
-}
-
 static void set_str(char *dst, size_t n, const char *src)
 {
     snprintf(dst, n, "%s", src ? src : "");
@@ -256,7 +251,7 @@ int ord_append(ag_db *db, ord_order *o, const char *type, json_t *data, const ch
 {
     if (!data) data = json_object();
     char at[32];
-    now_text(at, sizeof at);
+    ag_time_now(at, sizeof at);
     bool placed = strcmp(type, "OrderPlaced") == 0;
     int rc = apply(o, type, data, at);
     if (rc == 0) {

@@ -291,7 +291,7 @@ static int place_tx(ag_db *db, void *ud)
     int rc = key_lookup(db, c->user, c->key, c->hash, c->existing);
     if (rc != AG_ENOTFOUND) return rc < 0 ? rc : AG_EEXISTS; /* raced with a twin */
     char now[32];
-    ag_time_rfc3339(now, sizeof now, ag_wall_ms());
+    ag_time_now(now, sizeof now);
     ag_val p[] = {AG_VTEXT(c->user), AG_VTEXT(c->key), AG_VTEXT(c->hash), AG_VTEXT(c->o->id),
                   AG_VTEXT(now)};
     rc =

@@ -60,11 +60,6 @@ static ag_deadline provider_deadline(ag_http_req *req)
     return ag_deadline_min(ag_req_deadline(req), ag_deadline_in(g_pay.provider_timeout_ms));
 }
 
-static void now_text(char *ts, size_t n)
-{
-    ag_time_rfc3339(ts, n, ag_wall_ms());
-}
-
 /* ---- One operation in flight per order (or payment) ------------------------------- */
 
 /* A second charge of the same order while the first waits on the provider
@@ -373,7 +368,7 @@ static void post_payment(ag_http_req *req, ag_http_res *res, void *ud)
     snprintf(p.provider_ref, sizeof p.provider_ref, "%s", out.ref);
     snprintf(p.failure_code, sizeof p.failure_code, "%s", out.failure_code);
     snprintf(p.failure_message, sizeof p.failure_message, "%s", out.failure_message);
-    now_text(p.created_at, sizeof p.created_at);
+    ag_time_now(p.created_at, sizeof p.created_at);
     rc = ag_store_tx(g_pay.store, record_tx, &p);
     if (rc == AG_EEXISTS) { /* another instance charged this order meanwhile */
         payment first;
@@ -549,7 +544,7 @@ static void post_refund(ag_http_req *req, ag_http_res *res, void *ud)
     c.requested = requested;
     c.provider_ref = out.ref;
     ag_id_new_str(c.id);
-    now_text(c.created_at, sizeof c.created_at);
+    ag_time_now(c.created_at, sizeof c.created_at);
     rc = ag_store_tx(g_pay.store, refund_tx, &c);
     if (rc == 0) {
         ag_info("payment refunded", AG_FS("paymentId", p.id), AG_FS("orderId", p.order_id),

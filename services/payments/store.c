@@ -76,7 +76,7 @@ int payment_insert(ag_db *db, const payment *x)
 int payment_add_refund(ag_db *db, const char *id, int64_t cents)
 {
     char ts[32];
-    ag_time_rfc3339(ts, sizeof ts, ag_wall_ms());
+    ag_time_now(ts, sizeof ts);
     ag_val p[] = {AG_VTEXT(id), AG_VINT(cents), AG_VTEXT(ts)};
     return ag_db_exec_changed(
         db,

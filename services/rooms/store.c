@@ -29,7 +29,7 @@ bool rooms_id_ok(const char *s)
 
 void rooms_now(char ts[32])
 {
-    ag_time_rfc3339(ts, 32, ag_wall_ms());
+    ag_time_now(ts, 32);
 }
 
 static void copy(char *dst, size_t n, const char *src)

@@ -116,7 +116,7 @@ static int setup_admin(void)
     ag_id_new_str(a.u.id);
     snprintf(a.u.username, sizeof a.u.username, "admin");
     snprintf(a.u.role, sizeof a.u.role, "admin");
-    ag_time_rfc3339(a.u.created_at, sizeof a.u.created_at, ag_wall_ms());
+    ag_time_now(a.u.created_at, sizeof a.u.created_at);
     char hash[AG_PASSWORD_HASH_MAX];
     rc = ag_password_hash(password, hash);
     a.hash = hash;

@@ -130,7 +130,7 @@ static void post_register(ag_http_req *req, ag_http_res *res, void *ud)
     snprintf(c.u.email, sizeof c.u.email, "%s", email);
     lower(c.u.email);
     snprintf(c.u.role, sizeof c.u.role, "customer");
-    ag_time_rfc3339(c.u.created_at, sizeof c.u.created_at, ag_wall_ms());
+    ag_time_now(c.u.created_at, sizeof c.u.created_at);
     char hash[AG_PASSWORD_HASH_MAX];
     int rc = ag_password_hash(password, hash);
     json_decref(body);

@@ -65,15 +65,10 @@ int users_insert(ag_db *db, const user_row *u, const char *password_hash)
                       p, 6, NULL);
 }
 
-static void now_text(char *ts, size_t n)
-{
-    ag_time_rfc3339(ts, n, ag_wall_ms());
-}
-
 int users_set_online(ag_db *db, const char *id, bool online)
 {
     char ts[32];
-    now_text(ts, sizeof ts);
+    ag_time_now(ts, sizeof ts);
     ag_val p[] = {AG_VBOOL(online), AG_VTEXT(ts), AG_VTEXT(id)};
     return ag_db_exec(db, "UPDATE users SET online = $1, last_seen = $2 WHERE id = $3", p, 3, NULL);
 }
@@ -82,7 +77,7 @@ int users_update_profile(ag_db *db, const char *id, const char *username, const 
                          const char *bio)
 {
     char ts[32];
-    now_text(ts, sizeof ts);
+    ag_time_now(ts, sizeof ts);
     /* NULL keeps a field as it is. */
     ag_val p[] = {AG_VTEXT(username), AG_VTEXT(avatar_url), AG_VTEXT(bio), AG_VTEXT(ts),
                   AG_VTEXT(id)};
@@ -96,7 +91,7 @@ int users_update_profile(ag_db *db, const char *id, const char *username, const 
 int users_set_password(ag_db *db, const char *id, const char *hash)
 {
     char ts[32];
-    now_text(ts, sizeof ts);
+    ag_time_now(ts, sizeof ts);
     ag_val p[] = {AG_VTEXT(hash), AG_VTEXT(ts), AG_VTEXT(id)};
     return ag_db_exec(db, "UPDATE users SET password_hash = $1, updated_at = $2 WHERE id = $3", p,
                       3, NULL);
@@ -136,7 +131,7 @@ int users_list(ag_db *db, int64_t page, int64_t limit, json_t *arr)
 int refresh_store(ag_db *db, const char *token_hash, const char *user_id, int64_t expires_ms)
 {
     char ts[32];
-    now_text(ts, sizeof ts);
+    ag_time_now(ts, sizeof ts);
     ag_val p[] = {AG_VTEXT(token_hash), AG_VTEXT(user_id), AG_VINT(expires_ms), AG_VTEXT(ts)};
     return ag_db_exec(db,
                       "INSERT INTO refresh_tokens (token_hash, user_id, expires_ms, created_at)"
@@ -217,7 +212,7 @@ int clients_get_hash(ag_db *db, const char *client_id, char *hash, size_t n)
 int clients_put(ag_db *db, const char *client_id, const char *hash, const char *name)
 {
     char ts[32];
-    now_text(ts, sizeof ts);
+    ag_time_now(ts, sizeof ts);
     ag_val p[] = {AG_VTEXT(client_id), AG_VTEXT(hash), AG_VTEXT(name), AG_VTEXT(ts)};
     ag_val del = AG_VTEXT(client_id);
     int rc = ag_db_exec(db, "DELETE FROM clients WHERE client_id = $1", &del, 1, NULL);

@@ -24,6 +24,11 @@ uint64_t ag_wall_ms(void)
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
+void ag_time_now(char *out, size_t n)
+{
+    ag_time_rfc3339(out, n, ag_wall_ms());
+}
+
 void ag_time_rfc3339(char *out, size_t n, uint64_t wall_ms)
 {
     /* Cache the formatted second per thread: logs stamp many lines a second. */
