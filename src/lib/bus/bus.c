@@ -100,31 +100,22 @@ bool ag_bus_pattern_match(const char *pattern, const char *type)
 
 /* ---- Opening ------------------------------------------------------------------- */
 
-static const char sqlite_ddl[] =
-    "CREATE TABLE IF NOT EXISTS agora_outbox ("
-    " seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, type TEXT NOT NULL,"
-    " subject TEXT, payload TEXT NOT NULL, created_ms BIGINT NOT NULL, sent_ms BIGINT,"
-    " attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT);"
-    "CREATE INDEX IF NOT EXISTS agora_outbox_unsent ON agora_outbox (seq) WHERE sent_ms IS NULL;"
-    "CREATE TABLE IF NOT EXISTS agora_inbox ("
-    " id TEXT PRIMARY KEY, type TEXT NOT NULL, received_ms BIGINT NOT NULL);"
-    "CREATE TABLE IF NOT EXISTS agora_dead_letters ("
-    " id TEXT NOT NULL, type TEXT, reason TEXT NOT NULL, envelope TEXT NOT NULL,"
-    " delivery INTEGER NOT NULL, dead_ms BIGINT NOT NULL);"
-    "CREATE INDEX IF NOT EXISTS agora_dead_letters_at ON agora_dead_letters (dead_ms);";
+/* The bus's tables; the engines differ only in how the outbox numbers rows. */
+#define BUS_DDL(SEQ)                                                                               \
+    "CREATE TABLE IF NOT EXISTS agora_outbox ("                                                    \
+    " seq " SEQ ", id TEXT NOT NULL UNIQUE, type TEXT NOT NULL,"                                   \
+    " subject TEXT, payload TEXT NOT NULL, created_ms BIGINT NOT NULL, sent_ms BIGINT,"            \
+    " attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT);"                                      \
+    "CREATE INDEX IF NOT EXISTS agora_outbox_unsent ON agora_outbox (seq) WHERE sent_ms IS NULL;"  \
+    "CREATE TABLE IF NOT EXISTS agora_inbox ("                                                     \
+    " id TEXT PRIMARY KEY, type TEXT NOT NULL, received_ms BIGINT NOT NULL);"                      \
+    "CREATE TABLE IF NOT EXISTS agora_dead_letters ("                                              \
+    " id TEXT NOT NULL, type TEXT, reason TEXT NOT NULL, envelope TEXT NOT NULL,"                  \
+    " delivery INTEGER NOT NULL, dead_ms BIGINT NOT NULL);"                                        \
+    "CREATE INDEX IF NOT EXISTS agora_dead_letters_at ON agora_dead_letters (dead_ms);"
 
-static const char postgres_ddl[] =
-    "CREATE TABLE IF NOT EXISTS agora_outbox ("
-    " seq BIGSERIAL PRIMARY KEY, id TEXT NOT NULL UNIQUE, type TEXT NOT NULL,"
-    " subject TEXT, payload TEXT NOT NULL, created_ms BIGINT NOT NULL, sent_ms BIGINT,"
-    " attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT);"
-    "CREATE INDEX IF NOT EXISTS agora_outbox_unsent ON agora_outbox (seq) WHERE sent_ms IS NULL;"
-    "CREATE TABLE IF NOT EXISTS agora_inbox ("
-    " id TEXT PRIMARY KEY, type TEXT NOT NULL, received_ms BIGINT NOT NULL);"
-    "CREATE TABLE IF NOT EXISTS agora_dead_letters ("
-    " id TEXT NOT NULL, type TEXT, reason TEXT NOT NULL, envelope TEXT NOT NULL,"
-    " delivery INTEGER NOT NULL, dead_ms BIGINT NOT NULL);"
-    "CREATE INDEX IF NOT EXISTS agora_dead_letters_at ON agora_dead_letters (dead_ms);";
+static const char sqlite_ddl[] = BUS_DDL("INTEGER PRIMARY KEY AUTOINCREMENT");
+static const char postgres_ddl[] = BUS_DDL("BIGSERIAL PRIMARY KEY");
 
 typedef struct ddl_ctx {
     const char *sql;
@@ -299,8 +290,7 @@ int ag_bus_publish(ag_bus *b, ag_db *db, const char *type, const char *subject, 
             t++;
         if (!*t) {
             json_decref(data);
-            ag_error("event type not in the service's declaration; refused",
-                     AG_FS("type", type));
+            ag_error("event type not in the service's declaration; refused", AG_FS("type", type));
             return AG_EINVAL;
         }
     }

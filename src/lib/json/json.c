@@ -120,6 +120,21 @@ static size_t utf8_len(const char *s)
     return n;
 }
 
+/* A count (characters, items) within [min, max] (max 0: no bound), or a
+ * problem "<field> must <verb> [at least|at most] N [to M] <what>". */
+static bool count_ok(ag_validator *v, const char *field, size_t n, size_t min, size_t max,
+                     const char *verb, const char *what)
+{
+    if (n >= min && (!max || n <= max)) return true;
+    if (min > 0 && max)
+        ag_v_fail(v, field, "%s must %s %zu to %zu %s", field, verb, min, max, what);
+    else if (max)
+        ag_v_fail(v, field, "%s must %s at most %zu %s", field, verb, max, what);
+    else
+        ag_v_fail(v, field, "%s must %s at least %zu %s", field, verb, min, what);
+    return false;
+}
+
 const char *ag_v_str(ag_validator *v, json_t *obj, const char *field, unsigned flags,
                      size_t min_len, size_t max_len)
 {
@@ -134,17 +149,7 @@ const char *ag_v_str(ag_validator *v, json_t *obj, const char *field, unsigned f
         ag_v_fail(v, field, "%s must not contain NUL characters", field);
         return NULL;
     }
-    size_t n = utf8_len(s);
-    if (n < min_len || (max_len && n > max_len)) {
-        if (min_len > 0 && max_len)
-            ag_v_fail(v, field, "%s must be %zu to %zu characters long", field, min_len, max_len);
-        else if (max_len)
-            ag_v_fail(v, field, "%s must be at most %zu characters long", field, max_len);
-        else
-            ag_v_fail(v, field, "%s must be at least %zu characters long", field, min_len);
-        return NULL;
-    }
-    return s;
+    return count_ok(v, field, utf8_len(s), min_len, max_len, "be", "characters long") ? s : NULL;
 }
 
 bool ag_v_int(ag_validator *v, json_t *obj, const char *field, unsigned flags, long long min,
@@ -197,17 +202,7 @@ json_t *ag_v_array(ag_validator *v, json_t *obj, const char *field, unsigned fla
         ag_v_fail(v, field, "%s must be an array", field);
         return NULL;
     }
-    size_t n = json_array_size(x);
-    if (n < min_items || (max_items && n > max_items)) {
-        if (max_items && min_items)
-            ag_v_fail(v, field, "%s must have %zu to %zu items", field, min_items, max_items);
-        else if (max_items)
-            ag_v_fail(v, field, "%s must have at most %zu items", field, max_items);
-        else
-            ag_v_fail(v, field, "%s must have at least %zu items", field, min_items);
-        return NULL;
-    }
-    return x;
+    return count_ok(v, field, json_array_size(x), min_items, max_items, "have", "items") ? x : NULL;
 }
 
 const char *ag_v_email(ag_validator *v, json_t *obj, const char *field, unsigned flags)

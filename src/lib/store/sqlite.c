@@ -84,8 +84,8 @@ static int lite_exec_script(ag_db *db, const char *sql)
 static int lite_connect(ag_store *s, ag_db *db)
 {
     lite *l = ag_calloc(1, sizeof *l);
-    int rc = sqlite3_open_v2(s->path, &l->h,
-                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+    int rc = sqlite3_open_v2(
+        s->path, &l->h, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
     if (rc != SQLITE_OK) {
         ag__db_set_error(db, "%s", l->h ? sqlite3_errmsg(l->h) : "cannot open");
         sqlite3_close(l->h);
@@ -221,22 +221,32 @@ static int bind_all(ag_db *db, sqlite3_stmt *st, const ag_val *p, int n)
     return 0;
 }
 
+/* A statement ready to step: prepared (or taken from the cache, marked
+ * busy) and bound. On failure nothing is held. */
+static int prepare_bound(ag_db *db, const char *sql, const ag_val *p, int n, sqlite3_stmt **st,
+                         cached **slot)
+{
+    int rc = prepare(db, sql, st, slot);
+    if (rc < 0) return rc;
+    if (*slot) (*slot)->busy = true;
+    rc = bind_all(db, *st, p, n);
+    if (rc < 0) release_stmt(*st, *slot);
+    return rc;
+}
+
 static int lite_exec(ag_db *db, const char *sql, const ag_val *p, int n, int64_t *changes)
 {
     lite *l = db->conn;
     sqlite3_stmt *st;
     cached *slot;
-    int rc = prepare(db, sql, &st, &slot);
+    *changes = 0;
+    int rc = prepare_bound(db, sql, p, n, &st, &slot);
     if (rc < 0) return rc;
-    if (slot) slot->busy = true;
-    rc = bind_all(db, st, p, n);
-    if (rc == 0) {
-        int s;
-        while ((s = sqlite3_step(st)) == SQLITE_ROW) {
-        }
-        rc = s == SQLITE_DONE ? 0 : map_rc(db, s);
-        if (rc == AG_ERETRY && !db->in_tx) rc = AG_EBUSY; /* no transaction to retry */
+    int s;
+    while ((s = sqlite3_step(st)) == SQLITE_ROW) {
     }
+    rc = s == SQLITE_DONE ? 0 : map_rc(db, s);
+    if (rc == AG_ERETRY && !db->in_tx) rc = AG_EBUSY; /* no transaction to retry */
     *changes = sqlite3_changes64(l->h);
     release_stmt(st, slot);
     return rc;
@@ -304,14 +314,8 @@ static int lite_query(ag_db *db, const char *sql, const ag_val *p, int n, ag_row
 {
     sqlite3_stmt *st;
     cached *slot;
-    int rc = prepare(db, sql, &st, &slot);
+    int rc = prepare_bound(db, sql, p, n, &st, &slot);
     if (rc < 0) return rc;
-    if (slot) slot->busy = true;
-    rc = bind_all(db, st, p, n);
-    if (rc < 0) {
-        release_stmt(st, slot);
-        return rc;
-    }
     lite_rows *lr = ag_calloc(1, sizeof *lr);
     lr->head.ops = &lite_rows_ops;
     lr->head.db = db;
