@@ -129,6 +129,11 @@ json_t *ag_page_envelope(json_t *data, int64_t page, int64_t limit, int64_t tota
  * stolen. */
 void ag_res_page(ag_http_res *res, json_t *data, int64_t page, int64_t limit, int64_t total);
 
+/* The end of a list route: the page (ag_res_page) when rc >= 0, else
+ * `data` dropped and ag_res_internal(`what`). `data` is stolen. */
+void ag_res_page_rc(ag_http_req *req, ag_http_res *res, int rc, json_t *data, int64_t page,
+                    int64_t limit, int64_t total, const char *what);
+
 /* Answers 500 INTERNAL ("internal error", nothing more: STYLE.md, the
  * client gets the envelope and the request id) and logs `what` with the
  * error code and the request id for whoever reads the logs. */

@@ -221,11 +221,7 @@ static void delete_item(ag_http_req *req, ag_http_res *res, void *ud)
     if (!pid) return;
     remove_ctx c = {me->id, pid};
     int rc = ag_store_tx(g_cart.store, remove_tx, &c);
-    if (rc == AG_ENOTFOUND)
-        ag_res_error(res, 404, "NOT_FOUND", "no such item in your cart", NULL);
-    else if (rc < 0)
-        ag_res_internal(req, res, "remove line failed", rc);
-    else
+    if (!ag_res_rc(req, res, rc, "no such item in your cart", "remove line failed"))
         ag_res_status(res, 204);
 }
 

@@ -394,12 +394,7 @@ static void list_products(ag_http_req *req, ag_http_res *res, void *ud)
     int64_t total = 0;
     int rc = ag_store_db(g_catalog.store, &db);
     if (rc == 0) rc = products_search(db, &q, arr, &total);
-    if (rc < 0) {
-        json_decref(arr);
-        ag_res_internal(req, res, "product search failed", rc);
-        return;
-    }
-    ag_res_page(res, arr, q.page, q.limit, total);
+    ag_res_page_rc(req, res, rc, arr, q.page, q.limit, total, "product search failed");
 }
 
 static void get_recommendations(ag_http_req *req, ag_http_res *res, void *ud)
@@ -597,12 +592,7 @@ static void list_reviews(ag_http_req *req, ag_http_res *res, void *ud)
     json_t *arr = json_array();
     int64_t total = 0;
     rc = reviews_list(db, id, page, limit, arr, &total);
-    if (rc < 0) {
-        json_decref(arr);
-        ag_res_internal(req, res, "list reviews failed", rc);
-        return;
-    }
-    ag_res_page(res, arr, page, limit, total);
+    ag_res_page_rc(req, res, rc, arr, page, limit, total, "list reviews failed");
 }
 
 /* ---- OpenAPI ----------------------------------------------------------------------------------

@@ -228,12 +228,7 @@ static void list_files(ag_http_req *req, ag_http_res *res, void *ud)
     json_t *arr = json_array();
     int rc = ag_store_db(g_files.store, &db);
     if (rc == 0) rc = files_list(db, room, limit, (page - 1) * limit, arr, &total);
-    if (rc < 0) {
-        json_decref(arr);
-        ag_res_internal(req, res, "file list failed", rc);
-        return;
-    }
-    ag_res_page(res, arr, page, limit, total);
+    ag_res_page_rc(req, res, rc, arr, page, limit, total, "file list failed");
 }
 
 /* ---- Delete ---------------------------------------------------------------------------------- */

@@ -71,11 +71,7 @@ static void get_stock(ag_http_req *req, ag_http_res *res, void *ud)
     inv_stock s;
     int rc = ag_store_db(g_inv.store, &db);
     if (rc == 0) rc = inv_stock_get(db, id, &s);
-    if (rc == AG_ENOTFOUND)
-        ag_res_error(res, 404, "NOT_FOUND", "no stock is known for this product", NULL);
-    else if (rc < 0)
-        ag_res_internal(req, res, "stock read failed", rc);
-    else
+    if (!ag_res_rc(req, res, rc, "no stock is known for this product", "stock read failed"))
         ag_res_ok(res, 200, inv_stock_json(&s));
 }
 
@@ -93,12 +89,7 @@ static void list_stock(ag_http_req *req, ag_http_res *res, void *ud)
     json_t *arr = json_array();
     int rc = ag_store_db(g_inv.store, &db);
     if (rc == 0) rc = inv_stock_list(db, page, limit, arr, &total);
-    if (rc < 0) {
-        json_decref(arr);
-        ag_res_internal(req, res, "stock list failed", rc);
-        return;
-    }
-    ag_res_page(res, arr, page, limit, total);
+    ag_res_page_rc(req, res, rc, arr, page, limit, total, "stock list failed");
 }
 
 typedef struct adjust_ctx {
@@ -361,11 +352,7 @@ static void get_reservation(ag_http_req *req, ag_http_res *res, void *ud)
     char state[16];
     int rc = ag_store_db(g_inv.store, &db);
     if (rc == 0) rc = inv_reservation_get(db, order, state, NULL, 0, NULL, 0);
-    if (rc == AG_ENOTFOUND)
-        ag_res_error(res, 404, "NOT_FOUND", "no such reservation", NULL);
-    else if (rc < 0)
-        ag_res_internal(req, res, "reservation read failed", rc);
-    else
+    if (!ag_res_rc(req, res, rc, "no such reservation", "reservation read failed"))
         answer_reservation(req, res, order, 200);
 }
 

@@ -67,10 +67,7 @@ static int load_for(ag_http_req *req, ag_http_res *res, const ag_caller *me, con
         ord_order_clear(o);
         rc = AG_ENOTFOUND;
     }
-    if (rc == AG_ENOTFOUND)
-        ag_res_error(res, 404, "NOT_FOUND", "no such order", NULL);
-    else if (rc < 0)
-        ag_res_internal(req, res, "order read failed", rc);
+    ag_res_rc(req, res, rc, "no such order", "order read failed");
     return rc;
 }
 
@@ -496,8 +493,7 @@ static void list_orders(ag_http_req *req, ag_http_res *res, void *ud)
     int64_t total = 0;
     int rc = ag_store_db(g_ord.store, &db);
     if (rc == 0) rc = ord_list(db, user, status, limit, (page - 1) * limit, &arr, &total);
-    if (ag_res_rc(req, res, rc, NULL, "order list failed")) return;
-    ag_res_page(res, arr, page, limit, total);
+    ag_res_page_rc(req, res, rc, arr, page, limit, total, "order list failed");
 }
 
 static void get_history(ag_http_req *req, ag_http_res *res, void *ud)

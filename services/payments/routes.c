@@ -586,11 +586,7 @@ static void get_payment(ag_http_req *req, ag_http_res *res, void *ud)
     }
     if (rc == 0 && !is_staff(me) && (!p.user_id[0] || strcmp(p.user_id, me->id) != 0))
         rc = AG_ENOTFOUND;
-    if (rc == AG_ENOTFOUND)
-        ag_res_error(res, 404, "NOT_FOUND", "no such payment", NULL);
-    else if (rc < 0)
-        ag_res_internal(req, res, "payment read failed", rc);
-    else
+    if (!ag_res_rc(req, res, rc, "no such payment", "payment read failed"))
         ag_res_ok(res, 200, payment_json(&p));
 }
 
@@ -612,8 +608,7 @@ static void list_payments(ag_http_req *req, ag_http_res *res, void *ud)
     int64_t total = 0;
     int rc = ag_store_db(g_pay.store, &db);
     if (rc == 0) rc = payments_list(db, order, limit, (page - 1) * limit, &arr, &total);
-    if (ag_res_rc(req, res, rc, NULL, "payment list failed")) return;
-    ag_res_page(res, arr, page, limit, total);
+    ag_res_page_rc(req, res, rc, arr, page, limit, total, "payment list failed");
 }
 
 void payments_routes(ag_router *r)

@@ -316,12 +316,7 @@ static void list_rooms(ag_http_req *req, ag_http_res *res, void *ud)
     json_t *arr = json_array();
     int rc = ag_store_db(g_rooms.store, &db);
     if (rc == 0) rc = rooms_list(db, &f, arr, &total);
-    if (rc < 0) {
-        json_decref(arr);
-        ag_res_internal(req, res, "room list failed", rc);
-        return;
-    }
-    ag_res_page(res, arr, f.page, f.limit, total);
+    ag_res_page_rc(req, res, rc, arr, f.page, f.limit, total, "room list failed");
 }
 
 static void get_room(ag_http_req *req, ag_http_res *res, void *ud)
@@ -502,12 +497,7 @@ static void list_members(ag_http_req *req, ag_http_res *res, void *ud)
     }
     json_t *arr = json_array();
     if (rc == 0) rc = rooms_members_list(db, id, page, limit, arr, &total);
-    if (rc < 0) {
-        json_decref(arr);
-        ag_res_internal(req, res, "member list failed", rc);
-        return;
-    }
-    ag_res_page(res, arr, page, limit, total);
+    ag_res_page_rc(req, res, rc, arr, page, limit, total, "member list failed");
 }
 
 /* The lookup agora-messages and agora-files make on a replica miss, with

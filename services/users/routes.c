@@ -488,12 +488,7 @@ static void list_users(ag_http_req *req, ag_http_res *res, void *ud)
     int rc = ag_store_db(g_users.store, &db);
     if (rc == 0) rc = users_count(db, &total);
     if (rc == 0) rc = users_list(db, page, limit, arr);
-    if (rc < 0) {
-        json_decref(arr);
-        ag_res_internal(req, res, "list failed", rc);
-        return;
-    }
-    ag_res_page(res, arr, page, limit, total);
+    ag_res_page_rc(req, res, rc, arr, page, limit, total, "list failed");
 }
 
 static void rotate_keys(ag_http_req *req, ag_http_res *res, void *ud)

@@ -294,6 +294,17 @@ bool ag_v_passed(ag_validator *v, ag_http_res *res, json_t *body)
     return false;
 }
 
+void ag_res_page_rc(ag_http_req *req, ag_http_res *res, int rc, json_t *data, int64_t page,
+                    int64_t limit, int64_t total, const char *what)
+{
+    if (rc < 0) {
+        json_decref(data);
+        ag_res_internal(req, res, what, rc);
+        return;
+    }
+    ag_res_page(res, data, page, limit, total);
+}
+
 bool ag_res_rc(ag_http_req *req, ag_http_res *res, int rc, const char *not_found, const char *what)
 {
     if (rc >= 0) return false;
