@@ -13,7 +13,8 @@ shape: the whole system behind the gateway.
                     account, and the test key when given)
   db_url            SQLite in the test's directory, or a database of its own
                     on PostgreSQL with AGORA_TEST_<NAME>_STORE=postgres
-  raw               one HTTP request to a harness.Server
+  send, raw         one HTTP request on a kept connection, or to a
+                    harness.Server on a connection of its own
   login, register   a session of agora-users: {"token", "id", "email"}
   cloud_event, uid  an event as a service publishes it; a fresh id
   ServiceTestCase   the base class: owns the temporary directory, the broker
@@ -162,8 +163,8 @@ def free_port():
 # ---- Calls --------------------------------------------------------------------------
 
 
-def raw(srv, method, path, token=None, body=None, headers=None, timeout=20):
-    """One request to harness.Server `srv` on a connection of its own: a
+def send(c, method, path, token=None, body=None, headers=None):
+    """One request on harness connection `c` (kept open for the next): a
     bearer `token` if given; `body` as JSON unless str or bytes, with
     Content-Type application/json unless `headers` has one. A
     harness.Response."""
@@ -174,8 +175,13 @@ def raw(srv, method, path, token=None, body=None, headers=None, timeout=20):
         body = json.dumps(body)
     if body is not None and not any(k.lower() == "content-type" for k, _ in h):
         h.append(("Content-Type", "application/json"))
+    return c.request(method, path, h, body)
+
+
+def raw(srv, method, path, token=None, body=None, headers=None, timeout=20):
+    """send() on a connection of its own to harness.Server `srv`."""
     with srv.connect(timeout=timeout) as c:
-        return c.request(method, path, h, body)
+        return send(c, method, path, token, body, headers)
 
 
 def _session(reply, status, email):

@@ -11,11 +11,9 @@ import sys
 import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "http"))
-import harness  # noqa: E402
-
-USERSD = os.environ.get("AGORA_USERSD")
-JSON = [("Content-Type", "application/json")]
+sys.path.insert(0, os.path.join(HERE, "..", "lib"))
+import service  # noqa: E402
+from service import harness  # noqa: E402
 
 
 def b64json(seg):
@@ -24,13 +22,10 @@ def b64json(seg):
 
 class Users(harness.ServerTestCase):
     def setUp(self):
+        service.require("users")
         self.tmp = tempfile.mkdtemp(prefix="agora-users-")
-        db = "sqlite:%s/users.db" % self.tmp
-        if os.environ.get("AGORA_TEST_USERS_STORE") == "postgres":
-            base = os.environ["AGORA_TEST_POSTGRES_URL"].rsplit("/", 1)[0]
-            db = "%s/users_%d_%s" % (base, os.getpid(), self._testMethodName[5:30])
         self.env = {
-            "AGORA_DB": db,
+            "AGORA_DB": service.db_url(self.tmp, "users"),
             "AGORA_BUS": os.environ.get("AGORA_TEST_NATS_URL") or os.environ["AGORA_TEST_AMQP_URL"],
             "AGORA_ADMIN_EMAIL": "Root@Example.com",
             "AGORA_ADMIN_PASSWORD": "admin-password-1",
@@ -41,22 +36,15 @@ class Users(harness.ServerTestCase):
         subprocess.run(["rm", "-rf", self.tmp], check=False)
 
     def start(self, **extra):
-        srv = harness.Server(dict(self.env, **extra), name="users", binary=USERSD).start()
+        srv = service.start("users", dict(self.env, **extra))
         self.addCleanup(self._finish_server, srv)
         return srv
 
     def post(self, c, path, body, token=None):
-        h = list(JSON)
-        if token:
-            h.append(("Authorization", "Bearer " + token))
-        return c.request("POST", path, h, json.dumps(body))
+        return service.send(c, "POST", path, token, body)
 
     def call(self, c, method, path, token=None, body=None):
-        h = [("Authorization", "Bearer " + token)] if token else []
-        if body is not None:
-            h += JSON
-            return c.request(method, path, h, json.dumps(body))
-        return c.request(method, path, h)
+        return service.send(c, method, path, token, body)
 
     def register(self, c, name, email=None, password="password-123"):
         r = self.post(c, "/v1/auth/register",
@@ -230,7 +218,7 @@ class Users(harness.ServerTestCase):
         env = {k: v for k, v in os.environ.items() if not k.startswith("AGORA_")}
         env.update(self.env)
         env.update({"AGORA_ENV": "production", "PORT": "0"})
-        p = subprocess.run([USERSD], env=env, capture_output=True, text=True,
+        p = subprocess.run([service.binary("users")], env=env, capture_output=True, text=True,
                            timeout=harness.scaled(20))
         self.assertNotEqual(p.returncode, 0, p.stderr)
         self.assertIn("no signing key", p.stderr)
