@@ -606,5 +606,20 @@ class ServerTestCase(unittest.TestCase):
         return body["data"]
 
 
+class SharedServerTestCase(ServerTestCase):
+    """One agora-testd for the whole class, cls.srv, started with
+    `server_env` before the first test and stopped after the last."""
+
+    server_env = None
+
+    @classmethod
+    def setUpClass(cls):
+        cls.srv = Server(cls.server_env).start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.srv.stop()
+
+
 def main():
     unittest.main(verbosity=2)

@@ -12,15 +12,7 @@ import harness  # noqa: E402
 BINARY = bytes(range(256)) * 4
 
 
-class ChunkedRequests(harness.ServerTestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.srv = harness.Server().start()
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.srv.stop()
-
+class ChunkedRequests(harness.SharedServerTestCase):
     def post_chunked(self, c, target, chunks, ctype="application/octet-stream",
                      trailers=None, per_write=False):
         head = harness.build_request("POST", target, {"Content-Type": ctype,
@@ -86,15 +78,7 @@ class ChunkedRequests(harness.ServerTestCase):
         self.assertEqual(r.body, b"".join(chunks))
 
 
-class ChunkedResponses(harness.ServerTestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.srv = harness.Server().start()
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.srv.stop()
-
+class ChunkedResponses(harness.SharedServerTestCase):
     def test_stream_is_chunked(self):
         c = self.connect(self.srv)
         for n, size in ((10, 1000), (3, 5), (200, 4096), (0, 10)):

@@ -9,15 +9,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 
 
-class KeepAlive(harness.ServerTestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.srv = harness.Server().start()
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.srv.stop()
-
+class KeepAlive(harness.SharedServerTestCase):
     def test_many_requests_on_one_connection(self):
         c = self.connect(self.srv)
         for i in range(20):

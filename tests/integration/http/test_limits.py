@@ -15,16 +15,8 @@ import harness  # noqa: E402
 JSON = {"Content-Type": "application/json"}
 
 
-class Limits(harness.ServerTestCase):
+class Limits(harness.SharedServerTestCase):
     """The default limits: 16 KiB of head, 100 headers, 1 MiB of body."""
-
-    @classmethod
-    def setUpClass(cls):
-        cls.srv = harness.Server().start()
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.srv.stop()
 
     def assertClosed(self, c, what):
         self.assertTrue(c.closed_within(3), "connection left open after %s" % what)

@@ -11,15 +11,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 
 
-class Metrics(harness.ServerTestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.srv = harness.Server().start()
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.srv.stop()
-
+class Metrics(harness.SharedServerTestCase):
     def scrape(self):
         with harness.Conn(self.srv.port) as c:
             r = c.request("GET", "/metrics", {"Connection": "close"})

@@ -8,15 +8,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 
 
-class Middleware(harness.ServerTestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.srv = harness.Server().start()
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.srv.stop()
-
+class Middleware(harness.SharedServerTestCase):
     def test_value_reaches_the_handler(self):
         c = self.connect(self.srv)
         data = self.assertOk(c.get("/v1/whoami"))

@@ -31,15 +31,7 @@ def batch(n, start=0):
     return b"".join(out), want
 
 
-class Pipelining(harness.ServerTestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.srv = harness.Server().start()
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.srv.stop()
-
+class Pipelining(harness.SharedServerTestCase):
     def check(self, c, want):
         for k, w in enumerate(want):
             r = c.read_response()
