@@ -48,9 +48,7 @@ class Chat(unittest.TestCase):
     def tearDownClass(cls):
         for c in cls.conns:
             c.close()
-        problems = cls.s.stop()
-        if problems:
-            raise AssertionError("; ".join(problems))
+        st.stop_or_raise(cls.s)
 
     # -- helpers ------------------------------------------------------------------------------
 

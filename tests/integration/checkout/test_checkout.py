@@ -48,9 +48,7 @@ class Checkout(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        problems = cls.s.stop()
-        if problems:
-            raise AssertionError("\n".join(problems))
+        st.stop_or_raise(cls.s)
 
     def setUp(self):
         self.alice = self.s.register("alice")

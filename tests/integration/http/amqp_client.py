@@ -47,7 +47,7 @@ def _table(d):
     return struct.pack("!I", len(out)) + out
 
 
-class Amqp:
+class Amqp(harness.BusCollector):
     def __init__(self, url):
         u = urllib.parse.urlparse(url)
         self.sock = socket.create_connection((u.hostname, u.port or 5672),
@@ -191,25 +191,6 @@ class Amqp:
         for i in range(0, len(body), self.frame_max - 8):
             self._send_frame(FRAME_BODY, 1, body[i:i + self.frame_max - 8])
 
-    def wait_for(self, pred, timeout=10.0):
-        """The (subject, event) pairs received so far that match, waiting up
-        to `timeout` s (scaled) for at least one; [] when none came."""
-        deadline = time.monotonic() + harness.scaled(timeout)
-        with self.cond:
-            while True:
-                found = [m for m in self.msgs if pred(m[1])]
-                if found:
-                    return found
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return []
-                self.cond.wait(left)
-
-    def close(self):
-        try:
-            self.sock.close()
-        except OSError:
-            pass
 
 
 def bus_url():

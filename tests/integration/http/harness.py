@@ -545,6 +545,32 @@ def metric_values(metrics, name, **labels):
 # ---- unittest glue --------------------------------------------------------
 
 
+class BusCollector:
+    """What the test clients of the brokers (nats_client, amqp_client) share:
+    a reader thread appends (subject, event) pairs to self.msgs under
+    self.cond, on socket self.sock."""
+
+    def wait_for(self, pred, timeout=10.0):
+        """The (subject, event) pairs received so far that match, waiting up
+        to `timeout` s (scaled) for at least one; [] when none came."""
+        deadline = time.monotonic() + scaled(timeout)
+        with self.cond:
+            while True:
+                found = [m for m in self.msgs if pred(m[1])]
+                if found:
+                    return found
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return []
+                self.cond.wait(left)
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
 class ServerTestCase(unittest.TestCase):
     """Starts servers on demand and checks each when the test ends: still
     running (unless the test stopped it), then SIGTERM → exit 0, and no

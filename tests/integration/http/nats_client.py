@@ -12,7 +12,7 @@ import urllib.parse
 import harness
 
 
-class Nats:
+class Nats(harness.BusCollector):
     """Publishes and subscribes on core NATS subjects. JetStream stores what
     is published on agora.events.> and also hands every stored message to
     core subscribers of its subject, so this sees what the relay publishes."""
@@ -70,21 +70,3 @@ class Nats:
     def pub(self, subject, obj):
         data = json.dumps(obj).encode()
         self.sock.sendall(("PUB %s %d\r\n" % (subject, len(data))).encode() + data + b"\r\n")
-
-    def wait_for(self, pred, timeout=10.0):
-        deadline = time.monotonic() + harness.scaled(timeout)
-        with self.cond:
-            while True:
-                found = [m for m in self.msgs if pred(m[1])]
-                if found:
-                    return found
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return []
-                self.cond.wait(left)
-
-    def close(self):
-        try:
-            self.sock.close()
-        except OSError:
-            pass

@@ -51,13 +51,18 @@ def start_with_bus(tag, services, subject, env=None):
     return s, bus
 
 
-def stop_with_bus(s, bus):
-    """Closes `bus` and stops `s`; raises with what the servers reported
-    (a crash, a sanitizer's finding) if anything."""
-    bus.close()
+def stop_or_raise(s):
+    """Stops stack `s`; raises with what the servers reported (a crash, a
+    sanitizer's finding) if anything."""
     problems = s.stop()
     if problems:
         raise AssertionError("\n".join(problems))
+
+
+def stop_with_bus(s, bus):
+    """Closes `bus`, then stop_or_raise(s)."""
+    bus.close()
+    stop_or_raise(s)
 
 
 class Reply:

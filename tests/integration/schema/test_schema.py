@@ -173,9 +173,7 @@ class Schemas(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        problems = cls.s.stop()
-        if problems:
-            raise AssertionError("\n".join(problems))
+        st.stop_or_raise(cls.s)
 
     def test_every_request_schema_is_enforced(self):
         routes = 0

@@ -64,9 +64,7 @@ class Tracing(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        problems = cls.s.stop()
-        if problems:
-            raise AssertionError("\n".join(problems))
+        st.stop_or_raise(cls.s)
 
     # -- helpers ------------------------------------------------------------------------------
 
