@@ -26,7 +26,6 @@ static const char *event_user(const ag_event *ev, char *why, size_t n)
 
 static int on_order_confirmed(ag_db *db, const ag_event *ev, void *ud, char *why, size_t n)
 {
-    (void)ud;
     const char *user = event_user(ev, why, n);
     if (!user) return AG_EINVAL;
     json_t *from_cart = json_object_get(ev->data, "fromCart");
@@ -49,7 +48,6 @@ static int on_order_confirmed(ag_db *db, const ag_event *ev, void *ud, char *why
 
 static int on_user_deleted(ag_db *db, const ag_event *ev, void *ud, char *why, size_t n)
 {
-    (void)ud;
     const char *user = event_user(ev, why, n);
     if (!user) return AG_EINVAL;
     int64_t removed = 0;

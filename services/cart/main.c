@@ -35,7 +35,6 @@ static char *s_catalog_url;
 
 static int config(ag_service *svc)
 {
-    (void)svc;
     const char *catalog_url;
     int rc = 0;
     rc |= ag_config_str("AGORA_CATALOG_URL", "http://127.0.0.1:7002", &catalog_url);

@@ -142,7 +142,6 @@ static void answer_line_write(ag_http_req *req, ag_http_res *res, line_ctx *c, i
 
 static void post_item(ag_http_req *req, ag_http_res *res, void *ud)
 {
-    (void)ud;
     const ag_caller *me = ag_auth_caller_required(req, res);
     if (!me) return;
     json_t *body;
@@ -172,7 +171,6 @@ static void post_item(ag_http_req *req, ag_http_res *res, void *ud)
 
 static void put_item(ag_http_req *req, ag_http_res *res, void *ud)
 {
-    (void)ud;
     const ag_caller *me = ag_auth_caller_required(req, res);
     if (!me) return;
     json_t *body;
@@ -214,7 +212,6 @@ static int remove_tx(ag_db *db, void *ud)
 
 static void delete_item(ag_http_req *req, ag_http_res *res, void *ud)
 {
-    (void)ud;
     const ag_caller *me = ag_auth_caller_required(req, res);
     if (!me) return;
     const char *pid = path_product(req, res);
@@ -227,7 +224,6 @@ static void delete_item(ag_http_req *req, ag_http_res *res, void *ud)
 
 static void delete_cart(ag_http_req *req, ag_http_res *res, void *ud)
 {
-    (void)ud;
     const ag_caller *me = ag_auth_caller_required(req, res);
     if (!me) return;
     remove_ctx c = {me->id, NULL};
@@ -285,7 +281,6 @@ static void add_subtotal(json_t *subs, const char *currency, int64_t cents)
  * subtotal. Fresh prices are saved as the lines' new snapshot. */
 static void get_cart(ag_http_req *req, ag_http_res *res, void *ud)
 {
-    (void)ud;
     const ag_caller *me = ag_auth_caller_required(req, res);
     if (!me) return;
     ag_db *db;
@@ -345,7 +340,6 @@ static void get_cart(ag_http_req *req, ag_http_res *res, void *ud)
 
 static void get_breakers(ag_http_req *req, ag_http_res *res, void *ud)
 {
-    (void)ud;
     if (!ag_auth_caller_role(req, res, "admin")) return;
     json_t *arr = json_array();
     json_array_append_new(arr, ag_breaker_json(g_cart.catalog_breaker));

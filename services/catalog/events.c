@@ -56,7 +56,6 @@ int publish_review_created(ag_db *db, json_t *review, json_t *product)
 
 static int on_order_confirmed(ag_db *db, const ag_event *ev, void *ud, char *why, size_t n)
 {
-    (void)ud;
     const char *order = json_string_value(json_object_get(ev->data, "orderId"));
     const char *user = json_string_value(json_object_get(ev->data, "userId"));
     json_t *items = json_object_get(ev->data, "items");

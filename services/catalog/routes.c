@@ -299,7 +299,6 @@ static int delete_tx(ag_db *db, void *ud)
 
 static void delete_product(ag_http_req *req, ag_http_res *res, void *ud)
 {
-    (void)ud;
     if (!ag_auth_caller_role(req, res, "admin")) return;
     product_ctx c;
     memset(&c, 0, sizeof c);
@@ -334,7 +333,6 @@ static json_t *visible_product(ag_http_req *req, ag_http_res *res, ag_db *db, co
 
 static void get_product(ag_http_req *req, ag_http_res *res, void *ud)
 {
-    (void)ud;
     ag_db *db;
     int rc = ag_store_db(g_catalog.store, &db);
     if (ag_res_rc(req, res, rc, NULL, "store unavailable")) return;
@@ -354,7 +352,6 @@ static const struct {
 
 static void list_products(ag_http_req *req, ag_http_res *res, void *ud)
 {
-    (void)ud;
     ag_validator v;
     ag_v_init(&v);
     product_query q;
@@ -399,7 +396,6 @@ static void list_products(ag_http_req *req, ag_http_res *res, void *ud)
 
 static void get_recommendations(ag_http_req *req, ag_http_res *res, void *ud)
 {
-    (void)ud;
     ag_validator v;
     ag_v_init(&v);
     int64_t limit = ag_v_query_int(&v, req, "limit", 10, 1, 50);
@@ -433,7 +429,6 @@ static void get_recommendations(ag_http_req *req, ag_http_res *res, void *ud)
 
 static void list_categories(ag_http_req *req, ag_http_res *res, void *ud)
 {
-    (void)ud;
     ag_db *db;
     json_t *arr = json_array();
     int rc = ag_store_db(g_catalog.store, &db);
@@ -459,7 +454,6 @@ static int category_tx(ag_db *db, void *ud)
 
 static void post_category(ag_http_req *req, ag_http_res *res, void *ud)
 {
-    (void)ud;
     if (!ag_auth_caller_role(req, res, "admin")) return;
     json_t *body;
     if (ag_req_json(req, res, &body) < 0) return;
@@ -535,7 +529,6 @@ static int review_tx(ag_db *db, void *ud)
 
 static void post_review(ag_http_req *req, ag_http_res *res, void *ud)
 {
-    (void)ud;
     const ag_caller *me = ag_auth_caller_required(req, res);
     if (!me) return;
     json_t *body;
@@ -576,7 +569,6 @@ static void post_review(ag_http_req *req, ag_http_res *res, void *ud)
 
 static void list_reviews(ag_http_req *req, ag_http_res *res, void *ud)
 {
-    (void)ud;
     ag_validator v;
     ag_v_init(&v);
     int64_t page = ag_v_query_int(&v, req, "page", 1, 1, 1000000);

@@ -146,7 +146,6 @@ static struct {
 
 static int on_room_event(ag_db *db, const ag_event *ev, void *ud, char *why, size_t why_len)
 {
-    (void)ud;
     int rc = chat_members_apply(db, ev, why, why_len);
     if (rc == 0 && g_sub.then) rc = g_sub.then(db, ev, g_sub.ud, why, why_len);
     return rc;

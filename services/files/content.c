@@ -293,7 +293,6 @@ static void dl_back(void *arg)
 
 static void get_content(ag_http_req *req, ag_http_res *res, void *ud)
 {
-    (void)ud;
     dl *d = ag_calloc(1, sizeof *d);
     d->req = req;
     d->res = res;

@@ -17,7 +17,6 @@
 
 static int after_room_event(ag_db *db, const ag_event *ev, void *ud, char *why, size_t n)
 {
-    (void)ud;
     if (strcmp(ev->type, "room.deleted") != 0) return 0;
     const char *room = json_string_value(json_object_get(ev->data, "roomId"));
     if (!room || !*room) room = ev->subject;

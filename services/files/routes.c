@@ -144,7 +144,6 @@ static int insert_tx(ag_db *db, void *ud)
 
 static void post_file(ag_http_req *req, ag_http_res *res, void *ud)
 {
-    (void)ud;
     const ag_caller *who = ag_auth_caller_required(req, res);
     if (!who) return;
     const char *room = ag_req_query(req, "roomId");
@@ -203,7 +202,6 @@ static void post_file(ag_http_req *req, ag_http_res *res, void *ud)
 
 static void get_file(ag_http_req *req, ag_http_res *res, void *ud)
 {
-    (void)ud;
     file_row f;
     char role[CHAT_ROLE_MAX];
     if (member_file(req, res, &f, role) < 0) return;
@@ -212,7 +210,6 @@ static void get_file(ag_http_req *req, ag_http_res *res, void *ud)
 
 static void list_files(ag_http_req *req, ag_http_res *res, void *ud)
 {
-    (void)ud;
     if (!ag_auth_caller_required(req, res)) return;
     ag_validator v;
     ag_v_init(&v);
@@ -240,7 +237,6 @@ static int delete_tx(ag_db *db, void *ud)
 
 static void delete_file(ag_http_req *req, ag_http_res *res, void *ud)
 {
-    (void)ud;
     file_row f;
     char role[CHAT_ROLE_MAX];
     if (member_file(req, res, &f, role) < 0) return;

@@ -262,7 +262,6 @@ int files_trash_room(ag_db *db, const char *room, int64_t *count)
 
 void files_empty_trash(void *ud)
 {
-    (void)ud;
     ag_db *db;
     if (ag_store_db(g_files.store, &db) < 0) return;
     for (;;) {

@@ -49,7 +49,6 @@ static const char *event_product(const ag_event *ev, char *why, size_t n)
 
 static int on_product_created(ag_db *db, const ag_event *ev, void *ud, char *why, size_t n)
 {
-    (void)ud;
     const char *id = event_product(ev, why, n);
     if (!id) return AG_EINVAL;
     json_t *stock = json_object_get(ev->data, "stock");
@@ -68,13 +67,13 @@ static int on_product_created(ag_db *db, const ag_event *ev, void *ud, char *why
         snprintf(why, n, "cannot create the stock row: %s", ag_db_error(db));
         return rc;
     }
-    if (created) ag_info("stock created for a new product", AG_FS("productId", id), AG_FI("quantity", qty));
+    if (created)
+        ag_info("stock created for a new product", AG_FS("productId", id), AG_FI("quantity", qty));
     return 0;
 }
 
 static int on_product_deleted(ag_db *db, const ag_event *ev, void *ud, char *why, size_t n)
 {
-    (void)ud;
     const char *id = event_product(ev, why, n);
     if (!id) return AG_EINVAL;
     int rc = inv_stock_mark_deleted(db, id);

@@ -63,7 +63,6 @@ static const char *path_id(ag_http_req *req, ag_http_res *res, const char *name,
 
 static void get_stock(ag_http_req *req, ag_http_res *res, void *ud)
 {
-    (void)ud;
     if (!ag_auth_caller_required(req, res)) return;
     const char *id = path_id(req, res, "productId", "no stock is known for this product");
     if (!id) return;
@@ -77,7 +76,6 @@ static void get_stock(ag_http_req *req, ag_http_res *res, void *ud)
 
 static void list_stock(ag_http_req *req, ag_http_res *res, void *ud)
 {
-    (void)ud;
     if (!ag_auth_caller_role(req, res, "admin")) return;
     ag_validator v;
     ag_v_init(&v);
@@ -123,7 +121,6 @@ static int adjust_tx(ag_db *db, void *ud)
 
 static void post_adjust(ag_http_req *req, ag_http_res *res, void *ud)
 {
-    (void)ud;
     const ag_caller *me = ag_auth_caller_role(req, res, "admin");
     if (!me) return;
     const char *id = path_id(req, res, "productId", "no such product");
@@ -269,7 +266,6 @@ static void answer_reservation(ag_http_req *req, ag_http_res *res, const char *o
 
 static void post_reservation(ag_http_req *req, ag_http_res *res, void *ud)
 {
-    (void)ud;
     if (!ag_auth_caller_role(req, res, "service")) return;
     json_t *body;
     if (ag_req_json(req, res, &body) < 0) return;
@@ -344,7 +340,6 @@ static void post_reservation(ag_http_req *req, ag_http_res *res, void *ud)
 
 static void get_reservation(ag_http_req *req, ag_http_res *res, void *ud)
 {
-    (void)ud;
     if (!ag_auth_caller_role(req, res, "service")) return;
     const char *order = path_id(req, res, "orderId", "no such reservation");
     if (!order) return;
@@ -423,19 +418,16 @@ static void finish(ag_http_req *req, ag_http_res *res, finish_op op)
 
 static void post_commit(ag_http_req *req, ag_http_res *res, void *ud)
 {
-    (void)ud;
     finish(req, res, FINISH_COMMIT);
 }
 
 static void post_release(ag_http_req *req, ag_http_res *res, void *ud)
 {
-    (void)ud;
     finish(req, res, FINISH_RELEASE);
 }
 
 static void post_return(ag_http_req *req, ag_http_res *res, void *ud)
 {
-    (void)ud;
     finish(req, res, FINISH_RETURN);
 }
 

@@ -63,7 +63,6 @@ int msg_publish_deleted(ag_db *db, const msg_row *m, const char *by)
 
 static int on_user(ag_db *db, const ag_event *ev, void *ud, char *why, size_t n)
 {
-    (void)ud;
     const char *id = json_string_value(json_object_get(ev->data, "userId"));
     const char *name = json_string_value(json_object_get(ev->data, "username"));
     if (!id || !*id || strlen(id) > MSG_ID_MAX || !name || !*name) {

@@ -48,7 +48,6 @@ static int config_rate(const char *name, double def, double min, double *out)
 
 static int config(ag_service *svc)
 {
-    (void)svc;
     long long max_chars;
     double rate, burst;
     int rc = 0;
@@ -62,7 +61,6 @@ static int config(ag_service *svc)
 
 static int init(ag_service *svc)
 {
-    (void)svc;
     return chat_members_init(g_msg.store);
 }
 

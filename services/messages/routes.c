@@ -278,7 +278,6 @@ static int send_tx(ag_db *db, void *ud)
 
 static void post_message(ag_http_req *req, ag_http_res *res, void *ud)
 {
-    (void)ud;
     const ag_caller *me = ag_auth_caller_required(req, res);
     if (!me) return;
     static const char *const allowed[] = {"roomId", "content", "replyTo", "fileId", NULL};
@@ -370,7 +369,6 @@ out:
 
 static void list_messages(ag_http_req *req, ag_http_res *res, void *ud)
 {
-    (void)ud;
     const ag_caller *me = ag_auth_caller_required(req, res);
     if (!me) return;
     ag_validator v;
@@ -428,7 +426,6 @@ static void list_messages(ag_http_req *req, ag_http_res *res, void *ud)
 
 static void get_message(ag_http_req *req, ag_http_res *res, void *ud)
 {
-    (void)ud;
     const ag_caller *me = ag_auth_caller_required(req, res);
     if (!me) return;
     msg_row m;
@@ -440,7 +437,6 @@ static void get_message(ag_http_req *req, ag_http_res *res, void *ud)
 
 static void search_messages(ag_http_req *req, ag_http_res *res, void *ud)
 {
-    (void)ud;
     const ag_caller *me = ag_auth_caller_required(req, res);
     if (!me) return;
     ag_validator v;
@@ -472,7 +468,6 @@ static void search_messages(ag_http_req *req, ag_http_res *res, void *ud)
 
 static void get_unread(ag_http_req *req, ag_http_res *res, void *ud)
 {
-    (void)ud;
     const ag_caller *me = ag_auth_caller_required(req, res);
     if (!me) return;
     ag_db *db;
@@ -508,7 +503,6 @@ static int read_tx(ag_db *db, void *ud)
 
 static void post_read(ag_http_req *req, ag_http_res *res, void *ud)
 {
-    (void)ud;
     const ag_caller *me = ag_auth_caller_required(req, res);
     if (!me) return;
     static const char *const allowed[] = {"roomId", "messageId", NULL};
@@ -627,7 +621,6 @@ static void change(ag_http_req *req, ag_http_res *res, change_ctx *c)
 
 static void patch_message(ag_http_req *req, ag_http_res *res, void *ud)
 {
-    (void)ud;
     const ag_caller *me = ag_auth_caller_required(req, res);
     if (!me) return;
     static const char *const allowed[] = {"content", NULL};
@@ -661,7 +654,6 @@ static void patch_message(ag_http_req *req, ag_http_res *res, void *ud)
 
 static void delete_message(ag_http_req *req, ag_http_res *res, void *ud)
 {
-    (void)ud;
     const ag_caller *me = ag_auth_caller_required(req, res);
     if (!me) return;
     msg_row m;
@@ -690,7 +682,6 @@ static void react(ag_http_req *req, ag_http_res *res, const ag_caller *me, const
 
 static void post_reaction(ag_http_req *req, ag_http_res *res, void *ud)
 {
-    (void)ud;
     const ag_caller *me = ag_auth_caller_required(req, res);
     if (!me) return;
     static const char *const allowed[] = {"emoji", NULL};
@@ -711,7 +702,6 @@ static void post_reaction(ag_http_req *req, ag_http_res *res, void *ud)
 
 static void delete_reaction(ag_http_req *req, ag_http_res *res, void *ud)
 {
-    (void)ud;
     const ag_caller *me = ag_auth_caller_required(req, res);
     if (!me) return;
     const char *emoji = ag_req_param(req, "emoji");

@@ -78,7 +78,6 @@ static int feed(ag_db *db, const ag_event *ev, const char *room, const char *abo
  * same transaction). */
 static int on_room(ag_db *db, const ag_event *ev, void *ud, char *why, size_t n)
 {
-    (void)ud;
     nt_push_begin();
     const char *room = json_string_value(json_object_get(ev->data, "roomId"));
     if (!room) return 0; /* members.c logged it */
@@ -90,7 +89,6 @@ static int on_room(ag_db *db, const ag_event *ev, void *ud, char *why, size_t n)
 
 static int on_message(ag_db *db, const ag_event *ev, void *ud, char *why, size_t n)
 {
-    (void)ud;
     nt_push_begin();
     const char *room = json_string_value(json_object_get(ev->data, "roomId"));
     if (!room || !*room) {
@@ -104,7 +102,6 @@ static int on_message(ag_db *db, const ag_event *ev, void *ud, char *why, size_t
 
 static int on_presence(ag_db *db, const ag_event *ev, void *ud, char *why, size_t n)
 {
-    (void)ud;
     nt_push_begin();
     const char *user = json_string_value(json_object_get(ev->data, "userId"));
     json_t *seq = json_object_get(ev->data, "seq");

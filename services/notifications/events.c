@@ -51,7 +51,6 @@ static void pending_reset(void)
 
 static void after_commit(void *ud)
 {
-    (void)ud;
     hub_publish(g_pending.items, (const char *const *)g_pending.users, g_pending.n);
     if (g_pending.mail) nt_mailer_wake();
     pending_reset();
@@ -198,7 +197,6 @@ static int user_from_event(const ag_event *ev, nt_user *u, char *why, size_t n)
 
 static int on_user_registered(ag_db *db, const ag_event *ev, void *ud, char *why, size_t n)
 {
-    (void)ud;
     pending_reset();
     nt_user u;
     int rc = user_from_event(ev, &u, why, n);
@@ -221,7 +219,6 @@ static int on_user_registered(ag_db *db, const ag_event *ev, void *ud, char *why
 
 static int on_user_updated(ag_db *db, const ag_event *ev, void *ud, char *why, size_t n)
 {
-    (void)ud;
     pending_reset();
     nt_user u;
     int rc = user_from_event(ev, &u, why, n);
@@ -232,7 +229,6 @@ static int on_user_updated(ag_db *db, const ag_event *ev, void *ud, char *why, s
 
 static int on_user_deleted(ag_db *db, const ag_event *ev, void *ud, char *why, size_t n)
 {
-    (void)ud;
     pending_reset();
     const char *id = str(ev->data, "userId");
     if (!id) id = ev->subject;
@@ -331,7 +327,6 @@ static int on_order(ag_db *db, const ag_event *ev, void *ud, char *why, size_t n
 
 static int on_payment_failed(ag_db *db, const ag_event *ev, void *ud, char *why, size_t n)
 {
-    (void)ud;
     pending_reset();
     const char *order = str(ev->data, "orderId");
     const char *user = str(ev->data, "userId");
@@ -346,15 +341,14 @@ static int on_payment_failed(ag_db *db, const ag_event *ev, void *ud, char *why,
     money(total, sizeof total, json_object_get(ev->data, "amountCents"), str(ev->data, "currency"));
     const char *reason = str(ev->data, "failureMessage");
     char cut[204];
-    snprintf(msg, sizeof msg, "The payment of %s for order %s did not go through%s%s.", total,
-             sid, reason ? ": " : "", reason ? clip(cut, sizeof cut, reason) : "");
+    snprintf(msg, sizeof msg, "The payment of %s for order %s did not go through%s%s.", total, sid,
+             reason ? ": " : "", reason ? clip(cut, sizeof cut, reason) : "");
     int rc = notify(db, ev, user, "Payment failed", msg, ev->data);
     return rc < 0 ? db_fail(db, why, n, rc) : 0;
 }
 
 static int on_low_stock(ag_db *db, const ag_event *ev, void *ud, char *why, size_t n)
 {
-    (void)ud;
     pending_reset();
     const char *product = str(ev->data, "productId");
     if (!product) product = ev->subject;

@@ -493,7 +493,6 @@ void hub_drain(void)
 
 double hub_connections(void *ud)
 {
-    (void)ud;
     return (double)atomic_load(&g_hub.nconns);
 }
 

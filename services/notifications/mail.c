@@ -325,7 +325,6 @@ static bool send_due(void)
 
 static void *mailer_main(void *arg)
 {
-    (void)arg;
     for (;;) {
         while (send_due()) {
             pthread_mutex_lock(&g_mail.mu);

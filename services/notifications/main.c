@@ -65,14 +65,12 @@ static int config(ag_service *svc)
 
 static void on_drain(void *ud)
 {
-    (void)ud;
     atomic_store(&g_nt.draining, true);
     hub_drain();
 }
 
 static void on_stop(void *ud)
 {
-    (void)ud;
     nt_mailer_stop();
 }
 

@@ -64,7 +64,6 @@ static int list_tx(ag_db *db, void *ud)
 
 static void list(ag_http_req *req, ag_http_res *res, void *ud)
 {
-    (void)ud;
     ag_db *db;
     const ag_caller *me = caller(req, res, &db);
     if (!me) return;
@@ -123,7 +122,6 @@ static int read_tx(ag_db *db, void *ud)
 
 static void mark_read(ag_http_req *req, ag_http_res *res, void *ud)
 {
-    (void)ud;
     ag_db *db;
     const ag_caller *me = caller(req, res, &db);
     if (!me) return;
@@ -175,7 +173,6 @@ static void mark_read(ag_http_req *req, ag_http_res *res, void *ud)
 
 static void presence(ag_http_req *req, ag_http_res *res, void *ud)
 {
-    (void)ud;
     if (!ag_auth_caller_required(req, res)) return;
     const char *q = ag_req_query(req, "userIds");
     if (!q || !*q) {

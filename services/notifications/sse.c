@@ -232,7 +232,6 @@ static bool parse_since(const char *s, int64_t *out)
 
 static void get_stream(ag_http_req *req, ag_http_res *res, void *ud)
 {
-    (void)ud;
     if (atomic_load(&g_nt.draining)) {
         ag_res_error(res, 503, "UNAVAILABLE", "the service is stopping", NULL);
         ag_res_send(res);

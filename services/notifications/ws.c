@@ -477,7 +477,6 @@ static void on_abort(void *ud)
 
 static void get_ws(ag_http_req *req, ag_http_res *res, void *ud)
 {
-    (void)ud;
     char accept[AG_WS_ACCEPT_LEN + 1];
     int status;
     const char *why;

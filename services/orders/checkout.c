@@ -112,7 +112,6 @@ static const char *path_of(char *buf, size_t n, const char *prefix, const char *
 
 static int reserve(ag_saga_ctx *ctx, void *ud)
 {
-    (void)ud;
     ord_order o;
     int rc = load_live(ctx, &o);
     if (rc != 0) return rc;
@@ -164,7 +163,6 @@ static int reservation_undo(ag_saga_ctx *ctx, const char *verb, const char *what
 
 static int release(ag_saga_ctx *ctx, void *ud)
 {
-    (void)ud;
     return reservation_undo(ctx, "release", "release stock");
 }
 
@@ -173,7 +171,6 @@ static int release(ag_saga_ctx *ctx, void *ud)
 
 static int charge(ag_saga_ctx *ctx, void *ud)
 {
-    (void)ud;
     ord_order o;
     int rc = load_live(ctx, &o);
     if (rc != 0) return rc;
@@ -226,7 +223,6 @@ static int charge(ag_saga_ctx *ctx, void *ud)
  * charge whose answer was lost to a timeout may still have happened). */
 static int refund(ag_saga_ctx *ctx, void *ud)
 {
-    (void)ud;
     char id[40], path[160];
     order_of(ctx, id);
     cards_forget(id);
@@ -271,7 +267,6 @@ static int refund(ag_saga_ctx *ctx, void *ud)
 
 static int confirm(ag_saga_ctx *ctx, void *ud)
 {
-    (void)ud;
     ord_order o;
     int rc = load_live(ctx, &o);
     if (rc != 0) return rc;
@@ -287,7 +282,6 @@ static int confirm(ag_saga_ctx *ctx, void *ud)
 
 static int restock(ag_saga_ctx *ctx, void *ud)
 {
-    (void)ud;
     return reservation_undo(ctx, "return", "return the stock");
 }
 
@@ -315,7 +309,6 @@ static int record(ag_saga_ctx *ctx, ag_db *db, const char *type, json_t *data, c
 
 static int on_step_done(ag_saga_ctx *ctx, ag_db *db, void *ud)
 {
-    (void)ud;
     if (ag_saga_ctx_step(ctx) == 0) return record(ctx, db, "StockReserved", NULL, NULL);
     if (ag_saga_ctx_step(ctx) == 1) {
         const char *pid = json_string_value(json_object_get(ag_saga_ctx_data(ctx), "paymentId"));
@@ -326,7 +319,6 @@ static int on_step_done(ag_saga_ctx *ctx, ag_db *db, void *ud)
 
 static int on_confirmed(ag_saga_ctx *ctx, ag_db *db, void *ud)
 {
-    (void)ud;
     ord_order o;
     int rc = load(ctx, db, &o);
     if (rc < 0) return rc;
@@ -343,7 +335,6 @@ static int on_confirmed(ag_saga_ctx *ctx, ag_db *db, void *ud)
 
 static int on_checkout_compensated(ag_saga_ctx *ctx, ag_db *db, void *ud)
 {
-    (void)ud;
     const char *why = ag_saga_ctx_reason(ctx);
     return record(ctx, db, "OrderCancelled", json_pack("{s:s}", "reason", why ? why : "failed"),
                   "order.cancelled");
@@ -351,14 +342,11 @@ static int on_checkout_compensated(ag_saga_ctx *ctx, ag_db *db, void *ud)
 
 static int on_cancellation_done(ag_saga_ctx *ctx, ag_db *db, void *ud)
 {
-    (void)ud;
     return record(ctx, db, "OrderCancelled", NULL, "order.cancelled");
 }
 
 static int on_cancellation_stuck(ag_saga_ctx *ctx, ag_db *db, void *ud)
 {
-    (void)db;
-    (void)ud;
     /* Only after the refund failed on every one of its attempts (days of
      * backoff): the order stays CANCELLING for a person to look at. */
     ag_error("an order's cancellation could not refund; it stays CANCELLING",

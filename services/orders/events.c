@@ -28,7 +28,6 @@ int ord_publish(ag_db *db, const char *type, const ord_order *o)
 
 static int on_user_deleted(ag_db *db, const ag_event *ev, void *ud, char *why, size_t n)
 {
-    (void)ud;
     const char *user = json_string_value(json_object_get(ev->data, "userId"));
     if (!user || !*user) {
         snprintf(why, n, "user.deleted without a userId");

@@ -240,7 +240,6 @@ static int update_row(ag_db *db, const ord_order *o)
 
 static void wake_waiters(void *ud)
 {
-    (void)ud;
     pthread_mutex_lock(&g_ord.wait_mu);
     g_ord.changes++;
     pthread_cond_broadcast(&g_ord.wait_cv);

@@ -37,20 +37,17 @@ orders_ctx g_ord = {
 
 static void start_sagas(void *ud)
 {
-    (void)ud;
     if (ag_saga_engine_start(g_ord.sagas) < 0) ag_error("the saga engine did not start");
 }
 
 /* Before the store closes: steps in flight finish and record their result. */
 static void stop_sagas(void *ud)
 {
-    (void)ud;
     ag_saga_engine_stop(g_ord.sagas);
 }
 
 static int config(ag_service *svc)
 {
-    (void)svc;
     int rc = 0;
     rc |= ag_config_str("AGORA_CLIENT_SECRET", "", &g_ord.client_secret);
     rc |= ag_config_duration_ms("AGORA_LOOKUP_TIMEOUT", 3000, &g_ord.lookup_timeout_ms);

@@ -320,7 +320,6 @@ static bool key_ok(const char *k)
 
 static void post_order(ag_http_req *req, ag_http_res *res, void *ud)
 {
-    (void)ud;
     const ag_caller *me = ag_auth_caller_required(req, res);
     if (!me) return;
     if (strcmp(me->role, "service") == 0) {
@@ -450,7 +449,6 @@ static void post_order(ag_http_req *req, ag_http_res *res, void *ud)
 
 static void get_order(ag_http_req *req, ag_http_res *res, void *ud)
 {
-    (void)ud;
     const ag_caller *me = ag_auth_caller_required(req, res);
     if (!me) return;
     ord_order o;
@@ -470,7 +468,6 @@ static bool status_ok(const char *s)
 
 static void list_orders(ag_http_req *req, ag_http_res *res, void *ud)
 {
-    (void)ud;
     const ag_caller *me = ag_auth_caller_required(req, res);
     if (!me) return;
     const char *status = ag_req_query(req, "status");
@@ -498,7 +495,6 @@ static void list_orders(ag_http_req *req, ag_http_res *res, void *ud)
 
 static void get_history(ag_http_req *req, ag_http_res *res, void *ud)
 {
-    (void)ud;
     const ag_caller *me = ag_auth_caller_required(req, res);
     if (!me) return;
     ord_order o;
@@ -516,7 +512,6 @@ static void get_history(ag_http_req *req, ag_http_res *res, void *ud)
 
 static void get_saga(ag_http_req *req, ag_http_res *res, void *ud)
 {
-    (void)ud;
     if (!ag_auth_caller_role(req, res, "admin")) return;
     const char *id = ag_req_param(req, "orderId");
     json_t *checkout = NULL, *cancel = NULL;
@@ -571,7 +566,6 @@ static int cancel_tx(ag_db *db, void *ud)
 
 static void post_cancel(ag_http_req *req, ag_http_res *res, void *ud)
 {
-    (void)ud;
     const ag_caller *me = ag_auth_caller_required(req, res);
     if (!me) return;
     int wait_s = prefer_wait(req, res);
@@ -648,7 +642,6 @@ static int status_tx(ag_db *db, void *ud)
 
 static void put_status(ag_http_req *req, ag_http_res *res, void *ud)
 {
-    (void)ud;
     const ag_caller *me = ag_auth_caller_role(req, res, "admin");
     if (!me) return;
     json_t *body;
@@ -683,7 +676,6 @@ static void put_status(ag_http_req *req, ag_http_res *res, void *ud)
 
 static void post_rebuild(ag_http_req *req, ag_http_res *res, void *ud)
 {
-    (void)ud;
     if (!ag_auth_caller_role(req, res, "admin")) return;
     const char *id = ag_req_query(req, "orderId");
     if (id && !id_ok(id, ORD_ID_MAX)) {

@@ -27,7 +27,6 @@ payments_ctx g_pay;
 
 static int config(ag_service *svc)
 {
-    (void)svc;
     int rc = ag_config_duration_ms("AGORA_PROVIDER_TIMEOUT", 10000, &g_pay.provider_timeout_ms);
     if (g_pay.provider_timeout_ms == 0) g_pay.provider_timeout_ms = 1;
     return rc;

@@ -55,9 +55,6 @@ static const char *card_name(void)
 static int card_charge(const char *order_id, int64_t amount_cents, const char *currency,
                        const pay_method *m, ag_deadline deadline, pay_result *out)
 {
-    (void)order_id;
-    (void)amount_cents;
-    (void)currency;
     memset(out, 0, sizeof *out);
     if (ag_deadline_expired(deadline)) return AG_EDEADLINE;
     if (strcmp(m->last4, "0002") == 0) {
@@ -75,9 +72,6 @@ static int card_charge(const char *order_id, int64_t amount_cents, const char *c
 static int any_refund(const char *charge_ref, int64_t amount_cents, const char *currency,
                       ag_deadline deadline, pay_result *out)
 {
-    (void)charge_ref;
-    (void)amount_cents;
-    (void)currency;
     memset(out, 0, sizeof *out);
     if (ag_deadline_expired(deadline)) return AG_EDEADLINE;
     approve(out, "re");
@@ -92,9 +86,6 @@ static const char *wallet_name(void)
 static int wallet_charge(const char *order_id, int64_t amount_cents, const char *currency,
                          const pay_method *m, ag_deadline deadline, pay_result *out)
 {
-    (void)order_id;
-    (void)amount_cents;
-    (void)currency;
     memset(out, 0, sizeof *out);
     if (ag_deadline_expired(deadline)) return AG_EDEADLINE;
     if (strncmp(m->wallet_id, "empty-", 6) == 0)

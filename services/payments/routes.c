@@ -308,7 +308,6 @@ static bool parse_charge(ag_http_req *req, ag_http_res *res, charge_req *c, json
 
 static void post_payment(ag_http_req *req, ag_http_res *res, void *ud)
 {
-    (void)ud;
     if (!ag_auth_caller_role(req, res, "service")) return;
     charge_req c;
     json_t *body;
@@ -446,7 +445,6 @@ static void answer_stored(ag_http_res *res, const char *response)
 
 static void post_refund(ag_http_req *req, ag_http_res *res, void *ud)
 {
-    (void)ud;
     if (!ag_auth_caller_role(req, res, "service")) return;
     const char *id = ag_req_param(req, "id");
     if (!id || !id_ok(id, AG_ID_LEN)) {
@@ -573,7 +571,6 @@ static bool is_staff(const ag_caller *me)
  * (orders passes userId); anyone else gets 404, as for a missing one. */
 static void get_payment(ag_http_req *req, ag_http_res *res, void *ud)
 {
-    (void)ud;
     const ag_caller *me = ag_auth_caller_required(req, res);
     if (!me) return;
     const char *id = ag_req_param(req, "id");
@@ -592,7 +589,6 @@ static void get_payment(ag_http_req *req, ag_http_res *res, void *ud)
 
 static void list_payments(ag_http_req *req, ag_http_res *res, void *ud)
 {
-    (void)ud;
     if (!ag_auth_caller_role(req, res, "service")) return;
     const char *order = ag_req_query(req, "orderId");
     long long page, limit;

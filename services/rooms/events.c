@@ -125,7 +125,6 @@ static int remove_deleted_user(ag_db *db, const char *room_id, const char *user)
 
 static int on_user_deleted(ag_db *db, const ag_event *ev, void *ud, char *why, size_t n)
 {
-    (void)ud;
     const char *user = json_string_value(json_object_get(ev->data, "userId"));
     if (!rooms_id_ok(user)) {
         snprintf(why, n, "user.deleted without a usable userId");

@@ -264,7 +264,6 @@ static int create_tx(ag_db *db, void *ud)
 
 static void post_room(ag_http_req *req, ag_http_res *res, void *ud)
 {
-    (void)ud;
     const ag_caller *me = ag_auth_caller_required(req, res);
     if (!me) return;
     static const char *const allowed[] = {"name", "description", "isPrivate", NULL};
@@ -295,7 +294,6 @@ static void post_room(ag_http_req *req, ag_http_res *res, void *ud)
 
 static void list_rooms(ag_http_req *req, ag_http_res *res, void *ud)
 {
-    (void)ud;
     const ag_caller *me = ag_auth_caller_required(req, res);
     if (!me) return;
     ag_validator v;
@@ -321,7 +319,6 @@ static void list_rooms(ag_http_req *req, ag_http_res *res, void *ud)
 
 static void get_room(ag_http_req *req, ag_http_res *res, void *ud)
 {
-    (void)ud;
     const ag_caller *me = ag_auth_caller_required(req, res);
     if (!me) return;
     const char *id = room_param(req, res);
@@ -368,7 +365,6 @@ static int patch_step(ag_db *db, op *c, rooms_room *r)
 
 static void patch_room(ag_http_req *req, ag_http_res *res, void *ud)
 {
-    (void)ud;
     op c;
     if (!op_start(req, res, &c)) return;
     static const char *const allowed[] = {"name", "description", "isPrivate", NULL};
@@ -405,7 +401,6 @@ static int delete_step(ag_db *db, op *c, rooms_room *r)
 
 static void delete_room(ag_http_req *req, ag_http_res *res, void *ud)
 {
-    (void)ud;
     op c;
     if (!op_start(req, res, &c)) return;
     run(req, res, &c, delete_step, "room delete failed");
@@ -429,7 +424,6 @@ static int join_step(ag_db *db, op *c, rooms_room *r)
 
 static void post_join(ag_http_req *req, ag_http_res *res, void *ud)
 {
-    (void)ud;
     op c;
     if (!op_start(req, res, &c)) return;
     run(req, res, &c, join_step, "room join failed");
@@ -464,7 +458,6 @@ static int leave_step(ag_db *db, op *c, rooms_room *r)
 
 static void post_leave(ag_http_req *req, ag_http_res *res, void *ud)
 {
-    (void)ud;
     op c;
     if (!op_start(req, res, &c)) return;
     /* The answer is the caller's last view of the room (myRole null), even
@@ -476,7 +469,6 @@ static void post_leave(ag_http_req *req, ag_http_res *res, void *ud)
 
 static void list_members(ag_http_req *req, ag_http_res *res, void *ud)
 {
-    (void)ud;
     const ag_caller *me = ag_auth_caller_required(req, res);
     if (!me) return;
     const char *id = room_param(req, res);
@@ -504,7 +496,6 @@ static void list_members(ag_http_req *req, ag_http_res *res, void *ud)
  * the end user's token: may this user use the room, and as what? */
 static void get_member(ag_http_req *req, ag_http_res *res, void *ud)
 {
-    (void)ud;
     const ag_caller *me = ag_auth_caller_required(req, res);
     if (!me) return;
     const char *id = room_param(req, res);
@@ -605,7 +596,6 @@ static int user_exists(ag_http_req *req, op *c)
 
 static void post_member(ag_http_req *req, ag_http_res *res, void *ud)
 {
-    (void)ud;
     op c;
     if (!op_start(req, res, &c)) return;
     static const char *const allowed[] = {"userId", "role", NULL};
@@ -676,7 +666,6 @@ static int role_step(ag_db *db, op *c, rooms_room *r)
 
 static void put_member(ag_http_req *req, ag_http_res *res, void *ud)
 {
-    (void)ud;
     op c;
     if (!op_start_member(req, res, &c)) return;
     static const char *const allowed[] = {"role", NULL};
@@ -713,7 +702,6 @@ static int kick_step(ag_db *db, op *c, rooms_room *r)
 
 static void delete_member(ag_http_req *req, ag_http_res *res, void *ud)
 {
-    (void)ud;
     op c;
     if (!op_start_member(req, res, &c)) return;
     run(req, res, &c, kick_step, "member remove failed");

@@ -132,7 +132,6 @@ static int setup_admin(void)
 
 static int config(ag_service *svc)
 {
-    (void)svc;
     uint64_t ttl_ms, refresh_ms;
     int rc = 0;
     rc |= ag_config_duration_ms("AGORA_JWT_TTL", 15 * 60 * 1000, &ttl_ms);
