@@ -12,6 +12,9 @@ patterns it consumes), and
     publishes, every documented type has that producer, and each type's
     consumers cell names exactly the components that subscribe to it;
   - every route of config/gateway.json forwards to paths its service serves;
+  - every name of the code a doc gives in backticks (ag_*, AG_*, AGORA_*
+    identifiers, repository paths) is still in the code: a renamed
+    function or variable, a moved file, fails here, not in a reader's hands;
   - every keyword of a request schema (services/*/openapi.json) is one the
     framework's body check enforces (agora/json.h: ag_schema_check).
 
@@ -19,6 +22,7 @@ The binaries come from ctest (AGORA_<NAME>D); each describes itself on a
 scratch SQLite database in a temporary directory.
 """
 
+import glob
 import json
 import os
 import re
@@ -211,6 +215,38 @@ class Docs(unittest.TestCase):
                                     for p in served),
                                 "gateway route %s -> agora-%s %s: it serves nothing there"
                                 % (r["prefix"], r["service"], target))
+    def test_docs_name_only_what_exists(self):
+        docs = (glob.glob(os.path.join(ROOT, "docs", "*.md"))
+                + glob.glob(os.path.join(ROOT, "docs", "internals", "*.md"))
+                + glob.glob(os.path.join(ROOT, "services", "*", "README.md"))
+                + glob.glob(os.path.join(ROOT, "bench", "*", "README.md"))
+                + [os.path.join(ROOT, "README.md")])
+        tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True,
+                                 check=True).stdout.split()
+        code = []
+        for f in tracked:
+            full = os.path.join(ROOT, f)
+            if f.endswith(".md") or not os.path.isfile(full):
+                continue
+            with open(full, errors="replace") as fh:
+                code.append(fh.read())
+        code = "\n".join(code)
+        roots = ("src/", "include/", "services/", "gateway/", "registry/", "cli/", "tests/",
+                 "scripts/", "web/", "bench/", "docs/", "config/", "deploy/", "cmake/")
+        for doc in sorted(docs):
+            with open(doc) as f:
+                quoted = re.findall(r"`([^`\n]+)`", f.read())
+            rel = os.path.relpath(doc, ROOT)
+            for q in quoted:
+                for ident in re.findall(r"\b(?:ag|AG|AGORA)_[A-Za-z0-9_]+\b(?!\*)", q):
+                    with self.subTest(doc=rel, name=ident):
+                        self.assertIn(ident, code, "%s names %s: not in the code" % (rel, ident))
+                q = q.strip()
+                if q.startswith(roots) and re.fullmatch(r"[\w./-]+", q):
+                    with self.subTest(doc=rel, path=q):
+                        self.assertTrue(os.path.exists(os.path.join(ROOT, q.rstrip("/"))),
+                                        "%s names %s: no such file" % (rel, q))
+
     def test_request_schemas_use_what_is_enforced(self):
         """Every keyword in a request schema is one ag_schema_check reads (or
         a note for readers): a keyword it would ignore would be a rule the
