@@ -240,7 +240,7 @@ class Docs(unittest.TestCase):
             for q in quoted:
                 for ident in re.findall(r"\b(?:ag|AG|AGORA)_[A-Za-z0-9_]+\b(?!\*)", q):
                     with self.subTest(doc=rel, name=ident):
-                        self.assertIn(ident, code, "%s names %s: not in the code" % (rel, ident))
+                        self.assertTrue(ident in code, "%s names %s: not in the code" % (rel, ident))
                 q = q.strip()
                 if q.startswith(roots) and re.fullmatch(r"[\w./-]+", q):
                     with self.subTest(doc=rel, path=q):
