@@ -13,7 +13,19 @@
  * Active health checks: one thread GETs /health of every known instance of
  * every configured upstream each AGORA_GATEWAY_HEALTH_INTERVAL (default 5 s,
  * 1 s timeout) and marks the instance up or down in discovery, so that an
- * instance that hangs is left out even before requests time out on it.
+ * instance that hangs is left out even before requests time out on it. One
+ * failed check is not enough: an instance goes down after the upstream's
+ * `healthFails` failed checks in a row (default 2) and comes back after
+ * `healthPasses` passed ones in a row (default 2), so that a single lost
+ * check neither takes it out nor lets a flapping one straight back in:
+ *
+ *          fails in a row >= healthFails
+ *     UP ---------------------------------> DOWN
+ *        <---------------------------------
+ *          passes in a row >= healthPasses
+ *
+ * A new instance starts UP with no verdicts. The counts are shown in GET
+ * /admin/upstreams ("healthChecks"), read together with discovery's view.
  */
 #include <pthread.h>
 #include <string.h>
@@ -66,40 +78,41 @@ static void get_routes(ag_http_req *req, ag_http_res *res, void *ud)
     json_t *routes = json_array();
     for (int i = 0; i < c->nroutes; i++) {
         const gw_route *r = &c->routes[i];
-        json_t *o = json_pack("{s:s,s:s,s:s,s:s,s:I,s:i,s:b}", "prefix", r->prefix, "rewrite",
-                              r->rewrite, "service", r->service, "auth",
-                              r->auth == GW_AUTH_REQUIRED   ? "required"
-                              : r->auth == GW_AUTH_OPTIONAL ? "optional"
-                                                            : "public",
-                              "timeoutMs",
-                              (json_int_t)(r->timeout_ms ? r->timeout_ms : r->up->timeout_ms),
-                              "retries", r->retries >= 0 ? r->retries : r->up->retries,
-                              "websocket", r->websocket);
+        json_t *o = json_pack(
+            "{s:s,s:s,s:s,s:s,s:I,s:i,s:b}", "prefix", r->prefix, "rewrite", r->rewrite, "service",
+            r->service, "auth",
+            r->auth == GW_AUTH_REQUIRED   ? "required"
+            : r->auth == GW_AUTH_OPTIONAL ? "optional"
+                                          : "public",
+            "timeoutMs", (json_int_t)(r->timeout_ms ? r->timeout_ms : r->up->timeout_ms), "retries",
+            r->retries >= 0 ? r->retries : r->up->retries, "websocket", r->websocket);
         if (r->role) json_object_set_new(o, "role", json_string(r->role));
         if (r->limits) {
             json_t *l = json_object();
             if (r->limits->has_ip)
-                json_object_set_new(l, "ip", json_pack("{s:f,s:i}", "rate", r->limits->ip.rate,
-                                                       "burst", r->limits->ip.burst));
+                json_object_set_new(l, "ip",
+                                    json_pack("{s:f,s:i}", "rate", r->limits->ip.rate, "burst",
+                                              r->limits->ip.burst));
             if (r->limits->has_user)
                 json_object_set_new(l, "user",
-                                    json_pack("{s:f,s:i}", "rate", r->limits->user.rate,
-                                              "burst", r->limits->user.burst));
+                                    json_pack("{s:f,s:i}", "rate", r->limits->user.rate, "burst",
+                                              r->limits->user.burst));
             json_object_set_new(o, "rateLimit", l);
         }
         json_array_append_new(routes, o);
     }
-    json_t *data = json_pack("{s:I,s:s,s:s,s:o}", "generation", (json_int_t)c->generation,
-                             "source", c->source, "latestVersion", c->latest_version, "routes",
-                             routes);
+    json_t *data = json_pack("{s:I,s:s,s:s,s:o}", "generation", (json_int_t)c->generation, "source",
+                             c->source, "latestVersion", c->latest_version, "routes", routes);
     pthread_mutex_unlock(&g_gw.reload_mu);
     ag_res_ok(res, 200, data);
 }
 
+json_t *gw_health_json(void);
+
 static void get_upstreams(ag_http_req *req, ag_http_res *res, void *ud)
 {
     if (!admin_allowed(req, res)) return;
-    json_t *d = ag_discovery_json(g_gw.disc);
+    json_t *d = gw_health_json(); /* discovery's view and the checks' counts, together */
     json_object_set_new(d, "idleConnections", gw_proxy_pool_json());
     ag_res_ok(res, 200, d);
 }
@@ -121,8 +134,8 @@ static void post_reload(ag_http_req *req, ag_http_res *res, void *ud)
     }
     pthread_mutex_lock(&g_gw.reload_mu);
     gw_config *c = atomic_load(&g_gw.config);
-    json_t *data = json_pack("{s:I,s:s}", "generation", (json_int_t)c->generation, "source",
-                             c->source);
+    json_t *data =
+        json_pack("{s:I,s:s}", "generation", (json_int_t)c->generation, "source", c->source);
     pthread_mutex_unlock(&g_gw.reload_mu);
     ag_res_ok(res, 200, data);
 }
@@ -142,8 +155,90 @@ static pthread_mutex_t g_health_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t g_health_cv = PTHREAD_COND_INITIALIZER;
 static bool g_health_stop, g_health_on;
 
+/* One instance's checks (the health thread writes, under g_hc_mu). */
+typedef struct hc_state {
+    char service[64];
+    char id[128];
+    int fails, passes; /* in a row */
+    bool down;         /* as marked in discovery */
+    unsigned round;    /* the last round that checked it */
+} hc_state;
+
+static pthread_mutex_t g_hc_mu = PTHREAD_MUTEX_INITIALIZER;
+static hc_state *g_hc;
+static size_t g_nhc, g_cap_hc;
+static unsigned g_round;
+
+static hc_state *hc_of(const char *service, const char *id)
+{
+    for (size_t i = 0; i < g_nhc; i++)
+        if (strcmp(g_hc[i].service, service) == 0 && strcmp(g_hc[i].id, id) == 0) return &g_hc[i];
+    if (g_nhc == g_cap_hc) {
+        g_cap_hc = g_cap_hc ? g_cap_hc * 2 : 16;
+        g_hc = ag_realloc(g_hc, g_cap_hc * sizeof *g_hc);
+    }
+    hc_state *h = &g_hc[g_nhc++];
+    memset(h, 0, sizeof *h);
+    snprintf(h->service, sizeof h->service, "%s", service);
+    snprintf(h->id, sizeof h->id, "%s", id);
+    return h;
+}
+
+/* A check's verdict through the state machine above; the mark is given
+ * every round, so that an instance discovery learns again keeps it. */
+static void hc_verdict(const gw_upstream_cfg *u, const ag_instance *in, bool ok)
+{
+    pthread_mutex_lock(&g_hc_mu);
+    hc_state *h = hc_of(u->name, in->id);
+    h->round = g_round;
+    if (ok) {
+        h->passes++;
+        h->fails = 0;
+        if (h->down && h->passes >= u->health_passes) h->down = false;
+    } else {
+        h->fails++;
+        h->passes = 0;
+        if (!h->down && h->fails >= u->health_fails) h->down = true;
+    }
+    ag_discovery_mark(g_gw.disc, u->name, in->id, !h->down);
+    pthread_mutex_unlock(&g_hc_mu);
+}
+
+/* Forgets the instances the last round did not check (gone, or their
+ * upstream no longer checked). */
+static void hc_prune(void)
+{
+    pthread_mutex_lock(&g_hc_mu);
+    size_t k = 0;
+    for (size_t i = 0; i < g_nhc; i++)
+        if (g_hc[i].round == g_round) g_hc[k++] = g_hc[i];
+    g_nhc = k;
+    pthread_mutex_unlock(&g_hc_mu);
+}
+
+json_t *gw_health_json(void)
+{
+    pthread_mutex_lock(&g_hc_mu);
+    json_t *d = ag_discovery_json(g_gw.disc);
+    json_t *checks = json_object();
+    for (size_t i = 0; i < g_nhc; i++) {
+        json_t *svc = json_object_get(checks, g_hc[i].service);
+        if (!svc) {
+            svc = json_object();
+            json_object_set_new(checks, g_hc[i].service, svc);
+        }
+        json_object_set_new(svc, g_hc[i].id,
+                            json_pack("{s:i, s:i, s:b}", "failsInARow", g_hc[i].fails,
+                                      "passesInARow", g_hc[i].passes, "down", g_hc[i].down));
+    }
+    pthread_mutex_unlock(&g_hc_mu);
+    json_object_set_new(d, "healthChecks", checks);
+    return d;
+}
+
 static void check_all(void)
 {
+    g_round++;
     pthread_mutex_lock(&g_gw.reload_mu);
     gw_config *c = atomic_load(&g_gw.config);
     gw_config_ref(c);
@@ -161,10 +256,11 @@ static void check_all(void)
             int rc = ag_http_client_do(g_gw.http, &call, &rep);
             bool ok = rc == 0 && rep.status >= 200 && rep.status < 300;
             if (rc == 0) ag_http_reply_release(&rep);
-            ag_discovery_mark(g_gw.disc, c->ups[u].name, in[i].id, ok);
+            hc_verdict(&c->ups[u], &in[i], ok);
         }
     }
     gw_config_unref(c);
+    hc_prune();
 }
 
 static void *health_main(void *arg)
@@ -203,4 +299,9 @@ void gw_health_stop(void)
     pthread_mutex_unlock(&g_health_mu);
     pthread_join(g_health, NULL);
     g_health_on = false;
+    pthread_mutex_lock(&g_hc_mu);
+    ag_free(g_hc);
+    g_hc = NULL;
+    g_nhc = g_cap_hc = 0;
+    pthread_mutex_unlock(&g_hc_mu);
 }

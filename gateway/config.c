@@ -25,9 +25,8 @@ static const struct {
     const char *name;
     unsigned bit;
 } k_methods[] = {
-    {"GET", GW_M_GET},       {"HEAD", GW_M_HEAD},     {"POST", GW_M_POST},
-    {"PUT", GW_M_PUT},       {"PATCH", GW_M_PATCH},   {"DELETE", GW_M_DELETE},
-    {"OPTIONS", GW_M_OPTIONS},
+    {"GET", GW_M_GET},     {"HEAD", GW_M_HEAD},     {"POST", GW_M_POST},       {"PUT", GW_M_PUT},
+    {"PATCH", GW_M_PATCH}, {"DELETE", GW_M_DELETE}, {"OPTIONS", GW_M_OPTIONS},
 };
 
 unsigned gw_method_bit(const char *method)
@@ -58,7 +57,8 @@ static void free_config(gw_config *c)
     }
     ag_free(c->limit_names);
     ag_free(c->limits);
-    for (int i = 0; i < c->ncors; i++) ag_free(c->cors_origins[i]);
+    for (int i = 0; i < c->ncors; i++)
+        ag_free(c->cors_origins[i]);
     ag_free(c->cors_origins);
     ag_free(c->latest_version);
     ag_free(c->source);
@@ -83,7 +83,7 @@ static struct breaker_ent {
     char *name;
     ag_breaker *b;
     struct breaker_ent *next;
-} *g_breakers;
+} * g_breakers;
 
 /* The breaker of upstream `name`, made with `o` the first time. A reload
  * with other breaker settings takes effect for new upstream names only;
@@ -92,7 +92,8 @@ static ag_breaker *breaker_for(const char *name, const ag_breaker_opts *o)
 {
     pthread_mutex_lock(&g_breakers_mu);
     struct breaker_ent *e = g_breakers;
-    while (e && strcmp(e->name, name) != 0) e = e->next;
+    while (e && strcmp(e->name, name) != 0)
+        e = e->next;
     if (!e) {
         e = ag_calloc(1, sizeof *e);
         e->name = ag_strdup(name);
@@ -184,8 +185,8 @@ static const char *get_str(perr *e, json_t *o, const char *where, const char *ke
     return json_string_value(v);
 }
 
-static void parse_policy(perr *e, json_t *o, const char *where, const char *name,
-                         const char *kind, bool *has, gw_rl_policy *p)
+static void parse_policy(perr *e, json_t *o, const char *where, const char *name, const char *kind,
+                         bool *has, gw_rl_policy *p)
 {
     json_t *v = json_object_get(o, kind);
     if (!v) return;
@@ -262,7 +263,8 @@ int gw_config_load(const char *path, const gw_config *prev, ag_metrics *m, gw_co
             c->cors_origins = ag_calloc(json_array_size(origins) + 1, sizeof(char *));
             size_t i;
             json_t *o;
-            json_array_foreach(origins, i, o) {
+            json_array_foreach(origins, i, o)
+            {
                 if (!json_is_string(o)) {
                     fail(&e, "cors.origins[%zu]: expected a string", i);
                     break;
@@ -282,7 +284,8 @@ int gw_config_load(const char *path, const gw_config *prev, ag_metrics *m, gw_co
     const char *key;
     json_t *val;
     if (json_is_object(rls)) {
-        json_object_foreach(rls, key, val) {
+        json_object_foreach(rls, key, val)
+        {
             char w[128];
             snprintf(w, sizeof w, "rateLimits.%s", key);
             if (!json_is_object(val)) {
@@ -304,7 +307,8 @@ int gw_config_load(const char *path, const gw_config *prev, ag_metrics *m, gw_co
     size_t nup = json_is_object(ups) ? json_object_size(ups) : 0;
     c->ups = ag_calloc(nup + 1, sizeof(gw_upstream_cfg));
     if (json_is_object(ups)) {
-        json_object_foreach(ups, key, val) {
+        json_object_foreach(ups, key, val)
+        {
             char w[128];
             snprintf(w, sizeof w, "upstreams.%s", key);
             if (!json_is_object(val)) {
@@ -317,6 +321,8 @@ int gw_config_load(const char *path, const gw_config *prev, ag_metrics *m, gw_co
             u->retries = (int)get_int(&e, val, w, "retries", 1, 0, 5);
             u->retry_backoff_ms = get_ms(&e, val, w, "retryBackoffMs", 25);
             u->health_check = !json_is_false(json_object_get(val, "healthCheck"));
+            u->health_fails = (int)get_int(&e, val, w, "healthFails", 2, 1, 100);
+            u->health_passes = (int)get_int(&e, val, w, "healthPasses", 2, 1, 100);
             ag_breaker_opts bo = {0};
             json_t *b = json_object_get(val, "breaker");
             char bw[160];
@@ -368,7 +374,8 @@ int gw_config_load(const char *path, const gw_config *prev, ag_metrics *m, gw_co
         rt->service = ag_strdup(service);
         rt->up = gw_config_upstream(c, service);
         if (!rt->up) {
-            fail(&e, "%s.service: unknown upstream \"%s\" (add it under \"upstreams\")", w, service);
+            fail(&e, "%s.service: unknown upstream \"%s\" (add it under \"upstreams\")", w,
+                 service);
             break;
         }
         json_t *ms = json_object_get(r, "methods");
@@ -376,7 +383,8 @@ int gw_config_load(const char *path, const gw_config *prev, ag_metrics *m, gw_co
             size_t j;
             json_t *mv;
             if (!json_is_array(ms)) fail(&e, "%s.methods: expected an array", w);
-            json_array_foreach(ms, j, mv) {
+            json_array_foreach(ms, j, mv)
+            {
                 unsigned bit = json_is_string(mv) ? gw_method_bit(json_string_value(mv)) : 0;
                 if (!bit) {
                     fail(&e, "%s.methods[%zu]: unknown method", w, j);
@@ -421,10 +429,10 @@ int gw_config_load(const char *path, const gw_config *prev, ag_metrics *m, gw_co
     for (int i = 0; i < c->nroutes && !e.failed; i++)
         for (int j = i + 1; j < c->nroutes; j++)
             if (strcmp(c->routes[i].prefix, c->routes[j].prefix) == 0 &&
-                (c->routes[i].methods & c->routes[j].methods ||
-                 !c->routes[i].methods || !c->routes[j].methods)) {
-                fail(&e, "routes[%d] and routes[%d]: the same prefix %s for the same methods", i,
-                     j, c->routes[i].prefix);
+                (c->routes[i].methods & c->routes[j].methods || !c->routes[i].methods ||
+                 !c->routes[j].methods)) {
+                fail(&e, "routes[%d] and routes[%d]: the same prefix %s for the same methods", i, j,
+                     c->routes[i].prefix);
                 break;
             }
     if (e.failed) {

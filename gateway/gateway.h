@@ -51,6 +51,8 @@ typedef struct gw_upstream_cfg {
     uint64_t retry_backoff_ms; /* base of the jittered backoff */
     ag_breaker *breaker;       /* shared across reloads (see config.c) */
     bool health_check;         /* actively checked by the gateway (default) */
+    int health_fails;          /* failed checks in a row before it is marked down */
+    int health_passes;         /* passed checks in a row before it is marked up again */
     /* metric series looked up once (proxy.c): the hot path only adds */
     _Atomic(ag_series *) s_latency;
     _Atomic(ag_series *) s_status[600];

@@ -67,10 +67,13 @@ def config(extra_routes=()):
             "echo": {"timeoutMs": 2000, "retries": 1, "retryBackoffMs": 10},
             "statussvc": {"timeoutMs": 2000, "retries": 1, "retryBackoffMs": 10,
                           "breaker": {"minCalls": 1000}},
-            "pool": {"timeoutMs": 400, "retries": 1, "retryBackoffMs": 10},
+            # a hung instance must be out within a few seconds: one failed check is enough
+            "pool": {"timeoutMs": 400, "retries": 1, "retryBackoffMs": 10, "healthFails": 1},
             # no active checks: the breaker, not a health check, must see it die
             "flaky": {"timeoutMs": 1000, "retries": 1, "retryBackoffMs": 10,
                       "breaker": quick_breaker, "healthCheck": False},
+            # active checks with hysteresis: down after 4 failed in a row, up after 3 passed
+            "hcsvc": {"healthFails": 4, "healthPasses": 3},
         },
         "routes": routes,
     }
@@ -120,12 +123,13 @@ class Gateway(unittest.TestCase):
         cls.catalog = harness.Server(cls.catalog_env, name="catalog",
                                      binary=CATALOGD).start(harness.scaled(20))
         cls.ups = {}
-        for name in ("echo", "pool-1", "pool-2", "flaky"):
+        for name in ("echo", "pool-1", "pool-2", "flaky", "hc"):
             cls.ups[name] = Upstream(name).start()
         cls.register("echo-1", "echo", cls.ups["echo"].port)
         cls.register("status-1", "statussvc", cls.ups["echo"].port)
         cls.register("pool-1", "pool", cls.ups["pool-1"].port)
         cls.register("pool-2", "pool", cls.ups["pool-2"].port)
+        cls.register_nocheck("hc-1", "hcsvc", cls.ups["hc"].port)
         # flaky: the registry checks it rarely, so that the gateway's own
         # breaker, not the registry, reacts when it dies.
         cls.register("flaky-1", "flaky", cls.ups["flaky"].port, interval="60s")
@@ -143,7 +147,7 @@ class Gateway(unittest.TestCase):
                                  "AGORA_REGISTRY_RESYNC": "1s"},
                                 name="gateway", binary=GATEWAYD).start(harness.scaled(20))
         cls.port = cls.gw.port
-        for svc in ("echo", "pool", "flaky", "users", "statussvc", "catalog"):
+        for svc in ("echo", "pool", "flaky", "users", "statussvc", "catalog", "hcsvc"):
             cls.wait_instances(svc, 2 if svc == "pool" else 1)
         cls.admin = cls.login(ADMIN_EMAIL, ADMIN_PASSWORD)
         cls.alice = cls.register_user("alice")
@@ -632,6 +636,51 @@ class Gateway(unittest.TestCase):
             urllib.request.urlopen(req, timeout=5).read()
             self.write_config(config())
             self.call("POST", "/admin/reload")
+
+    def test_health_checks_need_verdicts_in_a_row(self):
+        """An instance goes down after healthFails (4) failed checks in a
+        row, not after one, and comes back after healthPasses (3) passed
+        ones: every view of /admin/upstreams agrees with its counts."""
+        port = self.ups["hc"].port
+
+        def set_health(status):
+            req = urllib.request.Request("http://127.0.0.1:%d/control/health?status=%d"
+                                         % (port, status), method="POST", data=b"")
+            urllib.request.urlopen(req, timeout=5).read()
+
+        def until(down):
+            seen = []
+            deadline = time.monotonic() + harness.scaled(20)
+            while time.monotonic() < deadline:
+                st, body, _ = self.call("GET", "/admin/upstreams")
+                self.assertEqual(st, 200, body)
+                d = body["data"]
+                inst = {i["id"]: i for i in
+                        d["services"].get("hcsvc", {}).get("instances", [])}.get("hc-1")
+                chk = d.get("healthChecks", {}).get("hcsvc", {}).get("hc-1")
+                if inst and chk:
+                    seen.append((inst["healthy"], chk["failsInARow"], chk["passesInARow"],
+                                 chk["down"]))
+                    if chk["down"] == down and inst["healthy"] != down:
+                        return seen
+                time.sleep(0.05)
+            self.fail("hc-1 never went %s: %s" % ("down" if down else "up", seen[-20:]))
+
+        self.wait_instances("hcsvc", 1)
+        set_health(503)
+        try:
+            seen = until(True)
+            # up while fewer than 4 checks in a row had failed, and seen so
+            self.assertTrue(all(h for h, f, _, _ in seen if f < 4), seen)
+            self.assertTrue(any(h and 1 <= f < 4 for h, f, _, _ in seen), seen)
+            self.assertGreaterEqual(seen[-1][1], 4)
+        finally:
+            set_health(200)
+        seen = until(False)
+        # down while fewer than 3 checks in a row had passed, and seen so
+        self.assertTrue(all(not h for h, _, p, _ in seen if p < 3), seen)
+        self.assertTrue(any(not h and 1 <= p < 3 for h, _, p, _ in seen), seen)
+        self.assertGreaterEqual(seen[-1][2], 3)
 
     def test_spooled_upload_route(self):
         # 3 MiB: over the in-memory 1 MiB, under the route's 8 MiB

@@ -3,7 +3,8 @@
 
     upstream.py PORT NAME
 
-  GET  /health            200 "ok"
+  GET  /health            200 "ok" (or the status set below)
+  POST /control/health?status=CODE   what /health answers from now on
   ANY  /reflect/...       200 {"instance","method","path","headers","body"}
   ANY  /status/CODE?k=K   answers CODE; counts hits per (method, K)
   GET  /count?k=K         {"GET": n, "POST": m, ...} for K
@@ -23,6 +24,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 NAME = "upstream"
 COUNTS = {}
+HEALTH = [200]
 LOCK = threading.Lock()
 WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
@@ -58,7 +60,10 @@ class Handler(BaseHTTPRequestHandler):
         n = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(n) if n else b""
         if u.path == "/health":
-            return self.answer(200, b"ok", "text/plain")
+            return self.answer(HEALTH[0], b"ok" if HEALTH[0] == 200 else b"failing", "text/plain")
+        if u.path == "/control/health":
+            HEALTH[0] = int(urllib.parse.parse_qs(u.query)["status"][0])
+            return self.answer(200, {"health": HEALTH[0]})
         if u.path.startswith("/reflect"):
             return self.answer(200, {"instance": NAME, "method": self.command, "path": self.path,
                                      "headers": {k: v for k, v in self.headers.items()},
