@@ -60,6 +60,7 @@ static void free_config(gw_config *c)
     for (int i = 0; i < c->ncors; i++)
         ag_free(c->cors_origins[i]);
     ag_free(c->cors_origins);
+    ag_free(c->trusted);
     ag_free(c->latest_version);
     ag_free(c->source);
     json_decref(c->doc);
@@ -252,6 +253,24 @@ int gw_config_load(const char *path, const gw_config *prev, ag_metrics *m, gw_co
     c->admin_loopback_only = true;
     if (json_is_object(admin) && json_is_false(json_object_get(admin, "allowLoopback")))
         c->admin_loopback_only = false;
+
+    /* Proxies in front of the gateway whose X-Forwarded-For is believed */
+    json_t *tp = json_object_get(doc, "trustedProxies");
+    if (tp && !json_is_array(tp)) fail(&e, "trustedProxies: expected an array of addresses");
+    if (json_is_array(tp)) {
+        c->trusted = ag_calloc(json_array_size(tp) + 1, sizeof *c->trusted);
+        size_t i;
+        json_t *v;
+        json_array_foreach(tp, i, v)
+        {
+            if (!json_is_string(v) || gw_cidr_parse(json_string_value(v), &c->trusted[i]) < 0) {
+                fail(&e, "trustedProxies[%zu]: expected an address or a CIDR block (10.0.0.0/8)",
+                     i);
+                break;
+            }
+            c->ntrusted++;
+        }
+    }
 
     /* CORS */
     json_t *cors = json_object_get(doc, "cors");

@@ -44,6 +44,13 @@ typedef struct gw_limit_pair {
     gw_rl_policy ip, user; /* names "<policy>:ip" and "<policy>:user" */
 } gw_limit_pair;
 
+/* An address or CIDR block (trust.c). */
+typedef struct gw_cidr {
+    int family; /* AF_INET or AF_INET6 */
+    unsigned char addr[16];
+    int bits;
+} gw_cidr;
+
 typedef struct gw_upstream_cfg {
     char *name;                /* the service: "catalog" */
     uint64_t timeout_ms;       /* per try; a route may shorten it */
@@ -107,7 +114,9 @@ typedef struct gw_config {
     uint64_t cors_max_age_s;
     uint64_t dashboard_timeout_ms;
     bool admin_loopback_only; /* the admin API from loopback without a token */
-    json_t *doc;              /* the parsed file, for /admin/routes */
+    gw_cidr *trusted;         /* "trustedProxies": whose X-Forwarded-For is believed */
+    int ntrusted;
+    json_t *doc; /* the parsed file, for /admin/routes */
 } gw_config;
 
 /* Reads and validates `path`. On failure returns AG_ECONFIG and writes why
@@ -203,7 +212,21 @@ json_t *gw_proxy_pool_json(void);
 /* CORS and security headers on any response of the gateway's own. */
 void gw_common_headers(ag_http_req *req, ag_http_res *res, const gw_config *c);
 /* The caller's address for per-IP limits. */
-const char *gw_client_ip(ag_http_req *req);
+/* trust.c: the client's address: the peer's, or, when the peer is one of
+ * the configuration's trusted proxies, the first untrusted address of
+ * X-Forwarded-For (else Forwarded's for=) from the right. In the request's
+ * arena or the request's own. */
+const char *gw_client_ip(const gw_config *c, ag_http_req *req);
+/* The same from the parts: the peer's address and the requests's
+ * X-Forwarded-For and Forwarded lists (NULL when absent); a result that is
+ * not `peer` is in `arena`. */
+const char *gw_client_ip_of(const gw_config *c, const char *peer, const char *xff,
+                            const char *forwarded, ag_arena *arena);
+/* Whether `ip` (or the request's peer) is a trusted proxy. */
+bool gw_trusted(const gw_config *c, const char *ip);
+bool gw_trusted_peer(const gw_config *c, ag_http_req *req);
+/* "10.0.0.0/8", "2001:db8::/32" or one address; AG_EINVAL when not one. */
+int gw_cidr_parse(const char *s, gw_cidr *out);
 
 /* ---- Dashboard, admin, static files ------------------------------------- */
 

@@ -179,11 +179,6 @@ uint64_t gw_rand(gw_loop *gl)
     return x;
 }
 
-const char *gw_client_ip(ag_http_req *req)
-{
-    return ag_req_remote_addr(req);
-}
-
 static bool origin_allowed(const gw_config *c, const char *origin)
 {
     for (int i = 0; i < c->ncors; i++)
@@ -989,12 +984,17 @@ static void ex_send(exchange *ex)
     ag_buf_init(&b, 0);
     ag_buf_reserve(&b, 1024);
     ag_buf_printf(&b, "%s %s HTTP/1.1\r\nHost: %s\r\n", ag_req_method(req), ex->upath, uc->key);
+    /* A client's own X-Forwarded-For and Forwarded go on only from a
+     * trusted proxy (trust.c); from anyone else they would be lies. */
+    bool trusted = gw_trusted_peer(ex->cfg, req);
     const char *xff = NULL, *host = NULL;
     size_t n = ag_req_header_count(req);
     for (size_t i = 0; i < n; i++) {
         const char *name, *value;
         ag_req_header_at(req, i, &name, &value);
-        if (strcasecmp(name, "X-Forwarded-For") == 0) xff = value;
+        if (trusted && strcasecmp(name, "X-Forwarded-For") == 0)
+            xff = xff ? ag_arena_printf(ag_req_arena(req), "%s, %s", xff, value) : value;
+        if (!trusted && strcasecmp(name, "Forwarded") == 0) continue;
         if (strcasecmp(name, "Host") == 0) host = value;
         if (strcasecmp(name, "traceparent") == 0 || strcasecmp(name, "tracestate") == 0) {
             /* the server span's context goes instead, when there is one */
@@ -1003,11 +1003,11 @@ static void ex_send(exchange *ex)
         if (skip_request_header(name, ex->ws)) continue;
         buf_header(&b, name, value);
     }
-    const char *ip = gw_client_ip(req);
+    const char *peer = ag_req_remote_addr(req);
     if (xff)
-        ag_buf_printf(&b, "X-Forwarded-For: %s, %s\r\n", xff, ip);
+        ag_buf_printf(&b, "X-Forwarded-For: %s, %s\r\n", xff, peer);
     else
-        ag_buf_printf(&b, "X-Forwarded-For: %s\r\n", ip);
+        ag_buf_printf(&b, "X-Forwarded-For: %s\r\n", peer);
     ag_buf_appends(&b, "X-Forwarded-Proto: http\r\n");
     if (host) ag_buf_printf(&b, "X-Forwarded-Host: %s\r\n", host);
     buf_header(&b, "X-Request-Id", ag_req_id(req));
@@ -1339,7 +1339,7 @@ static void ex_limit_next(exchange *ex)
     char key[192];
     while (ex->limit_step < 2) {
         if (ex->limit_step == 0 && lp && lp->has_ip) {
-            snprintf(key, sizeof key, "ip:%s", gw_client_ip(ex->req));
+            snprintf(key, sizeof key, "ip:%s", gw_client_ip(ex->cfg, ex->req));
             ex->state = EX_LIMIT;
             ex->refs++;
             gw_ratelimit_take(g_gw.rl, key, &lp->ip, on_limited, ex);

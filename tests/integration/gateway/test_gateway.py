@@ -637,6 +637,43 @@ class Gateway(unittest.TestCase):
             self.write_config(config())
             self.call("POST", "/admin/reload")
 
+    def test_forwarded_for_only_from_trusted_proxies(self):
+        forged = {"X-Forwarded-For": "6.6.6.6", "Forwarded": "for=6.6.6.6"}
+        # no trusted proxies (the default): the client's own headers are dropped
+        st, body, _ = self.call("GET", "/api/v1/echo/x", forged)
+        self.assertEqual(st, 200, body)
+        self.assertEqual(body["headers"].get("X-Forwarded-For"), "127.0.0.1")
+        self.assertNotIn("Forwarded", body["headers"])
+        # the test is now the proxy in front of the gateway
+        cfg = config()
+        cfg["trustedProxies"] = ["127.0.0.0/8", "::1"]
+        self.write_config(cfg)
+        self.assertEqual(self.call("POST", "/admin/reload")[0], 200)
+        try:
+            st, body, _ = self.call("GET", "/api/v1/echo/x", forged)
+            self.assertEqual(body["headers"].get("X-Forwarded-For"), "6.6.6.6, 127.0.0.1")
+            self.assertEqual(body["headers"].get("Forwarded"), "for=6.6.6.6")
+            # the rate limit is per client now: one address's budget (3) is
+            # its own, another's is whole
+            a, b = ("198.51.100.%d" % (os.getpid() % 200 + i) for i in (1, 2))
+            codes = [self.call("GET", "/api/v1/limited/x", {"X-Forwarded-For": a})[0]
+                     for _ in range(4)]
+            self.assertEqual(codes, [200, 200, 200, 429])
+            st, _, r = self.call("GET", "/api/v1/limited/x", {"X-Forwarded-For": b})
+            self.assertEqual((st, r.getheader("RateLimit-Remaining")), (200, "2"))
+            # a bad list changes nothing
+            bad = config()
+            bad["trustedProxies"] = ["10.0.0.0/33"]
+            self.write_config(bad)
+            st, body, _ = self.call("POST", "/admin/reload")
+            self.assertEqual((st, body["error"]["code"]), (422, "CONFIG_INVALID"), body)
+            self.assertIn("trustedProxies[0]", body["error"]["message"])
+            st, body, _ = self.call("GET", "/api/v1/echo/x", forged)
+            self.assertEqual(body["headers"].get("X-Forwarded-For"), "6.6.6.6, 127.0.0.1")
+        finally:
+            self.write_config(config())
+            self.call("POST", "/admin/reload")
+
     def test_health_checks_need_verdicts_in_a_row(self):
         """An instance goes down after healthFails (4) failed checks in a
         row, not after one, and comes back after healthPasses (3) passed
