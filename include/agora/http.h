@@ -360,6 +360,13 @@ bool ag_http_server_draining(const ag_http_server *s);
 /* Frees a drained server. */
 void ag_http_server_free(ag_http_server *s);
 
+/* A Range header (`h`, may be NULL) against a representation of `size`
+ * bytes: 1 with the satisfiable byte range [*first, *last] (last < size);
+ * 0 when there is no range to honour (absent, not bytes=, malformed or
+ * several ranges: the whole representation); -1 when it cannot be
+ * satisfied (416). One range only: "bytes=a-b", "bytes=a-", "bytes=-n". */
+int ag_http_range(const char *h, uint64_t size, uint64_t *first, uint64_t *last);
+
 /* The reason phrase of `status` ("Not Found"), or "Unknown". */
 const char *ag_http_reason(int status);
 

@@ -61,7 +61,7 @@ void ag_buf_release(ag_buf *b);
 int ag_buf_append(ag_buf *b, const void *data, size_t n);
 int ag_buf_appends(ag_buf *b, const char *s);
 int ag_buf_printf(ag_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-int ag_buf_vprintf(ag_buf *b, const char *fmt, va_list ap);
+int ag_buf_vprintf(ag_buf *b, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 /* Makes room for `n` more bytes; returns AG_ETOOBIG past the limit. */
 int ag_buf_reserve(ag_buf *b, size_t n);
 /* Removes the first `n` bytes. */

@@ -64,53 +64,6 @@ static void dl_on_abort(void *ud)
 
 /* ---- The worker's part ------------------------------------------------------------- */
 
-static bool digits(const char *s, size_t n, uint64_t *out)
-{
-    if (n == 0 || n > 19) return false;
-    uint64_t v = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] < '0' || s[i] > '9') return false;
-        v = v * 10 + (uint64_t)(s[i] - '0');
-    }
-    *out = v;
-    return true;
-}
-
-/* 1: a satisfiable range [*a, *b]; 0: no range to honour (absent or
- * ignored); -1: unsatisfiable (416). */
-static int parse_range(const char *h, uint64_t size, uint64_t *a, uint64_t *b)
-{
-    if (!h || strncmp(h, "bytes=", 6) != 0) return 0;
-    const char *s = h + 6;
-    while (*s == ' ')
-        s++;
-    size_t len = strlen(s);
-    while (len && s[len - 1] == ' ')
-        len--;
-    if (memchr(s, ',', len)) return 0; /* several ranges: the whole file */
-    const char *dash = memchr(s, '-', len);
-    if (!dash) return 0;
-    size_t l1 = (size_t)(dash - s), l2 = len - l1 - 1;
-    uint64_t first, last;
-    if (l1 == 0) { /* suffix: the last n bytes */
-        if (!digits(dash + 1, l2, &last)) return 0;
-        if (last == 0 || size == 0) return -1;
-        *a = size - (last < size ? last : size);
-        *b = size - 1;
-        return 1;
-    }
-    if (!digits(s, l1, &first)) return 0;
-    if (l2 == 0) {
-        last = UINT64_MAX;
-    } else if (!digits(dash + 1, l2, &last) || last < first) {
-        return 0;
-    }
-    if (first >= size) return -1;
-    *a = first;
-    *b = last < size - 1 ? last : size - 1;
-    return 1;
-}
-
 /* attachment; filename="<ASCII fallback>"; filename*=UTF-8''<pct-encoded>
  * (RFC 6266, RFC 8187): old clients read the first, others the second. */
 static const char *disposition(ag_arena *a, const char *name)
@@ -179,7 +132,7 @@ static void dl_prepare(dl *d)
     ag_res_header(res, "Accept-Ranges", "bytes");
     ag_res_header(res, "ETag", ag_arena_printf(a, "\"%s\"", f.sha256));
     ag_res_header(res, "Cache-Control", "private, no-cache");
-    int r = parse_range(ag_req_header(req, "Range"), size, &first, &last);
+    int r = ag_http_range(ag_req_header(req, "Range"), size, &first, &last);
     if (r < 0) {
         ag_res_header(res, "Content-Range",
                       ag_arena_printf(a, "bytes */%llu", (unsigned long long)size));

@@ -417,3 +417,50 @@ const char *ag_http_reason(int status)
     default: return "Unknown";
     }
 }
+
+/* ---- Range (RFC 9110 §14) ---------------------------------------------------- */
+
+static bool digits(const char *s, size_t n, uint64_t *out)
+{
+    if (n == 0 || n > 19) return false;
+    uint64_t v = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9') return false;
+        v = v * 10 + (uint64_t)(s[i] - '0');
+    }
+    *out = v;
+    return true;
+}
+
+int ag_http_range(const char *h, uint64_t size, uint64_t *a, uint64_t *b)
+{
+    if (!h || strncmp(h, "bytes=", 6) != 0) return 0;
+    const char *s = h + 6;
+    while (*s == ' ')
+        s++;
+    size_t len = strlen(s);
+    while (len && s[len - 1] == ' ')
+        len--;
+    if (memchr(s, ',', len)) return 0; /* several ranges: the whole file */
+    const char *dash = memchr(s, '-', len);
+    if (!dash) return 0;
+    size_t l1 = (size_t)(dash - s), l2 = len - l1 - 1;
+    uint64_t first, last;
+    if (l1 == 0) { /* suffix: the last n bytes */
+        if (!digits(dash + 1, l2, &last)) return 0;
+        if (last == 0 || size == 0) return -1;
+        *a = size - (last < size ? last : size);
+        *b = size - 1;
+        return 1;
+    }
+    if (!digits(s, l1, &first)) return 0;
+    if (l2 == 0) {
+        last = UINT64_MAX;
+    } else if (!digits(dash + 1, l2, &last) || last < first) {
+        return 0;
+    }
+    if (first >= size) return -1;
+    *a = first;
+    *b = last < size - 1 ? last : size - 1;
+    return 1;
+}
