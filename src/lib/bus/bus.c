@@ -611,6 +611,26 @@ static const char *jstr(json_t *o, const char *k)
     return json_is_string(v) ? json_string_value(v) : NULL;
 }
 
+int ag__bus_envelope_parse(const char *body, size_t len, json_t **env, ag_event *ev, char *why,
+                           size_t why_len)
+{
+    memset(ev, 0, sizeof *ev);
+    json_error_t jerr;
+    *env = json_loadb(body, len, 0, &jerr);
+    ev->id = *env ? jstr(*env, "id") : NULL;
+    ev->type = *env ? jstr(*env, "type") : NULL;
+    if (!*env || !json_is_object(*env) || !ev->id || !ev->type || !*ev->id || !*ev->type) {
+        snprintf(why, why_len, "unparseable event: %s", *env ? "missing id or type" : jerr.text);
+        return AG_EINVAL;
+    }
+    ev->source = jstr(*env, "source");
+    ev->subject = jstr(*env, "subject");
+    ev->time = jstr(*env, "time");
+    ev->traceparent = jstr(*env, "traceparent");
+    ev->data = json_object_get(*env, "data");
+    return 0;
+}
+
 /* The service's own record of what it dead-lettered (ag_bus_dead_letters;
  * the broker's dead-letter destination holds the events themselves), the
  * newest DEAD_KEEP kept. Best effort: the event is with the broker either
@@ -717,33 +737,21 @@ static void handle_message(ag_bus *b, void *st, ag__bus_msg *m)
         b->ad->ack(st, m);
         return;
     }
-    json_error_t jerr;
-    json_t *env = json_loadb(m->body, m->len, 0, &jerr);
-    const char *id = env ? jstr(env, "id") : NULL;
-    const char *type = env ? jstr(env, "type") : NULL;
-    if (!env || !json_is_object(env) || !id || !type || !*id || !*type) {
-        char reason[300];
-        snprintf(reason, sizeof reason, "unparseable event: %s",
-                 env ? "missing id or type" : jerr.text);
-        dead_letter(b, st, m, reason, id);
+    json_t *env;
+    ag_event ev;
+    char why[300];
+    if (ag__bus_envelope_parse(m->body, m->len, &env, &ev, why, sizeof why) < 0) {
+        dead_letter(b, st, m, why, env ? jstr(env, "id") : NULL);
         json_decref(env);
         return;
     }
+    const char *id = ev.id, *type = ev.type;
     if (!wanted_type(b, type)) {
         b->ad->ack(st, m);
         json_decref(env);
         return;
     }
-    ag_event ev = {
-        .id = id,
-        .type = type,
-        .source = jstr(env, "source"),
-        .subject = jstr(env, "subject"),
-        .time = jstr(env, "time"),
-        .traceparent = jstr(env, "traceparent"),
-        .data = json_object_get(env, "data"),
-        .delivery = m->delivery,
-    };
+    ev.delivery = m->delivery;
     handle_ctx h = {.bus = b, .ev = &ev};
     /* The consumer span continues the producer's trace (the CloudEvents
      * distributed-tracing extension); what the handler calls, writes and

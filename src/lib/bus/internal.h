@@ -25,6 +25,13 @@ typedef struct ag__bus_msg {
     void *impl;   /* the adapter's handle for ack/nak */
 } ag__bus_msg;
 
+/* A delivered body as a CloudEvents envelope: 0 with *env (the caller's,
+ * also on failure when it parsed) and *ev borrowing from it (delivery 0);
+ * AG_EINVAL with `why` when it is not JSON, not an object, or lacks a
+ * string id or type. */
+int ag__bus_envelope_parse(const char *body, size_t len, json_t **env, ag_event *ev, char *why,
+                           size_t why_len);
+
 typedef enum ag__bus_role { AG_BUS_PUBLISHER, AG_BUS_CONSUMER } ag__bus_role;
 
 typedef struct ag__bus_adapter {
