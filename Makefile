@@ -7,8 +7,9 @@
 JOBS ?= $(shell nproc)
 BUILD ?= build
 ASAN_BUILD ?= build-asan
+FUZZ_BUILD ?= build-fuzz
 
-.PHONY: all deps build test asan check docs up down bench bench-http bench-gateway bench-bus bench-checkout bench-chat format clean
+.PHONY: all deps build test asan fuzz fuzz-smoke fuzz-build check docs up down bench bench-http bench-gateway bench-bus bench-checkout bench-chat format clean
 
 all: build
 
@@ -30,7 +31,19 @@ asan: deps
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  AGORA_TEST_SANITIZED=1 ctest --output-on-failure -j $(JOBS)
 
-check: test asan
+check: test asan fuzz-smoke
+
+# The libFuzzer harnesses of tests/fuzz (clang): `make fuzz` runs each for
+# FUZZ_SECONDS (60); `make check` runs each for 3 s from its seed corpus.
+fuzz-build: deps
+	@CC=clang cmake -S . -B $(FUZZ_BUILD) -DCMAKE_BUILD_TYPE=Debug -DAGORA_FUZZ=ON -DAGORA_WERROR=ON >/dev/null
+	@cmake --build $(FUZZ_BUILD) --target fuzzers -j $(JOBS)
+
+fuzz: fuzz-build
+	@FUZZ_BUILD=$(abspath $(FUZZ_BUILD)) FUZZ_SECONDS=$${FUZZ_SECONDS:-60} tests/fuzz/run
+
+fuzz-smoke: fuzz-build
+	@FUZZ_BUILD=$(abspath $(FUZZ_BUILD)) FUZZ_SECONDS=3 tests/fuzz/run
 
 # docs/api.md's operation tables from the services' OpenAPI documents.
 docs:
@@ -65,4 +78,4 @@ format:
 	@clang-format -i $$(git ls-files '*.c' '*.h')
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD) compile_commands.json
+	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD) compile_commands.json
