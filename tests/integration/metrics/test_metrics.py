@@ -295,8 +295,12 @@ class Metrics(unittest.TestCase):
         # catalog dies: the gateway retries and refuses, the cart's and orders'
         # calls to it fail; then it comes back.
         s.kill("catalog")
-        for _ in range(3):
+        # until a try on the dead instance has been retried (the gateway
+        # takes it out after two failed health checks, so there is time)
+        for _ in range(10):
             s.call("GET", "/api/v1/products?limit=5", timeout=15)
+            if total(cls.scrape("gateway")[1], "agora_gateway_retries_total") > 0:
+                break
         if "cart" in s.names:
             s.call("POST", "/api/v1/cart/items", alice["token"], {"productId": pid}, timeout=15)
         s.order(alice, [(pid, 1)], status=None)
