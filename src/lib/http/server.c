@@ -113,6 +113,7 @@ typedef struct ag_conn {
     bool discard_body;    /* body bytes are dropped (early answer decided) */
     int early_status;     /* answer decided at headers complete */
     int fail_status;      /* why the parser was stopped (431, 413) */
+    const char *fail_why; /* with 400: what was wrong (static), else "malformed" */
     ag_buf head;          /* request line and headers, NUL-separated */
     size_t url_off, url_len;
     struct {
@@ -1125,7 +1126,18 @@ static int on_url(llhttp_t *p, const char *at, size_t len)
 
 static int on_url_complete(llhttp_t *p)
 {
-    return head_append(conn_of(p), "", 1);
+    ag_conn *c = conn_of(p);
+    /* A percent-encoded NUL would cut a decoded path parameter or query
+     * value short without anyone noticing ("q=%00" searching for ""): no
+     * route takes one, so the request is refused. */
+    const char *u = c->head.data + c->url_off;
+    for (size_t i = 0; i + 2 < c->url_len; i++)
+        if (u[i] == '%' && u[i + 1] == '0' && u[i + 2] == '0') {
+            c->fail_status = 400;
+            c->fail_why = "the path or query holds a percent-encoded NUL (%00)";
+            return HPE_USER;
+        }
+    return head_append(c, "", 1);
 }
 
 static int on_header_field(llhttp_t *p, const char *at, size_t len)
@@ -1151,9 +1163,28 @@ static int on_header_field(llhttp_t *p, const char *at, size_t len)
     return head_append(c, at, len);
 }
 
+/* RFC 9110 §5.6.2's tchar: what a field name is made of. */
+static bool tchar(unsigned char ch)
+{
+    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+           (ch && strchr("!#$%&'*+-.^_`|~", ch));
+}
+
 static int on_header_field_complete(llhttp_t *p)
 {
-    return head_append(conn_of(p), "", 1);
+    ag_conn *c = conn_of(p);
+    /* A name that is not a token ("Host : x", with the space llhttp lets
+     * through) is refused (RFC 9112 §5.1: a server MUST answer 400): a
+     * proxy behind us could read it as another header. */
+    if (!c->in_trailers && c->nh > 0) {
+        for (size_t i = c->hoffs[c->nh - 1].name_off; i < c->head.len; i++)
+            if (!tchar((unsigned char)c->head.data[i])) {
+                c->fail_status = 400;
+                c->fail_why = "a header name that is not a token (a space before the colon?)";
+                return HPE_USER;
+            }
+    }
+    return head_append(c, "", 1);
 }
 
 static int on_header_value(llhttp_t *p, const char *at, size_t len)
@@ -1369,7 +1400,8 @@ static void fail_parse(ag_conn *c, llhttp_errno_t err)
         ag_series_inc(s->s_bad, 1);
         ag_debug("malformed request", AG_FS("reason", llhttp_errno_name(err)),
                  AG_FS("remote", c->remote));
-        send_simple_error(c, 400, "MALFORMED_REQUEST", "malformed HTTP request");
+        send_simple_error(c, 400, "MALFORMED_REQUEST",
+                          c->fail_why ? c->fail_why : "malformed HTTP request");
     }
 }
 

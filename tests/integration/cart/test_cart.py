@@ -300,10 +300,12 @@ class Cart(service.ServiceTestCase):
                 self.call(method, path, t, "productId=x",
                           [("Content-Type", "application/x-www-form-urlencoded")]), 415)
         # Path ids that cannot be lines.
-        for bad in ("%FF%FE", "x" * 65, "a%2Fb", "%00"):
+        for bad in ("%FF%FE", "x" * 65, "a%2Fb"):
             self.assertEnvelopeError(self.call("PUT", "/v1/cart/items/" + bad, t,
                                                {"quantity": 1}), 404)
             self.assertEnvelopeError(self.call("DELETE", "/v1/cart/items/" + bad, t), 404)
+        # a NUL is refused by the server before any route
+        self.assertEnvelopeError(self.call("DELETE", "/v1/cart/items/%00", t), 400)
         self.assertEqual(self.call("PATCH", "/v1/cart", t).status, 405)
         self.assertEqual(self.get_cart(u), before)
 
