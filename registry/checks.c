@@ -39,37 +39,6 @@ static ag_http_client *g_http;
 static uv_timer_t g_tick;
 static int g_inflight;
 
-int reg_parse_duration(const char *s, uint64_t *ms)
-{
-    if (!s || !*s) return AG_EINVAL;
-    if (strcmp(s, "0") == 0) {
-        *ms = 0;
-        return 0;
-    }
-    double total_ns = 0;
-    const char *p = s;
-    while (*p) {
-        char *end;
-        if (!((*p >= '0' && *p <= '9') || *p == '.')) return AG_EINVAL;
-        double v = strtod(p, &end);
-        if (end == p) return AG_EINVAL;
-        p = end;
-        double unit;
-        if (strncmp(p, "ns", 2) == 0) unit = 1, p += 2;
-        else if (strncmp(p, "us", 2) == 0 || strncmp(p, "\xc2\xb5s", 3) == 0)
-            unit = 1e3, p += (*p == 'u' ? 2 : 3);
-        else if (strncmp(p, "ms", 2) == 0) unit = 1e6, p += 2;
-        else if (*p == 's') unit = 1e9, p += 1;
-        else if (*p == 'm') unit = 60e9, p += 1;
-        else if (*p == 'h') unit = 3600e9, p += 1;
-        else return AG_EINVAL;
-        total_ns += v * unit;
-    }
-    if (total_ns > 1e18) return AG_EINVAL;
-    *ms = (uint64_t)(total_ns / 1e6);
-    return 0;
-}
-
 static reg_check *find_check(const char *svc_id, const char *check_id, uint64_t gen, reg_svc **sp)
 {
     reg_svc *s = reg_find(svc_id);
@@ -157,7 +126,8 @@ static void on_done(void *ud, int err)
 
 static void start_run(run *r, uint64_t timeout_ms)
 {
-    static const ag_http_async_cbs cbs = {.on_head = on_head, .on_body = on_body, .on_done = on_done};
+    static const ag_http_async_cbs cbs = {
+        .on_head = on_head, .on_body = on_body, .on_done = on_done};
     ag_http_call call = {.method = "GET", .url = r->url, .timeout_ms = timeout_ms};
     ag_http_op *op;
     g_inflight++;
@@ -185,8 +155,7 @@ static void on_tick(uv_timer_t *t)
         reg_svc *s = g_reg.svcs[i];
         for (int k = 0; k < s->nchecks; k++) {
             reg_check *c = &s->checks[k];
-            if (c->http && !c->running && now >= c->next_run &&
-                g_inflight + ndue < MAX_INFLIGHT) {
+            if (c->http && !c->running && now >= c->next_run && g_inflight + ndue < MAX_INFLIGHT) {
                 run *r = ag_calloc(1, sizeof *r);
                 r->svc_id = ag_strdup(s->id);
                 r->check_id = ag_strdup(c->id);
@@ -222,7 +191,8 @@ static void on_tick(uv_timer_t *t)
     }
     pthread_mutex_unlock(&g_reg.mu);
     if (changed) reg_changed();
-    for (int i = 0; i < ndue; i++) start_run(due[i], timeouts[i]);
+    for (int i = 0; i < ndue; i++)
+        start_run(due[i], timeouts[i]);
 }
 
 static void start_on_loop(void *arg)
@@ -259,7 +229,8 @@ static void stop_on_loop(void *arg)
     (void)arg;
     uv_timer_stop(&g_tick);
     uv_close((uv_handle_t *)&g_tick, NULL);
-    while (g_runs) ag_http_op_cancel(g_runs->op); /* on_done unlinks it */
+    while (g_runs)
+        ag_http_op_cancel(g_runs->op); /* on_done unlinks it */
     ag_http_client_loop_release(g_http, g_loop);
     pthread_mutex_lock(&g_smu);
     g_stopped = true;
@@ -273,7 +244,8 @@ void reg_checks_stop(void *ud)
     if (!g_loops) return;
     if (ag_loop_post(g_loop, stop_on_loop, NULL) == 0) {
         pthread_mutex_lock(&g_smu);
-        while (!g_stopped) pthread_cond_wait(&g_scond, &g_smu);
+        while (!g_stopped)
+            pthread_cond_wait(&g_scond, &g_smu);
         pthread_mutex_unlock(&g_smu);
     }
     ag_loopset_free(g_loops);

@@ -23,11 +23,11 @@ typedef enum reg_status { REG_PASSING = 0, REG_WARNING, REG_CRITICAL } reg_statu
 
 typedef struct reg_check {
     char *id, *name;
-    char *http;            /* HTTP check URL, or NULL for a TTL check */
-    uint64_t interval_ms;  /* HTTP */
-    uint64_t timeout_ms;   /* HTTP */
-    uint64_t ttl_ms;       /* TTL */
-    uint64_t dereg_ms;     /* critical this long: the service is removed; 0: never */
+    char *http;           /* HTTP check URL, or NULL for a TTL check */
+    uint64_t interval_ms; /* HTTP */
+    uint64_t timeout_ms;  /* HTTP */
+    uint64_t ttl_ms;      /* TTL */
+    uint64_t dereg_ms;    /* critical this long: the service is removed; 0: never */
     reg_status status;
     char *output;
     uint64_t critical_since; /* wall ms when it turned critical; 0 otherwise */
@@ -52,13 +52,13 @@ typedef struct reg_state {
     pthread_mutex_t mu;
     reg_svc **svcs;
     int nsvcs;
-    uint64_t index;     /* strictly > 0, never goes back (persisted) */
-    json_t *names;      /* name -> index of its last change (kept after removal) */
-    uint64_t gen;       /* check generations */
-    char node[128];     /* the node name shown in answers (the host name) */
+    uint64_t index; /* strictly > 0, never goes back (persisted) */
+    json_t *names;  /* name -> index of its last change (kept after removal) */
+    uint64_t gen;   /* check generations */
+    char node[128]; /* the node name shown in answers (the host name) */
     ag_store *store;
     ag_metrics *metrics;
-    ag_loopset *loops;  /* the service's loops (blocking queries), once running */
+    ag_loopset *loops; /* the service's loops (blocking queries), once running */
 } reg_state;
 
 extern reg_state g_reg;
@@ -73,6 +73,10 @@ uint64_t reg_touch(const char *name);
 /* Under g_reg.mu: removes and frees the service at position i. */
 void reg_remove_at(int i);
 void reg_svc_free(reg_svc *s);
+/* parse.c: a registration body (Consul's service definition) as a new
+ * reg_svc (the caller's; its indexes and checks' run times unset), or NULL
+ * with the reason in `why`. */
+reg_svc *reg_svc_parse(const char *body, size_t len, char *why, size_t why_len);
 /* Under g_reg.mu: the worst status of a service's checks. */
 reg_status reg_svc_status(const reg_svc *s);
 /* After a change (not under g_reg.mu): wakes blocking queries, updates the

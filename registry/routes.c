@@ -30,7 +30,6 @@
 #define WAIT_DEFAULT_MS (5 * 60 * 1000)
 #define WAIT_MAX_MS (10 * 60 * 1000)
 #define MAX_LOOPS 256
-#define MAX_CHECKS 16
 
 reg_state g_reg;
 
@@ -53,24 +52,6 @@ uint64_t reg_touch(const char *name)
     g_reg.index++;
     if (name) json_object_set_new(g_reg.names, name, json_integer((json_int_t)g_reg.index));
     return g_reg.index;
-}
-
-void reg_svc_free(reg_svc *s)
-{
-    if (!s) return;
-    for (int i = 0; i < s->nchecks; i++) {
-        ag_free(s->checks[i].id);
-        ag_free(s->checks[i].name);
-        ag_free(s->checks[i].http);
-        ag_free(s->checks[i].output);
-    }
-    ag_free(s->checks);
-    json_decref(s->tags);
-    json_decref(s->meta);
-    ag_free(s->id);
-    ag_free(s->name);
-    ag_free(s->address);
-    ag_free(s);
 }
 
 void reg_remove_at(int i)
@@ -126,11 +107,10 @@ static json_t *check_json(const reg_svc *s, const reg_check *c)
     }
     return json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:O, s:s, s:s, s:s, s:I, s:I}",
                      "Node", g_reg.node, "CheckID", c->id, "Name", c->name, "Status",
-                     reg_status_name(c->status), "Notes", "", "Output",
-                     c->output ? c->output : "", "ServiceID", s->id, "ServiceName", s->name,
-                     "ServiceTags", s->tags, "Type", c->http ? "http" : "ttl", "Interval", iv,
-                     "Timeout", to, "CreateIndex", (json_int_t)c->create_index, "ModifyIndex",
-                     (json_int_t)c->modify_index);
+                     reg_status_name(c->status), "Notes", "", "Output", c->output ? c->output : "",
+                     "ServiceID", s->id, "ServiceName", s->name, "ServiceTags", s->tags, "Type",
+                     c->http ? "http" : "ttl", "Interval", iv, "Timeout", to, "CreateIndex",
+                     (json_int_t)c->create_index, "ModifyIndex", (json_int_t)c->modify_index);
 }
 
 static bool has_tag(const reg_svc *s, const char *tag)
@@ -151,15 +131,15 @@ static json_t *health_json(const char *name, bool passing, const char *tag)
         if (passing && reg_svc_status(s) != REG_PASSING) continue;
         if (tag && !has_tag(s, tag)) continue;
         json_t *checks = json_array();
-        for (int k = 0; k < s->nchecks; k++) json_array_append_new(checks, check_json(s, &s->checks[k]));
-        json_t *svc = json_pack("{s:s, s:s, s:O, s:s, s:i, s:O, s:{s:i, s:i}, s:b, s:I, s:I}",
-                                "ID", s->id, "Service", s->name, "Tags", s->tags, "Address",
-                                s->address, "Port", s->port, "Meta", s->meta, "Weights",
-                                "Passing", 1, "Warning", 1, "EnableTagOverride", 0,
-                                "CreateIndex", (json_int_t)s->create_index, "ModifyIndex",
-                                (json_int_t)s->modify_index);
-        json_array_append_new(arr, json_pack("{s:o, s:o, s:o}", "Node", node_json(), "Service",
-                                             svc, "Checks", checks));
+        for (int k = 0; k < s->nchecks; k++)
+            json_array_append_new(checks, check_json(s, &s->checks[k]));
+        json_t *svc = json_pack(
+            "{s:s, s:s, s:O, s:s, s:i, s:O, s:{s:i, s:i}, s:b, s:I, s:I}", "ID", s->id, "Service",
+            s->name, "Tags", s->tags, "Address", s->address, "Port", s->port, "Meta", s->meta,
+            "Weights", "Passing", 1, "Warning", 1, "EnableTagOverride", 0, "CreateIndex",
+            (json_int_t)s->create_index, "ModifyIndex", (json_int_t)s->modify_index);
+        json_array_append_new(arr, json_pack("{s:o, s:o, s:o}", "Node", node_json(), "Service", svc,
+                                             "Checks", checks));
     }
     return arr;
 }
@@ -173,15 +153,15 @@ static json_t *catalog_service_json(const char *name, const char *tag)
         if (strcmp(s->name, name) != 0) continue;
         if (tag && !has_tag(s, tag)) continue;
         json_array_append_new(
-            arr, json_pack("{s:s, s:s, s:s, s:s, s:{}, s:{}, s:s, s:s, s:s, s:O, s:s, s:O, s:i, "
-                           "s:b, s:I, s:I}",
-                           "ID", "", "Node", g_reg.node, "Address", "127.0.0.1", "Datacenter",
-                           "dc1", "TaggedAddresses", "NodeMeta", "ServiceKind", "", "ServiceID",
-                           s->id, "ServiceName", s->name, "ServiceTags", s->tags,
-                           "ServiceAddress", s->address, "ServiceMeta", s->meta, "ServicePort",
-                           s->port, "ServiceEnableTagOverride", 0, "CreateIndex",
-                           (json_int_t)s->create_index, "ModifyIndex",
-                           (json_int_t)s->modify_index));
+            arr,
+            json_pack("{s:s, s:s, s:s, s:s, s:{}, s:{}, s:s, s:s, s:s, s:O, s:s, s:O, s:i, "
+                      "s:b, s:I, s:I}",
+                      "ID", "", "Node", g_reg.node, "Address", "127.0.0.1", "Datacenter", "dc1",
+                      "TaggedAddresses", "NodeMeta", "ServiceKind", "", "ServiceID", s->id,
+                      "ServiceName", s->name, "ServiceTags", s->tags, "ServiceAddress", s->address,
+                      "ServiceMeta", s->meta, "ServicePort", s->port, "ServiceEnableTagOverride", 0,
+                      "CreateIndex", (json_int_t)s->create_index, "ModifyIndex",
+                      (json_int_t)s->modify_index));
     }
     return arr;
 }
@@ -227,7 +207,8 @@ static void update_gauges(void)
     if (!g_instances) return;
     int n[3] = {0, 0, 0};
     pthread_mutex_lock(&g_reg.mu);
-    for (int i = 0; i < g_reg.nsvcs; i++) n[reg_svc_status(g_reg.svcs[i])]++;
+    for (int i = 0; i < g_reg.nsvcs; i++)
+        n[reg_svc_status(g_reg.svcs[i])]++;
     pthread_mutex_unlock(&g_reg.mu);
     for (int s = 0; s < 3; s++) {
         const char *v[] = {reg_status_name((reg_status)s)};
@@ -254,7 +235,7 @@ typedef struct waiter {
 
 typedef struct loop_slot {
     _Atomic(ag_loop *) loop;
-    waiter *head;           /* loop thread only */
+    waiter *head; /* loop thread only */
     atomic_int count;
     atomic_bool scan_posted;
 } loop_slot;
@@ -413,8 +394,8 @@ static void h_blocking(ag_http_req *req, ag_http_res *res, void *ud)
         return;
     }
     int li = ag_loop_index(ag_req_loop(req));
-    if (index == 0 || current_index(kind, name) > index || atomic_load(&g_draining) ||
-        li < 0 || li >= MAX_LOOPS) {
+    if (index == 0 || current_index(kind, name) > index || atomic_load(&g_draining) || li < 0 ||
+        li >= MAX_LOOPS) {
         answer(res, kind, name, passing, tag);
         ag_res_send(res);
         return;
@@ -453,174 +434,17 @@ static void bad_request(ag_http_res *res, const char *msg)
     ag_res_error(res, 400, "BAD_REQUEST", msg, NULL);
 }
 
-/* Consul accepts a duration as a string ("10s") or a number of nanoseconds. */
-static int json_duration(json_t *v, uint64_t *ms)
-{
-    if (!v || json_is_null(v)) {
-        *ms = 0;
-        return 0;
-    }
-    if (json_is_integer(v) && json_integer_value(v) >= 0) {
-        *ms = (uint64_t)json_integer_value(v) / 1000000u;
-        return 0;
-    }
-    if (json_is_string(v)) return reg_parse_duration(json_string_value(v), ms);
-    return AG_EINVAL;
-}
-
-static const char *opt_str(json_t *o, const char *k1, const char *k2)
-{
-    json_t *v = json_object_get(o, k1);
-    if (!v && k2) v = json_object_get(o, k2);
-    return json_string_value(v);
-}
-
-static bool printable(const char *s, size_t max)
-{
-    size_t n = 0;
-    for (; s[n]; n++)
-        if ((unsigned char)s[n] < 0x20 || s[n] == 0x7f) return false;
-    return n >= 1 && n <= max;
-}
-
-/* Parses one check definition into c. NULL on success, else a message. */
-static const char *parse_check(json_t *def, const reg_svc *s, int nth, int total, reg_check *c)
-{
-    if (!json_is_object(def)) return "a check must be an object";
-    const char *http = opt_str(def, "HTTP", "http");
-    json_t *ttl = json_object_get(def, "TTL");
-    if (!ttl) ttl = json_object_get(def, "ttl");
-    if (!http && !ttl) return "a check needs HTTP (with Interval) or TTL";
-    if (http && ttl) return "a check has either HTTP or TTL, not both";
-    memset(c, 0, sizeof *c);
-    uint64_t ms;
-    if (http) {
-        if (strncmp(http, "http://", 7) != 0 && strncmp(http, "https://", 8) != 0)
-            return "HTTP must be an http:// or https:// URL";
-        if (!printable(http, 2048)) return "HTTP is not a valid URL";
-        if (json_duration(json_object_get(def, "Interval"), &ms) < 0 || ms == 0)
-            return "an HTTP check needs Interval, a duration such as \"10s\"";
-        c->interval_ms = ms < 100 ? 100 : ms;
-        if (json_duration(json_object_get(def, "Timeout"), &ms) < 0)
-            return "Timeout must be a duration such as \"1s\"";
-        c->timeout_ms = ms ? ms : 10000;
-    } else {
-        if (json_duration(ttl, &ms) < 0 || ms == 0) return "TTL must be a duration such as \"15s\"";
-        c->ttl_ms = ms;
-    }
-    if (json_duration(json_object_get(def, "DeregisterCriticalServiceAfter"), &ms) < 0)
-        return "DeregisterCriticalServiceAfter must be a duration such as \"1m\"";
-    c->dereg_ms = ms;
-    const char *id = opt_str(def, "CheckID", "ID");
-    const char *name = opt_str(def, "Name", NULL);
-    char defid[300], defname[300];
-    if (total > 1)
-        snprintf(defid, sizeof defid, "service:%s:%d", s->id, nth + 1);
-    else
-        snprintf(defid, sizeof defid, "service:%s", s->id);
-    snprintf(defname, sizeof defname, "Service '%s' check", s->name);
-    if (id && !printable(id, 256)) return "CheckID must be 1 to 256 printable characters";
-    c->id = ag_strdup(id ? id : defid);
-    c->name = ag_strdup(name && *name ? name : defname);
-    c->http = http ? ag_strdup(http) : NULL;
-    const char *st = opt_str(def, "Status", NULL);
-    c->status = REG_CRITICAL; /* Consul's default until the first result */
-    if (st && strcmp(st, "passing") == 0) c->status = REG_PASSING;
-    if (st && strcmp(st, "warning") == 0) c->status = REG_WARNING;
-    return NULL;
-}
-
 static void h_register(ag_http_req *req, ag_http_res *res, void *ud)
 {
     (void)ud;
     size_t len;
     const char *body = ag_req_body(req, &len);
-    json_error_t jerr;
-    json_t *j = json_loadb(body, len, 0, &jerr);
-    if (!json_is_object(j)) {
-        json_decref(j);
-        ag_res_error(res, 400, "BAD_REQUEST", "the body must be a JSON object (a service definition)",
-                     NULL);
+    char why[400];
+    reg_svc *s = reg_svc_parse(body, len, why, sizeof why);
+    if (!s) {
+        bad_request(res, why);
         return;
     }
-    const char *name = opt_str(j, "Name", "name");
-    const char *id = opt_str(j, "ID", "id");
-    const char *addr = opt_str(j, "Address", "address");
-    json_t *port = json_object_get(j, "Port");
-    json_t *tags = json_object_get(j, "Tags");
-    json_t *meta = json_object_get(j, "Meta");
-    if (!name || !printable(name, 128)) {
-        bad_request(res, "Name is required: 1 to 128 printable characters");
-        goto out;
-    }
-    if (id && !printable(id, 256)) {
-        bad_request(res, "ID must be 1 to 256 printable characters");
-        goto out;
-    }
-    if (port && (!json_is_integer(port) || json_integer_value(port) < 0 ||
-                 json_integer_value(port) > 65535)) {
-        bad_request(res, "Port must be an integer between 0 and 65535");
-        goto out;
-    }
-    if (addr && strlen(addr) > 255) {
-        bad_request(res, "Address is too long");
-        goto out;
-    }
-    if (tags && !json_is_null(tags)) {
-        size_t i;
-        json_t *t;
-        bool ok = json_is_array(tags) && json_array_size(tags) <= 64;
-        if (ok) json_array_foreach(tags, i, t) if (!json_is_string(t)) ok = false;
-        if (!ok) {
-            bad_request(res, "Tags must be an array of at most 64 strings");
-            goto out;
-        }
-    }
-    if (meta && !json_is_null(meta)) {
-        const char *k;
-        json_t *v;
-        bool ok = json_is_object(meta) && json_object_size(meta) <= 64;
-        if (ok) json_object_foreach(meta, k, v) if (!json_is_string(v)) ok = false;
-        if (!ok) {
-            bad_request(res, "Meta must be an object of at most 64 string values");
-            goto out;
-        }
-    }
-    reg_svc *s = ag_calloc(1, sizeof *s);
-    s->id = ag_strdup(id ? id : name);
-    s->name = ag_strdup(name);
-    s->address = ag_strdup(addr ? addr : "");
-    s->port = port ? (int)json_integer_value(port) : 0;
-    s->tags = json_is_array(tags) ? json_deep_copy(tags) : json_array();
-    s->meta = json_is_object(meta) ? json_deep_copy(meta) : json_object();
-
-    json_t *defs = json_array();
-    json_t *one = json_object_get(j, "Check");
-    json_t *many = json_object_get(j, "Checks");
-    if (json_is_object(one)) json_array_append(defs, one);
-    if (json_is_array(many)) json_array_extend(defs, many);
-    if ((one && !json_is_object(one) && !json_is_null(one)) ||
-        (many && !json_is_array(many) && !json_is_null(many)) || json_array_size(defs) > MAX_CHECKS) {
-        json_decref(defs);
-        reg_svc_free(s);
-        bad_request(res, "Check must be an object and Checks an array of at most 16");
-        goto out;
-    }
-    int total = (int)json_array_size(defs);
-    s->checks = total ? ag_calloc((size_t)total, sizeof *s->checks) : NULL;
-    for (int i = 0; i < total; i++) {
-        const char *why = parse_check(json_array_get(defs, (size_t)i), s, i, total, &s->checks[i]);
-        if (why) {
-            json_decref(defs);
-            reg_svc_free(s); /* frees the checks parsed so far (the rest are zero) */
-            char msg[300];
-            snprintf(msg, sizeof msg, "invalid check: %s", why);
-            bad_request(res, msg);
-            goto out;
-        }
-        s->nchecks++;
-    }
-    json_decref(defs);
 
     uint64_t now = ag_now_ms();
     pthread_mutex_lock(&g_reg.mu);
@@ -656,14 +480,11 @@ static void h_register(ag_http_req *req, ag_http_res *res, void *ud)
         g_reg.svcs[g_reg.nsvcs++] = s;
     }
     pthread_mutex_unlock(&g_reg.mu);
-    ag_info("service registered", AG_FS("id", s->id), AG_FS("service", name),
-            AG_FS("address", addr ? addr : ""), AG_FI("port", port ? json_integer_value(port) : 0),
-            AG_FI("index", idx));
+    ag_info("service registered", AG_FS("id", s->id), AG_FS("service", s->name),
+            AG_FS("address", s->address), AG_FI("port", s->port), AG_FI("index", idx));
     reg_changed();
     reg_store_sync();
     ag_res_body(res, 200, "text/plain; charset=utf-8", "", 0);
-out:
-    json_decref(j);
 }
 
 static void h_deregister(ag_http_req *req, ag_http_res *res, void *ud)
@@ -763,9 +584,9 @@ void reg_routes(ag_router *r)
     atomic_init(&g_waiting, 0);
     const char *labels[] = {"status"};
     ag_metrics *m = g_reg.metrics;
-    g_instances = ag_metrics_family(m, AG_GAUGE, "agora_registry_instances",
-                                    "Registered service instances by health status.", 1, labels,
-                                    NULL, 0);
+    g_instances =
+        ag_metrics_family(m, AG_GAUGE, "agora_registry_instances",
+                          "Registered service instances by health status.", 1, labels, NULL, 0);
     ag_metrics_gauge_fn(m, "agora_registry_blocking_queries",
                         "Blocking queries waiting for a change.", waiting_gauge, NULL);
     update_gauges();
