@@ -363,6 +363,10 @@ static void ex_finish_error(exchange *ex, int status, const char *code, const ch
     }
     gw_common_headers(ex->req, ex->res, ex->cfg);
     rl_headers(ex);
+    /* Nothing reached the service (it is down or not yet marked so): as
+     * for a service known to be down, try again in a moment. */
+    if (status == 503 && strcmp(code, "UPSTREAM_UNREACHABLE") == 0)
+        ag_res_header(ex->res, "Retry-After", "1");
     ag_res_error(ex->res, status, code, msg, NULL);
     ex_done(ex);
 }
@@ -1128,7 +1132,7 @@ static void on_connect(uv_connect_t *r, int status)
         char msg[160];
         snprintf(msg, sizeof msg, "%s (%s) is unreachable: %s", ex->route->service, uc->key,
                  uv_strerror(status));
-        ex_try_failed(ex, false, 502, "BAD_GATEWAY", msg);
+        ex_try_failed(ex, false, 503, "UPSTREAM_UNREACHABLE", msg);
         return;
     }
     uc->connected = true;
@@ -1156,7 +1160,7 @@ static void on_resolved(uv_getaddrinfo_t *r, int status, struct addrinfo *res)
         uv_freeaddrinfo(res);
         char msg[160];
         snprintf(msg, sizeof msg, "cannot resolve %s: %s", uc->key, uv_strerror(status));
-        ex_try_failed(ex, false, 502, "BAD_GATEWAY", msg);
+        ex_try_failed(ex, false, 503, "UPSTREAM_UNREACHABLE", msg);
         return;
     }
     struct sockaddr_storage ss;
@@ -1168,7 +1172,7 @@ static void on_resolved(uv_getaddrinfo_t *r, int status, struct addrinfo *res)
         ((struct sockaddr_in6 *)&ss)->sin6_port = htons((uint16_t)uc->port);
     uc->u.connect.data = uc;
     if (uv_tcp_connect(&uc->u.connect, &uc->tcp, (struct sockaddr *)&ss, on_connect) < 0)
-        ex_try_failed(ex, false, 502, "BAD_GATEWAY", "could not connect upstream");
+        ex_try_failed(ex, false, 503, "UPSTREAM_UNREACHABLE", "could not connect upstream");
 }
 
 static void ex_connect(exchange *ex)
@@ -1203,13 +1207,14 @@ static void ex_connect(exchange *ex)
         uv_ip6_addr(ex->inst.address, ex->inst.port, (struct sockaddr_in6 *)&ss) == 0) {
         uc->u.connect.data = uc;
         int rc = uv_tcp_connect(&uc->u.connect, &uc->tcp, (struct sockaddr *)&ss, on_connect);
-        if (rc < 0) ex_try_failed(ex, false, 502, "BAD_GATEWAY", "could not connect upstream");
+        if (rc < 0)
+            ex_try_failed(ex, false, 503, "UPSTREAM_UNREACHABLE", "could not connect upstream");
         return;
     }
     uc->u.gai.data = uc;
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
     if (uv_getaddrinfo(loop, &uc->u.gai, on_resolved, ex->inst.address, NULL, &hints) < 0)
-        ex_try_failed(ex, false, 502, "BAD_GATEWAY", "could not resolve the upstream");
+        ex_try_failed(ex, false, 503, "UPSTREAM_UNREACHABLE", "could not resolve the upstream");
 }
 
 /* 503 CIRCUIT_OPEN with Retry-After: the breaker's remaining wait. */
