@@ -81,6 +81,16 @@ bool cli_pid_alive(pid_t pid);
 pid_t cli_read_pid(const char *path);
 /* The short name of a running process (/proc/<pid>/comm). */
 void cli_proc_name(pid_t pid, char *out, size_t n);
+/* The pid in var/run/<name>.pid when that process runs, else 0. */
+pid_t cli_component_pid(const cli_config *cfg, const char *name);
+/* Whether the component answers its readiness probe (GET <ready_path> 200,
+ * or a TCP connect) within timeout_ms. */
+bool cli_component_ready(const cli_component *c, uint64_t timeout_ms);
+/* A process's resident and proportional set sizes in KiB (smaps_rollup). */
+int cli_proc_mem(pid_t pid, long *rss_kb, long *pss_kb);
+/* The pids whose parent is `parent`, into out[max]; their count, or a
+ * negative AG_E* code. */
+int cli_children(pid_t parent, pid_t *out, int max);
 
 /* The HTTP client every command shares (thread-safe); init before any GET,
  * shutdown before exit. */
@@ -108,6 +118,13 @@ int cli_demo(cli_config *cfg, bool load_only);
  * step; 0 when both orders ended as expected, 1 otherwise. */
 int cli_tour(cli_config *cfg);
 int cli_load(cli_config *cfg, const char *url, double duration_s, int concurrency);
+/* `agora chaos` (chaos.c): traffic and faults for duration_s, then the
+ * invariants; 0 when all hold. seed 0: from the clock. */
+int cli_chaos(cli_config *cfg, double duration_s, uint64_t seed, int concurrency);
+/* `agora soak` (soak.c): steady mixed traffic for duration_s with every
+ * process's RSS and PSS sampled each sample_s; 0 when memory stayed flat
+ * (within 10%), nothing restarted and the invariants hold. */
+int cli_soak(cli_config *cfg, double duration_s, double sample_s, uint64_t seed);
 
 /* The table of components, pids, ports and URLs, without a final newline
  * (caller frees). `pids` may be NULL: read from var/run. */

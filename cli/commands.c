@@ -41,13 +41,6 @@ static void sleep_ms(long ms)
     }
 }
 
-static pid_t component_pid(const cli_config *cfg, const char *name)
-{
-    char path[4096];
-    cli_path(cfg, path, sizeof path, "run", name, ".pid");
-    return cli_read_pid(path);
-}
-
 /* ---- the table ---- */
 
 char *cli_table(const cli_config *cfg, const pid_t *pids)
@@ -60,7 +53,7 @@ char *cli_table(const cli_config *cfg, const pid_t *pids)
     ag_buf_printf(&b, "  %-*s  %-8s  %-5s  %s\n", w, "COMPONENT", "PID", "PORT", "URL");
     for (int i = 0; i < cfg->n; i++) {
         const cli_component *c = &cfg->c[i];
-        pid_t pid = pids ? pids[i] : component_pid(cfg, c->name);
+        pid_t pid = pids ? pids[i] : cli_component_pid(cfg, c->name);
         char pidtxt[16] = "-";
         if (pid > 0) snprintf(pidtxt, sizeof pidtxt, "%d", (int)pid);
         ag_buf_printf(&b, "  %-*s  %-8s  %-5d  %s\n", w, c->name, pidtxt, c->port, c->url);
@@ -195,7 +188,7 @@ int cli_status(cli_config *cfg)
     int bad = 0;
     for (int i = 0; i < cfg->n; i++) {
         cli_component *c = &cfg->c[i];
-        pid_t pid = component_pid(cfg, c->name);
+        pid_t pid = cli_component_pid(cfg, c->name);
         char pidtxt[16] = "-", health[16] = "down", ready[16] = "-", version[32] = "-";
         char inst[64] = "-";
         if (pid > 0) snprintf(pidtxt, sizeof pidtxt, "%d", (int)pid);

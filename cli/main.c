@@ -8,6 +8,8 @@
  *   agora demo [--load-only]   load the demo data through the public API, then
  *                              the scripted shop tour (cli/tour.c)
  *   agora load [--duration S] [--concurrency N] [--url U]
+ *   agora chaos [--duration S] [--seed N] [--concurrency N]   (chaos.c)
+ *   agora soak [--duration S] [--sample S] [--seed N]         (soak.c)
  *
  * Global options, before or after the command: --config FILE (AGORA_CONFIG)
  * and --var DIR (AGORA_VAR). See docs/internals/cli.md.
@@ -36,6 +38,16 @@ static void usage(FILE *f)
           "                           notifications, a declined card (CANCELLED)\n"
           "  load [--duration S] [--concurrency N] [--url U]\n"
           "                           browse load through the gateway: req/s, p50, p99\n"
+          "  chaos [--duration S] [--seed N] [--concurrency N]\n"
+          "                           checkouts and chat through the gateway while random\n"
+          "                           components, the broker and the database are killed\n"
+          "                           (SIGKILL) or paused (SIGSTOP); then the invariants:\n"
+          "                           orders ended, no oversold unit, no charge without\n"
+          "                           confirmation or refund, nothing lost or doubled\n"
+          "  soak [--duration S] [--sample S] [--seed N]\n"
+          "                           steady mixed traffic (3600 s), RSS and PSS of every\n"
+          "                           process sampled (every 30 s); memory must stay flat\n"
+          "                           within 10%%, then the same invariants\n"
           "\n"
           "  --config FILE            default config/agora.json (or AGORA_CONFIG)\n"
           "  --var DIR                where logs, pids and data go; default var (or AGORA_VAR)\n",
@@ -60,8 +72,11 @@ int main(int argc, char **argv)
     cli_opts o = {0};
     const char *cmd = NULL, *name = NULL, *url = NULL;
     bool detach = false, follow = false, load_only = false;
-    int lines = 50, concurrency = 8;
-    double duration = 10;
+    int lines = 50, concurrency = 0;
+    double duration = 0, sample = 30;
+    uint64_t seed = 0;
+    const char *env_seed = getenv("AGORA_CHAOS_SEED");
+    if (env_seed) seed = (uint64_t)number("AGORA_CHAOS_SEED", env_seed, 1, 1e18);
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *next = i + 1 < argc ? argv[i + 1] : NULL;
@@ -87,6 +102,12 @@ int main(int argc, char **argv)
         } else if (strcmp(a, "--concurrency") == 0) {
             concurrency = (int)number(a, next, 1, 256);
             i++;
+        } else if (strcmp(a, "--seed") == 0) {
+            seed = (uint64_t)number(a, next, 1, 1e18);
+            i++;
+        } else if (strcmp(a, "--sample") == 0) {
+            sample = number(a, next, 1, 3600);
+            i++;
         } else if (strcmp(a, "--url") == 0 && next) {
             url = argv[++i];
         } else if (a[0] == '-') {
@@ -106,7 +127,8 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
-    static const char *const known[] = {"up", "down", "status", "logs", "demo", "load"};
+    static const char *const known[] = {"up",   "down", "status", "logs",
+                                        "demo", "load", "chaos",  "soak"};
     bool ok = false;
     for (size_t i = 0; i < sizeof known / sizeof *known; i++)
         ok |= strcmp(cmd, known[i]) == 0;
@@ -134,8 +156,14 @@ int main(int argc, char **argv)
             rc = cli_status(&cfg);
         else if (strcmp(cmd, "demo") == 0)
             rc = cli_demo(&cfg, load_only);
+        else if (strcmp(cmd, "chaos") == 0)
+            rc = cli_chaos(&cfg, duration > 0 ? duration : 60, seed,
+                           concurrency > 0 ? (concurrency < 16 ? concurrency : 16) : 4);
+        else if (strcmp(cmd, "soak") == 0)
+            rc = cli_soak(&cfg, duration > 0 ? duration : 3600, sample, seed);
         else
-            rc = cli_load(&cfg, url, duration, concurrency);
+            rc = cli_load(&cfg, url, duration > 0 ? duration : 10,
+                          concurrency > 0 ? concurrency : 8);
         cli_http_shutdown();
     }
     cli_config_release(&cfg);

@@ -204,3 +204,60 @@ bool cli_tcp_ok(int port, uint64_t timeout_ms)
     close(s);
     return ok;
 }
+
+pid_t cli_component_pid(const cli_config *cfg, const char *name)
+{
+    char path[4096];
+    cli_path(cfg, path, sizeof path, "run", name, ".pid");
+    return cli_read_pid(path);
+}
+
+bool cli_component_ready(const cli_component *c, uint64_t timeout_ms)
+{
+    if (c->ready == CLI_READY_TCP) return cli_tcp_ok(c->port, timeout_ms);
+    char url[512];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d%s", c->port, c->ready_path);
+    return cli_http_get(url, timeout_ms, NULL) == 200;
+}
+
+int cli_proc_mem(pid_t pid, long *rss_kb, long *pss_kb)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%d/smaps_rollup", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f) return AG_ENOTFOUND;
+    *rss_kb = *pss_kb = -1;
+    while (fgets(line, sizeof line, f)) {
+        if (strncmp(line, "Rss:", 4) == 0) *rss_kb = strtol(line + 4, NULL, 10);
+        if (strncmp(line, "Pss:", 4) == 0) *pss_kb = strtol(line + 4, NULL, 10);
+    }
+    fclose(f);
+    return *rss_kb >= 0 && *pss_kb >= 0 ? 0 : AG_EPROTO;
+}
+
+int cli_children(pid_t parent, pid_t *out, int max)
+{
+    DIR *d = opendir("/proc");
+    if (!d) return AG_EIO;
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL && n < max) {
+        char *end;
+        long pid = strtol(e->d_name, &end, 10);
+        if (*end || pid <= 0) continue;
+        char path[64], stat[512];
+        snprintf(path, sizeof path, "/proc/%ld/stat", pid);
+        FILE *f = fopen(path, "r");
+        if (!f) continue;
+        size_t got = fread(stat, 1, sizeof stat - 1, f);
+        fclose(f);
+        stat[got] = '\0';
+        /* "pid (comm) state ppid ...": comm may hold spaces and parentheses */
+        char *close = strrchr(stat, ')');
+        long ppid = 0;
+        if (close && sscanf(close + 1, " %*c %ld", &ppid) == 1 && ppid == parent)
+            out[n++] = (pid_t)pid;
+    }
+    closedir(d);
+    return n;
+}

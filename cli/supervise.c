@@ -425,14 +425,8 @@ typedef struct probe {
 static void probe_work(uv_work_t *w)
 {
     probe *pr = w->data;
-    cli_component *c = pr->p->c;
-    if (c->ready == CLI_READY_TCP) {
-        pr->ok = cli_tcp_ok(c->port, 500);
-        return;
-    }
-    char url[512];
-    snprintf(url, sizeof url, "http://127.0.0.1:%d%s", c->port, c->ready_path);
-    pr->ok = cli_http_get(url, 1000, NULL) == 200;
+    const cli_component *c = pr->p->c;
+    pr->ok = cli_component_ready(c, c->ready == CLI_READY_TCP ? 500 : 1000);
 }
 
 static void probe_done(uv_work_t *w, int status)

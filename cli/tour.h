@@ -62,6 +62,7 @@ typedef struct cli_ws {
     int fd;
     int status; /* the handshake's answer */
     bool parsing;
+    bool ended; /* the connection ended (cli_ws_next's NULL was not a timeout) */
     ag_ws_parser parser;
     json_t *msg;   /* the message the parser just completed */
     char *pending; /* bytes read, not yet fed */
@@ -72,7 +73,8 @@ typedef struct cli_ws {
  * what the server answered). */
 int cli_ws_open(cli_ws *w, const char *base_url, const char *path, const char *token);
 /* The next text message whose "type" is `type` (NULL: any), parsed (the
- * caller's), or NULL after timeout_ms or when the connection ends. Others
+ * caller's), or NULL after timeout_ms or when the connection ends (then
+ * `ended` is set). Others
  * are skipped; pings are answered. */
 json_t *cli_ws_next(cli_ws *w, const char *type, int timeout_ms);
 int cli_ws_send_json(cli_ws *w, json_t *msg);

@@ -151,7 +151,10 @@ static int on_frame(void *ud, int opcode, const char *data, size_t len)
 
 json_t *cli_ws_next(cli_ws *w, const char *type, int timeout_ms)
 {
-    if (w->fd < 0) return NULL;
+    if (w->fd < 0) {
+        w->ended = true;
+        return NULL;
+    }
     double deadline = tour_now_s() + timeout_ms / 1000.0;
     for (;;) {
         /* Bytes already read, one at a time so that none is lost after a
@@ -159,7 +162,10 @@ json_t *cli_ws_next(cli_ws *w, const char *type, int timeout_ms)
         while (w->npending > w->pos) {
             int rc = ag_ws_parser_feed(&w->parser, w->pending + w->pos, 1, on_frame, w);
             w->pos++;
-            if (rc < 0) return NULL;
+            if (rc < 0) {
+                w->ended = true; /* a close frame, or bytes that are not WebSocket */
+                return NULL;
+            }
             if (rc == 1) {
                 json_t *m = w->msg;
                 w->msg = NULL;
@@ -177,7 +183,10 @@ json_t *cli_ws_next(cli_ws *w, const char *type, int timeout_ms)
         if (poll(&pfd, 1, left) <= 0) return NULL;
         char buf[16384];
         ssize_t n = recv(w->fd, buf, sizeof buf, 0);
-        if (n <= 0) return NULL;
+        if (n <= 0) {
+            w->ended = true;
+            return NULL;
+        }
         w->pending = ag_malloc((size_t)n);
         memcpy(w->pending, buf, (size_t)n);
         w->npending = (size_t)n;
