@@ -3,13 +3,14 @@
 #   make check   install what is missing, build with warnings as errors,
 #                run every test, then the same tests under ASan + UBSan
 # Others: make build, make test, make asan, make bench (bench-http,
-# bench-gateway, bench-bus, bench-checkout, bench-chat), make down, make format.
+# bench-gateway, bench-bus, bench-checkout, bench-chat), make soak (an hour of
+# mixed traffic, memory sampled: scripts/soak), make down, make format.
 JOBS ?= $(shell nproc)
 BUILD ?= build
 ASAN_BUILD ?= build-asan
 FUZZ_BUILD ?= build-fuzz
 
-.PHONY: all deps build test asan fuzz fuzz-smoke fuzz-build check docs up down bench bench-http bench-gateway bench-bus bench-checkout bench-chat format clean
+.PHONY: all deps build test asan fuzz fuzz-smoke fuzz-build check docs up down soak bench bench-http bench-gateway bench-bus bench-checkout bench-chat format clean
 
 all: build
 
@@ -54,6 +55,9 @@ up: build
 
 down:
 	@BUILD=$(BUILD) scripts/down
+
+soak: build
+	@BUILD=$(BUILD) scripts/soak
 
 bench: bench-http bench-gateway bench-bus bench-checkout bench-chat
 

@@ -488,7 +488,7 @@ static void *browser(void *arg)
             snprintf(path, sizeof path, "/products?limit=20&page=%d",
                      1 + (int)(next_rand(&p->rnd) % 3));
         else if (r == 1)
-            snprintf(path, sizeof path, "/products?q=%s&sort=price_asc",
+            snprintf(path, sizeof path, "/products?q=%s&sort=price",
                      searches[next_rand(&p->rnd) % 5]);
         else if (r == 2)
             snprintf(path, sizeof path, "/products/%s",
