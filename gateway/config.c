@@ -433,6 +433,11 @@ int gw_config_load(const char *path, const gw_config *prev, ag_metrics *m, gw_co
         json_t *sb = json_object_get(r, "spoolBody");
         if (sb && !json_is_boolean(sb)) fail(&e, "%s.spoolBody: expected true or false", w);
         rt->spool_body = json_is_true(sb);
+        json_t *stb = json_object_get(r, "streamBody");
+        if (stb && !json_is_boolean(stb)) fail(&e, "%s.streamBody: expected true or false", w);
+        rt->stream_body = json_is_true(stb);
+        if (rt->spool_body && rt->stream_body)
+            fail(&e, "%s: spoolBody and streamBody exclude each other", w);
         rt->max_body_bytes = (uint64_t)get_int(&e, r, w, "maxBodyBytes", 0, 1, (long long)1 << 40);
         const char *lim = get_str(&e, r, w, "rateLimit", false);
         rt->limits = c->default_limits;

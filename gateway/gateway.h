@@ -77,6 +77,7 @@ typedef struct gw_route {
     const gw_limit_pair *limits; /* NULL: none */
     bool websocket;              /* upgrades allowed */
     bool spool_body;             /* request bodies go to a file, then upstream from it */
+    bool stream_body;            /* request bodies go upstream as they arrive */
     uint64_t max_body_bytes;     /* 0: the server's AGORA_HTTP_MAX_BODY_BYTES */
     gw_upstream_cfg *up;
     /* This route's series of agora_gateway_route_requests_total (by status
@@ -204,7 +205,7 @@ void gw_auth_verify(ag_loop *loop, const char *token, gw_auth_cb cb, void *ud);
 void gw_proxy_handler(ag_http_req *req, ag_http_res *res, void *ud);
 /* The catch-all's body policy (agora/http.h): a route with "spoolBody"
  * spools, "maxBodyBytes" sets the limit; on the loop, at headers complete. */
-void gw_proxy_body_policy(ag_http_req *req, bool *spool, uint64_t *max_bytes, void *ud);
+void gw_proxy_body_policy(ag_http_req *req, ag_body_mode *mode, uint64_t *max_bytes, void *ud);
 /* Per-loop setup and teardown of upstream connection pools (on the loop). */
 void gw_proxy_loop_init(gw_loop *gl);
 void gw_proxy_loop_close(gw_loop *gl);

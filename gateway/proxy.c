@@ -62,7 +62,9 @@
 #define CLIENT_LOW_WATER (256u << 10)
 #define MAX_IDLE_PER_ADDR 256
 #define CONNECT_TIMEOUT_MS 2000
-#define PUMP_CHUNK 65536 /* a spooled body goes upstream this much at a time */
+#define PUMP_CHUNK 65536             /* a spooled body goes upstream this much at a time */
+#define BODY_HIGH_WATER (256u << 10) /* a streamed body: pause the client past this queue */
+#define BODY_LOW_WATER (64u << 10)   /* ... and read it again below this */
 
 typedef struct exchange exchange;
 
@@ -156,6 +158,13 @@ struct exchange {
     bool head_overflow;
     int status;
     bool head_only;
+    /* A streamed request body (a "streamBody" route): it goes upstream as it
+     * arrives from the client, so it can be sent only once. */
+    bool body_stream;  /* this request's body is streamed */
+    bool body_started; /* reading began: no retry past this point */
+    bool body_ended;   /* its last byte was queued upstream, or it failed */
+    bool body_chunked; /* the client sent no Content-Length: chunked upstream */
+    bool body_held;    /* the client is paused while the upstream catches up */
 };
 
 static void ex_unref(exchange *ex);
@@ -280,7 +289,8 @@ static void ex_drop_conn(exchange *ex, bool reusable)
     if (!uc) return;
     ex->uc = NULL;
     uc->ex = NULL;
-    bool body_unsent = uc->body_fd >= 0 && uc->body_off < uc->body_size;
+    bool body_unsent =
+        (uc->body_fd >= 0 && uc->body_off < uc->body_size) || (ex->body_stream && !ex->body_ended);
     uc->body_fd = -1; /* the request's file: not ours past this exchange */
     if (!reusable || uc->closing || uc->writes > 0 || body_unsent) {
         up_close(uc);
@@ -555,6 +565,7 @@ static bool retry_allowed(exchange *ex, bool sent)
 {
     if (ex->attempt >= ex->max_tries) return false;
     if (sent && !ex->idempotent) return false;
+    if (ex->body_started) return false; /* a streamed body cannot be sent again */
     if (ex->ws) return false;
     /* the budget: retries in the last second ≤ ratio × requests + 10 */
     gw_retry_budget *b = &g_gw.budget;
@@ -980,6 +991,120 @@ static void up_pump(upconn *uc)
     }
 }
 
+/* ---- A streamed request body --------------------------------------------------------
+ *
+ * Each piece the client's connection delivers is written upstream at once
+ * (re-framed as a chunk when the client sent no Content-Length). What the
+ * socket does not take at once is copied into one write; past
+ * BODY_HIGH_WATER queued bytes the client is paused (the server keeps at
+ * most one read buffer more) until the queue drains below BODY_LOW_WATER:
+ * the upstream's pace is the client's, and a slow upstream costs a bounded
+ * queue, not the body. */
+
+typedef struct bodyw {
+    uv_write_t w;
+    upconn *uc;
+    char data[];
+} bodyw;
+
+static void body_check_resume(upconn *uc)
+{
+    exchange *ex = uc->ex;
+    if (!ex || !ex->body_held || uc->closing) return;
+    if (uv_stream_get_write_queue_size((uv_stream_t *)&uc->tcp) > BODY_LOW_WATER) return;
+    ex->body_held = false;
+    ag_req_body_resume(ex->req);
+}
+
+static void body_write_done(uv_write_t *w, int status)
+{
+    bodyw *bw = (bodyw *)w;
+    upconn *uc = bw->uc;
+    uc->writes--;
+    ag_free(bw);
+    if (status < 0) {
+        /* The read side sees the reset or the upstream's early answer. */
+        if (uc->ex && uc->ex->state == EX_WAIT_HEAD) up_close(uc);
+        return;
+    }
+    body_check_resume(uc);
+}
+
+/* Writes pre + data + post to the upstream: directly while the socket takes
+ * it, the rest copied into one queued write. */
+static void body_write(exchange *ex, upconn *uc, const char *pre, size_t plen, const char *data,
+                       size_t len, const char *post, size_t tlen)
+{
+    uv_buf_t bufs[3] = {uv_buf_init((char *)pre, (unsigned)plen),
+                        uv_buf_init((char *)data, (unsigned)len),
+                        uv_buf_init((char *)post, (unsigned)tlen)};
+    size_t total = plen + len + tlen, done = 0;
+    int w = uv_try_write((uv_stream_t *)&uc->tcp, bufs, 3);
+    if (w > 0)
+        done = (size_t)w;
+    else if (w < 0 && w != UV_EAGAIN)
+        return; /* the read side sees the failure */
+    if (done == total) return;
+    bodyw *bw = ag_malloc(sizeof *bw + (total - done));
+    bw->uc = uc;
+    size_t off = 0, at = 0;
+    for (int i = 0; i < 3; i++) {
+        size_t n = bufs[i].len;
+        if (at + n > done) {
+            size_t skip = done > at ? done - at : 0;
+            memcpy(bw->data + off, bufs[i].base + skip, n - skip);
+            off += n - skip;
+        }
+        at += n;
+    }
+    uv_buf_t rest = uv_buf_init(bw->data, (unsigned)off);
+    if (uv_write(&bw->w, (uv_stream_t *)&uc->tcp, &rest, 1, body_write_done) < 0) {
+        ag_free(bw);
+        return;
+    }
+    uc->writes++;
+    if (!ex->body_held &&
+        uv_stream_get_write_queue_size((uv_stream_t *)&uc->tcp) > BODY_HIGH_WATER) {
+        ex->body_held = true;
+        ag_req_body_pause(ex->req);
+    }
+}
+
+static void body_on_data(void *ud, const char *data, size_t len)
+{
+    exchange *ex = ud;
+    upconn *uc = ex->uc;
+    if (ex->state == EX_DONE || !uc || uc->closing || len == 0) return; /* dropped */
+    char pre[24];
+    size_t plen = 0;
+    if (ex->body_chunked) plen = (size_t)snprintf(pre, sizeof pre, "%zx\r\n", len);
+    body_write(ex, uc, pre, plen, data, len, "\r\n", ex->body_chunked ? 2 : 0);
+}
+
+static void body_on_end(void *ud, int status)
+{
+    exchange *ex = ud;
+    ex->body_ended = true;
+    if (ex->state == EX_DONE) return;
+    upconn *uc = ex->uc;
+    if (status == 0) {
+        if (ex->body_chunked && uc && !uc->closing)
+            body_write(ex, uc, "0\r\n\r\n", 5, "", 0, "", 0);
+        return;
+    }
+    /* The client's body broke off: the upstream has part of it, so its
+     * connection goes; the client hears why (413, 408 or 400). */
+    ex_release_try(ex, AG_CALL_NEUTRAL, true);
+    ex_drop_conn(ex, false);
+    count_reject("bad_body");
+    if (status == AG_ETOOBIG)
+        ex_finish_error(ex, 413, "BODY_TOO_LARGE", "request body too large");
+    else if (status == AG_ETIMEDOUT)
+        ex_finish_error(ex, 408, "REQUEST_TIMEOUT", "request body not received in time");
+    else
+        ex_finish_error(ex, 400, "MALFORMED_REQUEST", "malformed request body");
+}
+
 static void ex_send(exchange *ex)
 {
     upconn *uc = ex->uc;
@@ -1044,6 +1169,10 @@ static void ex_send(exchange *ex)
     uc->body_size = fsize;
     if (ex->ws)
         ag_buf_appends(&b, "Connection: Upgrade\r\n");
+    else if (ex->body_stream && ex->body_chunked)
+        ag_buf_appends(&b, "Transfer-Encoding: chunked\r\n");
+    else if (ex->body_stream)
+        ag_buf_printf(&b, "Content-Length: %s\r\n", ag_req_header(req, "Content-Length"));
     else if (spooled)
         ag_buf_printf(&b, "Content-Length: %llu\r\n", (unsigned long long)fsize);
     else if (blen > 0 || strcmp(m, "POST") == 0 || strcmp(m, "PUT") == 0 || strcmp(m, "PATCH") == 0)
@@ -1090,6 +1219,15 @@ static void ex_send(exchange *ex)
         ag_free(head);
     }
     if (spooled) up_pump(uc); /* queued behind the head: libuv keeps the order */
+    if (ex->body_stream && !ex->body_started) {
+        /* Last: a body that already failed answers from inside this call. */
+        static const ag_body_sink sink = {body_on_data, body_on_end};
+        ex->body_started = true;
+        if (ag_req_body_read(req, &sink, ex) < 0) {
+            ex->body_ended = true;
+            ex_try_failed(ex, true, 502, "BAD_GATEWAY", "the request body could not be read");
+        }
+    }
 }
 
 /* ---- Connecting ---------------------------------------------------------------- */
@@ -1465,7 +1603,7 @@ static const char *versioned_path(ag_http_req *req, const gw_config *c)
                            *seg ? "/" : "", seg);
 }
 
-void gw_proxy_body_policy(ag_http_req *req, bool *spool, uint64_t *max_bytes, void *ud)
+void gw_proxy_body_policy(ag_http_req *req, ag_body_mode *mode, uint64_t *max_bytes, void *ud)
 {
     (void)ud;
     gw_loop *gl = gw_loop_init(ag_req_loop(req));
@@ -1477,7 +1615,8 @@ void gw_proxy_body_policy(ag_http_req *req, bool *spool, uint64_t *max_bytes, vo
     const gw_route *rt =
         gw_config_match(c, path, ag_req_method(req), &method_ok, allow, sizeof allow);
     if (!rt) return;
-    if (rt->spool_body) *spool = true;
+    if (rt->spool_body) *mode = AG_BODY_SPOOL;
+    if (rt->stream_body) *mode = AG_BODY_STREAM;
     if (rt->max_body_bytes) *max_bytes = rt->max_body_bytes;
 }
 
@@ -1601,6 +1740,9 @@ void gw_proxy_handler(ag_http_req *req, ag_http_res *res, void *ud)
         }
         ex->ws = true;
     }
+    /* a "streamBody" route's body (gw_proxy_body_policy chose it) */
+    ex->body_stream = !ex->ws && ag_req_body_streamed(req);
+    ex->body_chunked = ex->body_stream && !ag_req_header(req, "Content-Length");
     ex->idempotent = !strcmp(method, "GET") || !strcmp(method, "HEAD") ||
                      !strcmp(method, "OPTIONS") || !strcmp(method, "PUT") ||
                      !strcmp(method, "DELETE");

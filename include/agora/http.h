@@ -249,15 +249,57 @@ int ag_router_use(ag_router *r, ag_http_middleware mw, void *ud);
 int ag_router_set_body_limit(ag_router *r, const char *method, const char *pattern,
                              uint64_t max_bytes);
 
+/* Where a request's body goes (a body policy's choice):
+ *   AG_BODY_MEMORY  read whole into memory before the handler runs
+ *   AG_BODY_SPOOL   written to an anonymous file before the handler runs
+ *   AG_BODY_STREAM  the handler runs once the head is parsed, and reads the
+ *                   body as it arrives (ag_req_body_read, below); only for
+ *                   AG_ROUTE_ASYNC routes (elsewhere it falls back to
+ *                   AG_BODY_SPOOL) */
+typedef enum ag_body_mode { AG_BODY_MEMORY = 0, AG_BODY_SPOOL, AG_BODY_STREAM } ag_body_mode;
+
 /* A per-request choice for a route whose body handling depends on more than
  * its pattern (the gateway's catch-all: its own route table decides). It
  * runs on the I/O loop once the head is parsed, before any body byte is
- * read, and must not block; `*spool` and `*max_bytes` come in as the
+ * read, and must not block; `*mode` and `*max_bytes` come in as the
  * route's (flag and limit) and may be changed. The request's method, path,
  * query and headers are readable. AG_ENOTFOUND when no such route. */
-typedef void (*ag_body_policy_fn)(ag_http_req *req, bool *spool, uint64_t *max_bytes, void *ud);
+typedef void (*ag_body_policy_fn)(ag_http_req *req, ag_body_mode *mode, uint64_t *max_bytes,
+                                  void *ud);
 int ag_router_set_body_policy(ag_router *r, const char *method, const char *pattern,
                               ag_body_policy_fn fn, void *ud);
+
+/* ---- Streamed request bodies (AG_BODY_STREAM) -----------------------------
+ *
+ * What nginx calls proxy_request_buffering off: the handler (an
+ * AG_ROUTE_ASYNC one, on the loop) is dispatched as soon as the head is
+ * parsed, with ag_req_body "" and ag_req_body_streamed true. No body byte is
+ * read until it calls ag_req_body_read; from then on the bytes go to
+ * `on_data` as they arrive (decoded from chunked framing, valid only during
+ * the call), and `on_end` comes once: 0 after the last byte, or a negative
+ * code when the body cannot complete: AG_ETOOBIG past the limit (the route's,
+ * or the policy's max_bytes), AG_ETIMEDOUT when it stalls longer than the
+ * body timeout, AG_EPROTO for bad chunked framing. A client that goes away
+ * aborts the request as for any asynchronous handler (ag_res_on_abort), with
+ * no on_end. ag_req_body_pause stops reading the socket (at most one read
+ * buffer more is held) until ag_req_body_resume: the handler's
+ * backpressure, e.g. while the upstream it forwards to is behind. The
+ * handler answers as usual, before, during or after the body; an answer
+ * finished before the body's end closes the connection after it (the rest
+ * is not read). Both calls are for the loop that owns the request.
+ */
+typedef struct ag_body_sink {
+    void (*on_data)(void *ud, const char *data, size_t len);
+    void (*on_end)(void *ud, int status);
+} ag_body_sink;
+/* Whether this request's body is streamed (then ag_req_body is ""). */
+bool ag_req_body_streamed(const ag_http_req *r);
+/* Starts reading the body into `sink` (copied). AG_ESTATE when the body is
+ * not streamed or already being read. A body that already failed gets its
+ * on_end at once. */
+int ag_req_body_read(ag_http_req *r, const ag_body_sink *sink, void *ud);
+void ag_req_body_pause(ag_http_req *r);
+void ag_req_body_resume(ag_http_req *r);
 
 /* Where this router's spooled bodies go (copied): default
  * AGORA_HTTP_SPOOL_DIR, else TMPDIR, else /tmp. A service that keeps the

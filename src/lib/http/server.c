@@ -38,7 +38,20 @@
  * route, written to an anonymous file (c->spool_fd) as they arrive; the
  * limit is decided at headers complete from the route (its flag, its limit,
  * its body policy), so a Content-Length above it is answered 413 before a
- * byte of the body is read. The file is closed in finish_request.
+ * byte of the body is read. The file is closed in finish_request. A
+ * streamed body (AG_BODY_STREAM, asynchronous routes) dispatches at headers
+ * complete instead; the parser stays paused until the handler asks for the
+ * body (ag_req_body_read), then each on_body goes to its sink, and
+ * ag_req_body_pause/resume hold and release the socket:
+ *
+ *   head ─► HANDLING (no body read) ─ask─► BODY (sink gets bytes) ─end─► HANDLING
+ *                                        │  ▲ pause/resume        │ too big, stalled,
+ *                                        ▼  │                     ▼ bad framing
+ *                                        HELD (≤ one read kept)  FAILED: sink's on_end(<0),
+ *                                                                keep-alive off
+ *
+ * An answer finished before the body's end turns keep-alive off
+ * (must_close): the rest of the body is never parsed as a next request.
  *
  * TLS (when a certificate is configured): OpenSSL with memory BIOs, so that
  * libuv keeps the socket. Bytes read go into the SSL object and what it
@@ -128,6 +141,17 @@ typedef struct ag_conn {
     ag_buf pending;      /* input read but not parsed while paused */
     SSL *ssl;            /* TLS connections only */
     ag_buf held;         /* a loop stream's head, sent with its first body bytes */
+    /* A streamed request body (AG_BODY_STREAM): the handler runs at headers
+     * complete and reads the body through `sink` once it asks. */
+    bool body_stream;  /* this request's body streams to its handler */
+    bool body_reading; /* the handler asked (ag_req_body_read) */
+    bool body_held;    /* the handler paused it (ag_req_body_pause) */
+    bool body_done;    /* its end came (body_err says how) */
+    bool feeding;      /* inside llhttp_execute: no nested feed */
+    int body_err;      /* 0, or why it could not complete */
+    uint64_t body_streamed;
+    ag_body_sink sink;
+    void *sink_ud;
     ag_http_req req;
     char remote[48];
 } ag_conn;
@@ -584,6 +608,8 @@ static void on_shutdown(uv_shutdown_t *req, int status)
 }
 
 static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf);
+static void feed(ag_conn *c, const char *data, size_t len);
 
 /* Half-close and drop whatever the client still sends, for a short while. */
 static void begin_linger(ag_conn *c)
@@ -610,6 +636,7 @@ static void begin_linger(ag_conn *c)
 /* ---- Timers ---------------------------------------------------------------------- */
 
 static void send_simple_error(ag_conn *c, int status, const char *code, const char *msg);
+static void body_stream_fail(ag_conn *c, int err);
 
 static void on_timer(uv_timer_t *t)
 {
@@ -618,7 +645,10 @@ static void on_timer(uv_timer_t *t)
     switch (c->tmode) {
     case T_HEAD:
     case T_BODY:
-        if (c->phase == P_HEAD || c->phase == P_BODY) {
+        if (c->body_stream && !c->body_done) {
+            ag_series_inc(s->s_timeouts, 1);
+            body_stream_fail(c, AG_ETIMEDOUT);
+        } else if (c->phase == P_HEAD || c->phase == P_BODY) {
             ag_series_inc(s->s_timeouts, 1);
             send_simple_error(c, 408, "REQUEST_TIMEOUT", "request not received in time");
         } else {
@@ -665,7 +695,9 @@ static void arm_timer(ag_conn *c, tmode mode)
 
 static bool must_close(ag_conn *c)
 {
-    return !c->req.keep_alive || atomic_load(&srv_of(c)->draining) || c->close_after;
+    /* A streamed body not read to its end: the rest is not parsed. */
+    return !c->req.keep_alive || atomic_load(&srv_of(c)->draining) || c->close_after ||
+           (c->body_stream && !c->body_done);
 }
 
 /* Builds the status line and headers into ls->scratch. */
@@ -808,6 +840,11 @@ static void finish_request(ag_conn *c)
     c->early_status = 0;
     c->discard_body = false;
     c->in_trailers = false;
+    c->body_stream = c->body_reading = c->body_held = c->body_done = false;
+    c->body_err = 0;
+    c->body_streamed = 0;
+    memset(&c->sink, 0, sizeof c->sink);
+    c->sink_ud = NULL;
     if (c->phase != P_LINGER) c->phase = P_IDLE;
 }
 
@@ -1012,6 +1049,112 @@ static int dispatch(ag_conn *c)
         return HPE_PAUSED;
     }
     return 0;
+}
+
+/* ---- Streamed bodies ----------------------------------------------------------------- */
+
+/* At headers complete (AG_BODY_STREAM): the handler gets the request now and
+ * the body later, when it asks. Returns what on_headers_complete returns:
+ * 0 to go on parsing (the handler asked already), else HPE_PAUSED. */
+static int dispatch_streamed(ag_conn *c)
+{
+    c->body_stream = true;
+    c->body_streamed = 0;
+    int rc = dispatch(c);
+    if (!c->body_stream || c->closing || c->close_after) {
+        c->paused = true; /* answered already (and closing: the body is not read) */
+        return HPE_PAUSED;
+    }
+    (void)rc;
+    c->phase = P_BODY;
+    if (c->body_reading && !c->body_held && !c->body_done) {
+        c->paused = false;
+        arm_timer(c, T_BODY);
+        return 0;
+    }
+    c->paused = true;
+    return HPE_PAUSED;
+}
+
+/* The body cannot complete: no more is parsed; the handler hears why (now,
+ * or when it asks). The connection closes after the answer. */
+static void body_stream_fail(ag_conn *c, int err)
+{
+    if (c->body_done) return;
+    c->body_done = true;
+    c->body_err = err;
+    c->req.keep_alive = false;
+    c->paused = true;
+    arm_timer(c, T_NONE);
+    if (c->reading) {
+        uv_read_stop((uv_stream_t *)&c->tcp);
+        c->reading = false;
+    }
+    if (c->body_reading && c->sink.on_end) {
+        bool was = c->dispatching;
+        c->dispatching = true;
+        c->sink.on_end(c->sink_ud, err);
+        c->dispatching = was;
+    }
+}
+
+/* Reads the streamed body on: what was held, then the socket. */
+static void body_pump(ag_conn *c)
+{
+    if (c->closing || c->close_after || c->body_done || c->body_held || !c->body_reading) return;
+    c->phase = P_BODY;
+    arm_timer(c, T_BODY);
+    if (c->dispatching || c->feeding) return; /* the parser's caller goes on */
+    c->paused = false;
+    if (llhttp_get_errno(&c->parser) == HPE_PAUSED) llhttp_resume(&c->parser);
+    while (!c->paused && c->pending.len > 0 && !c->closing) {
+        ag_buf tmp = c->pending;
+        ag_buf_init(&c->pending, 0);
+        feed(c, tmp.data, tmp.len);
+        ag_buf_release(&tmp);
+    }
+    if (!c->paused && !c->closing && !c->close_after && !c->reading) {
+        uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, on_read);
+        c->reading = true;
+    }
+}
+
+bool ag_req_body_streamed(const ag_http_req *r)
+{
+    return r->conn && r->conn->body_stream;
+}
+
+int ag_req_body_read(ag_http_req *r, const ag_body_sink *sink, void *ud)
+{
+    ag_conn *c = r->conn;
+    if (!c || !c->body_stream || c->body_reading || !sink || !sink->on_data || !sink->on_end)
+        return AG_ESTATE;
+    c->sink = *sink;
+    c->sink_ud = ud;
+    c->body_reading = true;
+    if (c->body_done) {
+        sink->on_end(ud, c->body_err);
+        return 0;
+    }
+    body_pump(c);
+    return 0;
+}
+
+void ag_req_body_pause(ag_http_req *r)
+{
+    ag_conn *c = r->conn;
+    if (!c || !c->body_stream || c->body_done || c->body_held) return;
+    c->body_held = true;
+    arm_timer(c, T_NONE);              /* the client waits on us, not we on it */
+    if (!c->feeding) c->paused = true; /* what arrives is held (on_data) */
+}
+
+void ag_req_body_resume(ag_http_req *r)
+{
+    ag_conn *c = r->conn;
+    if (!c || !c->body_stream || c->body_done || !c->body_held) return;
+    c->body_held = false;
+    body_pump(c);
 }
 
 /* ---- Spooled bodies ------------------------------------------------------------------ */
@@ -1266,15 +1409,18 @@ static int on_headers_complete(llhttp_t *p)
      * before any body byte is read. */
     int mrc = ag_router_match(s->o.router, r->method, r->path, &r->match);
     uint64_t limit = l->max_body_bytes;
-    bool spool = false;
+    ag_body_mode mode = AG_BODY_MEMORY;
     if (mrc == 0) {
         if (r->match.body_limit) limit = r->match.body_limit;
-        spool = (r->match.flags & AG_ROUTE_SPOOL) != 0;
+        if (r->match.flags & AG_ROUTE_SPOOL) mode = AG_BODY_SPOOL;
         if (r->match.body_policy) {
-            r->match.body_policy(r, &spool, &limit, r->match.body_policy_ud);
+            r->match.body_policy(r, &mode, &limit, r->match.body_policy_ud);
             if (!limit) limit = l->max_body_bytes;
         }
+        /* only a handler on the loop can take a body as it arrives */
+        if (mode == AG_BODY_STREAM && !(r->match.flags & AG_ROUTE_ASYNC)) mode = AG_BODY_SPOOL;
     }
+    bool spool = mode == AG_BODY_SPOOL;
     c->body_limit = limit;
     if ((p->flags & F_CONTENT_LENGTH) && p->content_length > limit) {
         c->fail_status = 413;
@@ -1321,6 +1467,7 @@ static int on_headers_complete(llhttp_t *p)
     }
     c->in_trailers = true;
     c->body_raw = 0;
+    if (has_body && mode == AG_BODY_STREAM && !c->discard_body) return dispatch_streamed(c);
     if (has_body) {
         c->phase = P_BODY;
         arm_timer(c, T_BODY);
@@ -1332,6 +1479,19 @@ static int on_body(llhttp_t *p, const char *at, size_t len)
 {
     ag_conn *c = conn_of(p);
     if (c->discard_body) return 0;
+    if (c->body_stream) {
+        if (c->body_done || !c->body_reading) return HPE_PAUSED; /* not ours to parse now */
+        c->body_streamed += len;
+        if (c->body_streamed > c->body_limit) {
+            body_stream_fail(c, AG_ETOOBIG);
+            return HPE_USER;
+        }
+        c->dispatching = true; /* a finishing call inside must not resume */
+        c->sink.on_data(c->sink_ud, at, len);
+        c->dispatching = false;
+        if (c->closing || c->close_after || !c->body_stream) return HPE_PAUSED;
+        return c->body_held ? HPE_PAUSED : 0;
+    }
     if (c->spool_fd >= 0) {
         if (c->spool_size + len > c->body_limit) {
             c->fail_status = 413;
@@ -1355,7 +1515,18 @@ static int on_body(llhttp_t *p, const char *at, size_t len)
 
 static int on_message_complete(llhttp_t *p)
 {
-    return dispatch(conn_of(p));
+    ag_conn *c = conn_of(p);
+    if (!c->body_stream) return dispatch(c);
+    /* A streamed body's end: the handler has had the request since its head. */
+    c->body_done = true;
+    c->phase = P_HANDLING;
+    arm_timer(c, T_NONE);
+    c->dispatching = true;
+    c->sink.on_end(c->sink_ud, 0);
+    c->dispatching = false;
+    if (!c->in_async && !c->close_after && !c->closing) return 0; /* answered: go on */
+    c->paused = true;
+    return HPE_PAUSED;
 }
 
 static void settings_init(void)
@@ -1378,6 +1549,11 @@ static void settings_init(void)
 static void fail_parse(ag_conn *c, llhttp_errno_t err)
 {
     ag_http_server *s = srv_of(c);
+    if (c->body_stream) {
+        /* The handler owns the request: it hears why and answers. */
+        if (!c->body_done) body_stream_fail(c, c->fail_status == 413 ? AG_ETOOBIG : AG_EPROTO);
+        return;
+    }
     int st = c->fail_status ? c->fail_status : 400;
     if (st == 431)
         send_simple_error(c, 431, "HEADERS_TOO_LARGE", "request header fields too large");
@@ -1410,7 +1586,9 @@ static void fail_parse(ag_conn *c, llhttp_errno_t err)
 static void feed(ag_conn *c, const char *data, size_t len)
 {
     if (len == 0) return;
+    c->feeding = true;
     llhttp_errno_t err = llhttp_execute(&c->parser, data, len);
+    c->feeding = false;
     if (err == HPE_OK) return;
     if (err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE) {
         c->paused = true;
@@ -1527,13 +1705,17 @@ static void on_data(ag_conn *c, ssize_t n, const char *base)
         conn_close(c);
         return;
     }
+    if (c->close_after) return; /* answered and closing: nothing more is parsed */
     if (c->phase == P_BODY) {
         /* Count what arrives in the body phase, framing and discarded bodies
          * included: chunk extensions or padding cannot make a body endless. */
         c->body_raw += (size_t)n;
         const ag_http_limits *l = &srv_of(c)->o.limits;
         if (c->body_raw > c->body_limit + l->max_header_bytes + READ_BUF_SIZE) {
-            send_simple_error(c, 413, "BODY_TOO_LARGE", "request body too large");
+            if (c->body_stream)
+                body_stream_fail(c, AG_ETOOBIG);
+            else
+                send_simple_error(c, 413, "BODY_TOO_LARGE", "request body too large");
             return;
         }
         arm_timer(c, T_BODY);

@@ -54,6 +54,8 @@ def config(extra_routes=()):
         {"prefix": "/api/v1/flaky", "service": "flaky", "rewrite": "/reflect"},
         {"prefix": "/api/v1/upload", "service": "echo", "rewrite": "/reflect",
          "spoolBody": True, "maxBodyBytes": 8 * 1024 * 1024},
+        {"prefix": "/api/v1/stream", "service": "echo", "rewrite": "/stream",
+         "streamBody": True, "maxBodyBytes": 64 * 1024 * 1024, "timeoutMs": 30000},
     ] + list(extra_routes)
     return {
         "latestVersion": "v1",
@@ -753,6 +755,101 @@ class Gateway(unittest.TestCase):
         st, got, _ = self.call("POST", "/api/v1/echo/x", body=body,
                                headers={"Content-Type": "application/octet-stream"})
         self.assertEqual(st, 413)
+
+    def progress(self, k):
+        with urllib.request.urlopen("http://127.0.0.1:%d/progress?k=%s"
+                                    % (self.ups["echo"].port, k), timeout=5) as r:
+            return json.loads(r.read())
+
+    def test_streamed_upload_route(self):
+        mib = 1024 * 1024
+        body = hashlib.sha256(b"seed").digest() * (6 * mib // 32)  # 6 MiB
+        # The upstream has the first part while the client still holds the
+        # rest: the body goes through as it arrives, not after it.
+        c = harness.Conn(self.port, timeout=harness.scaled(10))
+        try:
+            c.send(harness.build_request("POST", "/api/v1/stream/a?k=early",
+                                         {"Content-Length": str(len(body)),
+                                          "Content-Type": "application/octet-stream"}))
+            c.send(body[:2 * mib])
+            deadline = time.time() + harness.scaled(10)
+            while self.progress("early")["bytes"] < mib and time.time() < deadline:
+                time.sleep(0.05)
+            self.assertGreaterEqual(self.progress("early")["bytes"], mib,
+                                    "the upstream got nothing while the client held 4 MiB back")
+            c.send(body[2 * mib:])
+            r = c.read_response(timeout=harness.scaled(20))
+            self.assertEqual(r.status, 200, r)
+            got = r.json()
+            self.assertEqual((got["bytes"], got["sha256"]),
+                             (len(body), hashlib.sha256(body).hexdigest()))
+            self.assertEqual(got["contentLength"], str(len(body)))
+            # keep-alive holds after a streamed body read to its end
+            c.send(harness.build_request("GET", "/api/v1/echo/after"))
+            self.assertEqual(c.read_response(timeout=harness.scaled(10)).status, 200)
+        finally:
+            c.close()
+        # Chunked from the client: chunked upstream, bytes intact.
+        c = harness.Conn(self.port, timeout=harness.scaled(10))
+        try:
+            c.send(harness.build_request("PUT", "/api/v1/stream/b?k=chunked",
+                                         {"Transfer-Encoding": "chunked"})
+                   + harness.chunked_body([body[:100000], body[100000:3 * mib], body[3 * mib:]]))
+            r = c.read_response(timeout=harness.scaled(20))
+            self.assertEqual(r.status, 200, r)
+            got = r.json()
+            self.assertEqual(got["transferEncoding"], "chunked")
+            self.assertEqual((got["bytes"], got["sha256"]),
+                             (len(body), hashlib.sha256(body).hexdigest()))
+        finally:
+            c.close()
+        # A slow upstream (10 ms per 64 KiB): the client is held back, so the
+        # gateway's memory does not take the 24 MiB the client sends.
+        big = body * 4
+        before = self.gw.rss_bytes()
+        c = harness.Conn(self.port, timeout=harness.scaled(60))
+        try:
+            c.send(harness.build_request("POST", "/api/v1/stream/c?k=slow&delay_ms=10",
+                                         {"Content-Length": str(len(big))}))
+            c.send(big)
+            r = c.read_response(timeout=harness.scaled(60))
+            self.assertEqual(r.status, 200, r)
+            self.assertEqual(r.json()["sha256"], hashlib.sha256(big).hexdigest())
+        finally:
+            c.close()
+        grew = self.gw.rss_bytes() - before
+        self.assertLess(grew, 6 * mib, "the gateway's RSS grew %d bytes for a 24 MiB body" % grew)
+        # Over the limit by Content-Length: 413 before any byte of the body.
+        c = harness.Conn(self.port, timeout=harness.scaled(10))
+        try:
+            c.send(harness.build_request("POST", "/api/v1/stream/d?k=toobig",
+                                         {"Content-Length": str(65 * mib)}))
+            r = c.read_response(timeout=harness.scaled(5))
+            self.assertEqual((r.status, r.json()["error"]["code"]), (413, "BODY_TOO_LARGE"))
+        finally:
+            c.close()
+        self.assertEqual(self.progress("toobig")["bytes"], 0)
+        # Chunked past the limit: cut off with 413; the upstream saw the body
+        # break off rather than a whole request.
+        c = harness.Conn(self.port, timeout=harness.scaled(30))
+        try:
+            c.send(harness.build_request("POST", "/api/v1/stream/e?k=cutoff",
+                                         {"Transfer-Encoding": "chunked"}))
+            chunk = b"x" * mib
+            for _ in range(66):
+                try:
+                    c.send(harness.chunked_body([chunk])[:-5])  # no last chunk
+                except OSError:
+                    break
+            r = c.read_response(timeout=harness.scaled(10))
+            self.assertEqual((r.status, r.json()["error"]["code"]), (413, "BODY_TOO_LARGE"))
+        finally:
+            c.close()
+        deadline = time.time() + harness.scaled(10)
+        while not self.progress("cutoff")["cut"] and time.time() < deadline:
+            time.sleep(0.05)
+        self.assertTrue(self.progress("cutoff")["cut"], self.progress("cutoff"))
+        self.assertLessEqual(self.progress("cutoff")["bytes"], 64 * mib)
 
     def test_admin_views(self):
         st, body, _ = self.call("GET", "/admin/upstreams")

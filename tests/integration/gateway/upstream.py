@@ -9,6 +9,11 @@
   ANY  /status/CODE?k=K   answers CODE; counts hits per (method, K)
   GET  /count?k=K         {"GET": n, "POST": m, ...} for K
   GET  /ws                a WebSocket echo server (RFC 6455, unfragmented frames)
+  ANY  /stream/...?k=K[&delay_ms=D]  reads the body as it comes (Content-Length
+                          or chunked; D ms after each 64 KiB), keeping how many
+                          bytes have arrived so far under K; then 200
+                          {"bytes", "sha256", "transferEncoding", "contentLength"}
+  GET  /progress?k=K      {"bytes": so far, "cut": true when the body broke off}
 
 Prints "ready PORT" once listening. HTTP/1.1 with keep-alive.
 """
@@ -19,12 +24,14 @@ import socketserver
 import struct
 import sys
 import threading
+import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 NAME = "upstream"
 COUNTS = {}
 HEALTH = [200]
+PROGRESS = {}  # k -> [bytes so far, cut]
 LOCK = threading.Lock()
 WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
@@ -55,8 +62,65 @@ class Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(data)
 
+    def stream(self, u):
+        q = urllib.parse.parse_qs(u.query)
+        k = q.get("k", [""])[0]
+        delay = int(q.get("delay_ms", ["0"])[0]) / 1000.0
+        h = hashlib.sha256()
+        with LOCK:
+            PROGRESS[k] = [0, False]
+
+        def got(data):
+            h.update(data)
+            with LOCK:
+                PROGRESS[k][0] += len(data)
+            if delay:
+                time.sleep(delay)
+
+        def take(n):
+            while n > 0:
+                data = self.rfile.read(min(65536, n))
+                if not data:
+                    raise EOFError
+                got(data)
+                n -= len(data)
+
+        te = self.headers.get("Transfer-Encoding", "")
+        try:
+            if te.lower() == "chunked":
+                while True:
+                    line = self.rfile.readline()
+                    if not line:
+                        raise EOFError
+                    size = int(line.split(b";")[0].strip(), 16)
+                    if size == 0:
+                        while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                            pass
+                        break
+                    take(size)
+                    self.rfile.readline()
+            else:
+                take(int(self.headers.get("Content-Length") or 0))
+        except (EOFError, ValueError, ConnectionError):
+            with LOCK:
+                PROGRESS[k][1] = True
+            self.close_connection = True
+            return
+        with LOCK:
+            total = PROGRESS[k][0]
+        return self.answer(200, {"bytes": total, "sha256": h.hexdigest(),
+                                 "transferEncoding": te,
+                                 "contentLength": self.headers.get("Content-Length")})
+
     def handle_any(self):
         u = urllib.parse.urlsplit(self.path)
+        if u.path.startswith("/stream"):
+            return self.stream(u)
+        if u.path == "/progress":
+            k = urllib.parse.parse_qs(u.query).get("k", [""])[0]
+            with LOCK:
+                b, cut = PROGRESS.get(k, [0, False])
+            return self.answer(200, {"bytes": b, "cut": cut})
         n = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(n) if n else b""
         if u.path == "/health":
