@@ -12,7 +12,8 @@
  *     └────────────────────────────────────────┴──────────── exit 0 (all hold) or 1
  *
  * FAULTS: the workload runs (customers checking out, members chatting, a
- * watcher on a WebSocket) and every 0.8–2.5 s one fault, chosen at random:
+ * watcher on a WebSocket) and every 0.8–2.5 s one fault: first on the
+ * broker and the database server (each once), then at random:
  *
  *   kill    SIGKILL of a component of the config, the broker (nats) among
  *           them: the supervisor restarts it after its backoff (1 s,
@@ -53,6 +54,7 @@ typedef enum { T_COMPONENT, T_POSTGRES, T_RABBITMQ } target_kind;
 
 typedef struct target {
     target_kind kind;
+    bool store_or_bus; /* the broker or the database server: faulted first */
     char name[64];
     int port; /* for the external ones: who listens there */
     long kills, pauses;
@@ -113,19 +115,21 @@ static int find_targets(const cli_config *cfg, target *t)
 {
     int n = 0;
     for (int i = 0; i < cfg->n; i++) {
-        t[n] = (target){.kind = T_COMPONENT, .port = cfg->c[i].port};
+        t[n] = (target){.kind = T_COMPONENT,
+                        .port = cfg->c[i].port,
+                        .store_or_bus = strncmp(cfg->c[i].url, "nats://", 7) == 0};
         snprintf(t[n].name, sizeof t[n].name, "%s", cfg->c[i].name);
         n++;
     }
     const char *db = env_of(cfg, "AGORA_DB"), *bus = env_of(cfg, "AGORA_BUS");
     if (db && strncmp(db, "postgres", 8) == 0 && url_port(db) > 0) {
-        t[n] = (target){.kind = T_POSTGRES, .port = url_port(db)};
+        t[n] = (target){.kind = T_POSTGRES, .port = url_port(db), .store_or_bus = true};
         snprintf(t[n].name, sizeof t[n].name, "postgresql:%d", t[n].port);
         n++;
     }
     if (bus && strncmp(bus, "amqp", 4) == 0) {
         int port = url_port(bus);
-        t[n] = (target){.kind = T_RABBITMQ, .port = port > 0 ? port : 5672};
+        t[n] = (target){.kind = T_RABBITMQ, .port = port > 0 ? port : 5672, .store_or_bus = true};
         snprintf(t[n].name, sizeof t[n].name, "rabbitmq:%d", t[n].port);
         n++;
     }
@@ -239,13 +243,20 @@ int cli_chaos(cli_config *cfg, double duration_s, uint64_t seed, int concurrency
     sigaction(SIGINT, &sa, &old_int);
     sigaction(SIGTERM, &sa, &old_term);
 
+    /* The broker and the database server first, so that every run has them
+     * fail at least once; then anything at random. */
+    int first[CHAOS_MAX_TARGETS], nfirst = 0, made = 0;
+    for (int i = 0; i < nt; i++)
+        if (targets[i].store_or_bus) first[nfirst++] = i;
     double t0 = tour_now_s();
     while (!g_interrupted && tour_now_s() - t0 < duration_s) {
         double wait = 0.8 + unit_rand() * 1.7;
         for (; wait > 0 && !g_interrupted && tour_now_s() - t0 < duration_s; wait -= 0.1)
             tour_pause_ms(100);
         if (g_interrupted || tour_now_s() - t0 >= duration_s) break;
-        fault(cfg, &targets[(int)(unit_rand() * nt)], tour_now_s() - t0);
+        int pick = made < nfirst ? first[made] : (int)(unit_rand() * nt);
+        made++;
+        fault(cfg, &targets[pick], tour_now_s() - t0);
         fflush(stdout);
     }
     continue_all();
