@@ -12,10 +12,14 @@
  *
  * Every `sample` seconds (30) each component's RSS and PSS are read from
  * /proc/<pid>/smaps_rollup and printed as one line with the totals; the
- * samples go to <var>/soak/<start time>.tsv too. The first tenth of the run
- * (at least 60 s) is warm-up: caches fill, pools open. The baseline of a
- * component is its mean RSS over the three samples after the warm-up; its
- * end, the mean over the last three. The run passes when:
+ * samples go to <var>/soak/<start time>.tsv too. The first half of the run
+ * is warm-up: pools open, page caches and the bounded stores fill (the
+ * trace store takes some twenty minutes of this traffic to reach its 64 MiB
+ * bound, and is flat from then on). A component's baseline is its median
+ * RSS over the third quarter of the run, its end the median over the last
+ * quarter: medians, since a garbage-collected broker breathes by a quarter
+ * of its size from one sample to the next. A leak of any steady rate shows
+ * as the distance between the two. The run passes when:
  *   - every component's end is within 10% of its baseline (or within 1 MiB:
  *     allocator granularity on a 5 MiB process is not a leak);
  *   - no component restarted (its pid is the same at the end);
@@ -36,7 +40,6 @@
 
 #define SOAK_TOLERANCE 0.10
 #define SOAK_FLOOR_KB 1024
-#define SOAK_WINDOW 3
 #define SOAK_SETTLE_S 120
 
 typedef struct series {
@@ -45,16 +48,24 @@ typedef struct series {
     long *rss, *pss; /* KiB per sample; -1 when not readable */
 } series;
 
-static double mean(const long *v, int from, int to)
+static int cmp_long(const void *a, const void *b)
 {
-    double sum = 0;
+    long x = *(const long *)a, y = *(const long *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* The median of v[from..to) leaving out unreadable samples (-1); -1 when
+ * there are none. */
+static double median(const long *v, int from, int to)
+{
+    long *w = ag_calloc((size_t)(to - from) + 1, sizeof *w);
     int n = 0;
     for (int i = from; i < to; i++)
-        if (v[i] >= 0) {
-            sum += (double)v[i];
-            n++;
-        }
-    return n ? sum / n : -1;
+        if (v[i] >= 0) w[n++] = v[i];
+    qsort(w, (size_t)n, sizeof *w, cmp_long);
+    double m = n == 0 ? -1 : n % 2 ? (double)w[n / 2] : (w[n / 2 - 1] + w[n / 2]) / 2.0;
+    ag_free(w);
+    return m;
 }
 
 int cli_soak(cli_config *cfg, double duration_s, double sample_s, uint64_t seed)
@@ -142,20 +153,21 @@ int cli_soak(cli_config *cfg, double duration_s, double sample_s, uint64_t seed)
     }
     if (tsv) fclose(tsv);
 
-    int warm = (int)(samples / 10);
-    if (warm * sample_s < 60) warm = (int)(60 / sample_s + 0.999);
-    if (warm + 2 * SOAK_WINDOW > taken)
-        warm = taken > 2 * SOAK_WINDOW ? taken - 2 * SOAK_WINDOW : 0;
+    /* the third quarter and the last (at least one sample each) */
+    int q3 = taken / 2, q4 = (taken * 3) / 4;
+    if (q4 <= q3) q4 = q3 + 1 < taken ? q3 + 1 : taken;
+    if (q3 >= q4) q3 = q4 > 0 ? q4 - 1 : 0;
     int failed = 0;
-    printf("agora soak: memory per component (RSS, KiB): baseline = mean of samples %d-%d, end = "
-           "mean of the last %d\n",
-           warm + 1, warm + SOAK_WINDOW, SOAK_WINDOW);
+    printf("agora soak: memory per component (RSS, KiB): baseline = median of samples %d-%d "
+           "(%.0f-%.0f s), end = median of samples %d-%d (%.0f-%.0f s)\n",
+           q3 + 1, q4, q3 * sample_s, (q4 - 1) * sample_s, q4 + 1, taken, q4 * sample_s,
+           (taken - 1) * sample_s);
     printf("  %-14s %10s %10s %10s %8s  %s\n", "COMPONENT", "BASELINE", "END", "PEAK", "GROWTH",
            "");
     double base_total = 0, end_total = 0;
     for (int i = 0; i < cfg->n; i++) {
-        double base = mean(s[i].rss, warm, warm + SOAK_WINDOW);
-        double end = mean(s[i].rss, taken - SOAK_WINDOW, taken);
+        double base = median(s[i].rss, q3, q4);
+        double end = median(s[i].rss, q4, taken);
         long peak = 0;
         for (int k = 0; k < taken; k++)
             if (s[i].rss[k] > peak) peak = s[i].rss[k];
