@@ -52,10 +52,10 @@ typedef struct wl_opts {
 
 /* What happened so far, for progress lines. */
 typedef struct wl_counts {
-    long orders_accepted, orders_refused;
+    long orders_accepted, orders_refused, orders_given_up;
     long messages_acked, messages_unanswered;
     long pushes, reconnects;
-    long browses, errors; /* errors: answers that no retry could turn into a success */
+    long browses, errors; /* errors: answers the workload did not expect (a 4xx) */
 } wl_counts;
 
 typedef struct workload workload;

@@ -286,7 +286,10 @@ int ag_router_set_body_policy(ag_router *r, const char *method, const char *patt
  * backpressure, e.g. while the upstream it forwards to is behind. The
  * handler answers as usual, before, during or after the body; an answer
  * finished before the body's end closes the connection after it (the rest
- * is not read). Both calls are for the loop that owns the request.
+ * is not read). Both calls are for the loop that owns the request. A
+ * request without a body (none, or Content-Length: 0) is dispatched as
+ * usual, once complete, with ag_req_body_streamed false. A client that
+ * closes its side before the body's end aborts the request.
  */
 typedef struct ag_body_sink {
     void (*on_data)(void *ud, const char *data, size_t len);

@@ -4,22 +4,27 @@
  * and everything the server sends read until it closes. What it exercises:
  * the request line, headers and their limits, Content-Length and chunked
  * bodies, pipelined requests, Expect, path parameters and the query
- * (percent-decoded), JSON bodies, and a Range header (ag_http_range).
+ * (percent-decoded), JSON bodies, a Range header (ag_http_range), and a
+ * streamed body (AG_BODY_STREAM) read by an asynchronous handler that
+ * pauses after every piece and resumes from the loop's queue.
  * Whatever came in, the server answers with HTTP/1.1 responses only (or
  * nothing) and closes, and is still serving afterwards. */
 #include "fuzz.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <signal.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <unistd.h>
 
+#include "agora/error.h"
 #include "agora/http.h"
 #include "agora/json.h"
 #include "agora/log.h"
 #include "agora/loop.h"
+#include "agora/mem.h"
 #include "agora/pool.h"
 #include "agora/websocket.h"
 
@@ -58,16 +63,99 @@ static void r_body(ag_http_req *req, ag_http_res *res, void *ud)
     ag_res_ok(res, 200, json_pack("{s:I}", "length", (json_int_t)len));
 }
 
+/* POST /stream: the body as it arrives. The state outlives the request
+ * while a resume is queued (`queued`); an abort marks it gone. */
+typedef struct streamed {
+    ag_http_req *req;
+    ag_http_res *res;
+    uint64_t bytes;
+    int queued;
+    bool gone, answered;
+} streamed;
+
+static void streamed_release(streamed *st)
+{
+    if ((st->gone || st->answered) && st->queued == 0) ag_free(st);
+}
+
+static void streamed_resume(void *ud)
+{
+    streamed *st = ud;
+    /* the body may end (and be answered) inside: still queued until after */
+    if (!st->gone && !st->answered) ag_req_body_resume(st->req);
+    st->queued--;
+    streamed_release(st);
+}
+
+static void streamed_data(void *ud, const char *data, size_t len)
+{
+    streamed *st = ud;
+    FUZZ_CHECK(len > 0 && data);
+    st->bytes += len;
+    ag_req_body_pause(st->req);
+    st->queued++;
+    if (ag_loop_post(ag_req_loop(st->req), streamed_resume, st) < 0) {
+        st->queued--;
+        ag_req_body_resume(st->req);
+    }
+}
+
+static void streamed_end(void *ud, int status)
+{
+    streamed *st = ud;
+    FUZZ_CHECK(status <= 0);
+    st->answered = true;
+    if (status == 0)
+        ag_res_ok(st->res, 200, json_pack("{s:I}", "length", (json_int_t)st->bytes));
+    else
+        ag_res_error(st->res, status == AG_ETOOBIG ? 413 : 400, "BAD_BODY", "body broke off", NULL);
+    ag_res_send(st->res);
+    streamed_release(st);
+}
+
+static void streamed_abort(void *ud)
+{
+    streamed *st = ud;
+    st->gone = true;
+    ag_res_send(st->res); /* the finishing call an asynchronous owner still makes */
+    streamed_release(st);
+}
+
+static void r_stream(ag_http_req *req, ag_http_res *res, void *ud)
+{
+    if (!ag_req_body_streamed(req)) { /* no body at all: dispatched as usual */
+        FUZZ_CHECK(ag_req_body_read(req, &(ag_body_sink){streamed_data, streamed_end}, NULL) ==
+                   AG_ESTATE);
+        ag_res_ok(res, 200, json_pack("{s:i}", "length", 0));
+        ag_res_send(res);
+        return;
+    }
+    streamed *st = ag_calloc(1, sizeof *st);
+    st->req = req;
+    st->res = res;
+    ag_res_on_abort(res, streamed_abort, st);
+    static const ag_body_sink sink = {streamed_data, streamed_end};
+    FUZZ_CHECK(ag_req_body_read(req, &sink, st) == 0);
+}
+
+static void stream_policy(ag_http_req *req, ag_body_mode *mode, uint64_t *max_bytes, void *ud)
+{
+    *mode = AG_BODY_STREAM;
+}
+
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     ag_log_setup("fuzz", AG_LOG_OFF);
+    signal(SIGPIPE, SIG_IGN); /* as every service does (ag_service_main) */
     if (ag_loopset_new(1, &g_loops) < 0 || ag_loopset_start(g_loops) < 0) abort();
     if (ag_pool_new(2, 64, &g_pool) < 0) abort();
     g_router = ag_router_new();
     if (ag_router_add(g_router, "GET", "/q/:id", r_query, NULL, 0) < 0 ||
         ag_router_add(g_router, "POST", "/json", r_json, NULL, AG_ROUTE_JSON) < 0 ||
         ag_router_add(g_router, "POST", "/body", r_body, NULL, 0) < 0 ||
-        ag_router_add(g_router, "PUT", "/body", r_body, NULL, AG_ROUTE_INLINE) < 0)
+        ag_router_add(g_router, "PUT", "/body", r_body, NULL, AG_ROUTE_INLINE) < 0 ||
+        ag_router_add(g_router, "POST", "/stream", r_stream, NULL, AG_ROUTE_ASYNC) < 0 ||
+        ag_router_set_body_policy(g_router, "POST", "/stream", stream_policy, NULL) < 0)
         abort();
     ag_http_server_opts o = {
         .host = "127.0.0.1", .router = g_router, .loops = g_loops, .pool = g_pool};
@@ -93,10 +181,30 @@ static size_t exchange(const uint8_t *data, size_t size, char *got, size_t cap)
     struct timeval tv = {.tv_sec = 5};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) abort();
+    /* libFuzzer's timeout alarm may interrupt the connect (EINTR), and at
+     * thousands of connections a second the kernel may be out of ephemeral
+     * ports or backlog for a moment: a new try then, else say why. */
+    int tries = 0;
+    while (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
+        int e = errno;
+        close(fd);
+        if (++tries == 200 || (e != EINTR && e != EADDRNOTAVAIL && e != ECONNREFUSED &&
+                               e != EAGAIN && e != ETIMEDOUT && e != EINPROGRESS)) {
+            fprintf(stderr, "fuzz: cannot connect to the server (%s) after %d tries\n", strerror(e),
+                    tries);
+            abort();
+        }
+        usleep(10000);
+        fd = socket(AF_INET, SOCK_STREAM, 0);
+        if (fd < 0) abort();
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    }
+    if (tries) fprintf(stderr, "fuzz: connected after %d tries\n", tries);
     for (size_t off = 0; off < size;) {
         ssize_t n = send(fd, data + off, size - off, MSG_NOSIGNAL);
-        if (n <= 0) break; /* the server closed early: it may */
+        if (n < 0 && errno == EINTR) continue; /* libFuzzer's alarm */
+        if (n <= 0) break;                     /* the server closed early: it may */
         off += (size_t)n;
     }
     shutdown(fd, SHUT_WR);
@@ -104,6 +212,7 @@ static size_t exchange(const uint8_t *data, size_t size, char *got, size_t cap)
     for (;;) {
         char buf[4096];
         ssize_t n = recv(fd, buf, sizeof buf, 0);
+        if (n < 0 && errno == EINTR) continue;
         if (n <= 0) {
             FUZZ_CHECK(n == 0 || errno != EAGAIN); /* the server must close, not hang */
             break;
@@ -127,6 +236,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (count++ % 16) return 0;
     static const char probe[] = "GET /q/x?a=1 HTTP/1.1\r\nHost: f\r\nConnection: close\r\n\r\n";
     len = exchange((const uint8_t *)probe, sizeof probe - 1, got, sizeof got);
+    if (len <= 12 || strncmp(got, "HTTP/1.1 200", 12) != 0)
+        fprintf(stderr, "fuzz: the probe after an input got %zu bytes: %.300s\n", len, got);
     FUZZ_CHECK(len > 12 && strncmp(got, "HTTP/1.1 200", 12) == 0);
     return 0;
 }

@@ -1690,6 +1690,10 @@ static void on_data(ag_conn *c, ssize_t n, const char *base)
         }
         return;
     }
+    if (n < 0 && c->body_stream && !c->body_done) {
+        conn_close(c); /* a streamed body that cannot complete: the request aborts */
+        return;
+    }
     if (n < 0) {
         /* The client half-closed after a request that is still being
          * handled or queued: answer it, then close. Otherwise (or on a

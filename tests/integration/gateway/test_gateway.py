@@ -141,13 +141,21 @@ class Gateway(unittest.TestCase):
             f.write("<!doctype html><title>test shop</title>")
         cls.config_path = os.path.join(cls.tmp, "gateway.json")
         cls.write_config(config())
-        cls.gw = harness.Server({"AGORA_REGISTRY": cls.reg_url, "AGORA_JWKS_URL": cls.jwks,
-                                 "AGORA_GATEWAY_CONFIG": cls.config_path,
-                                 "AGORA_WEB_DIR": cls.web,
-                                 "AGORA_GATEWAY_HEALTH_INTERVAL": "300ms",
-                                 "AGORA_GATEWAY_EJECT_TIME": "1s",
-                                 "AGORA_REGISTRY_RESYNC": "1s"},
-                                name="gateway", binary=GATEWAYD).start(harness.scaled(20))
+        gw_env = {"AGORA_REGISTRY": cls.reg_url, "AGORA_JWKS_URL": cls.jwks,
+                  "AGORA_GATEWAY_CONFIG": cls.config_path,
+                  "AGORA_WEB_DIR": cls.web,
+                  "AGORA_GATEWAY_HEALTH_INTERVAL": "300ms",
+                  "AGORA_GATEWAY_EJECT_TIME": "1s",
+                  "AGORA_REGISTRY_RESYNC": "1s"}
+        if harness.SANITIZED:
+            # ASan's quarantine keeps freed memory and would grow RSS without
+            # any leak (test_streamed_upload_route measures it), as in
+            # files/test_files.py.
+            opts = os.environ.get("ASAN_OPTIONS", "")
+            gw_env["ASAN_OPTIONS"] = ":".join(
+                x for x in (opts, "quarantine_size_mb=0", "thread_local_quarantine_size_kb=0")
+                if x)
+        cls.gw = harness.Server(gw_env, name="gateway", binary=GATEWAYD).start(harness.scaled(20))
         cls.port = cls.gw.port
         for svc in ("echo", "pool", "flaky", "users", "statussvc", "catalog", "hcsvc"):
             cls.wait_instances(svc, 2 if svc == "pool" else 1)
