@@ -4,11 +4,14 @@
  * One PGconn per thread. Statements are prepared once per connection under a
  * generated name (cached by SQL text) and run with PQexecPrepared; values are
  * sent as text, blobs in binary. A connection that breaks is reset on its
- * next use (its prepared statements go with it). Transactions are
+ * next use (its prepared statements go with it), and one the server ended
+ * while it was idle is noticed before a statement is sent on it
+ * (ensure_ok). Transactions are
  * SERIALIZABLE so that both engines give the same isolation; SQLSTATE
  * 40001/40P01 become AG_ERETRY and ag_store_tx runs the work again.
  */
 #include <libpq-fe.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -39,7 +42,8 @@ static int map_result(ag_db *db, PGresult *res)
     const char *msg = res ? PQresultErrorMessage(res) : PQerrorMessage(p->c);
     ag__db_set_error(db, "%s", msg && *msg ? msg : PQerrorMessage(p->c));
     size_t n = strlen(db->error);
-    while (n && (db->error[n - 1] == '\n' || db->error[n - 1] == ' ')) db->error[--n] = '\0';
+    while (n && (db->error[n - 1] == '\n' || db->error[n - 1] == ' '))
+        db->error[--n] = '\0';
     const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
     if (!state || PQstatus(p->c) != CONNECTION_OK) return AG_EIO;
     if (strcmp(state, "40001") == 0 || strcmp(state, "40P01") == 0) return AG_ERETRY;
@@ -52,14 +56,37 @@ static int map_result(ag_db *db, PGresult *res)
 
 static void forget_statements(pgc *p)
 {
-    for (int i = 0; i < p->nstmts; i++) ag_free(p->sqls[i]);
+    for (int i = 0; i < p->nstmts; i++)
+        ag_free(p->sqls[i]);
     p->nstmts = 0;
+}
+
+/* Outside a transaction nothing is in flight, so a readable socket means
+ * the server spoke on its own: mostly its goodbye to a session it ended (a
+ * restart, pg_terminate_backend, or a crashed backend, after which the
+ * postmaster ends them all), an error then EOF. Reading it (libpq's
+ * socket is non-blocking) lets libpq see the EOF and mark the connection
+ * bad, so that ensure_ok resets it instead of failing the caller's
+ * statement. Anything else (a notice) is read and dropped. One poll per
+ * statement. */
+static void notice_goodbye(pgc *p)
+{
+    struct pollfd pfd = {.fd = PQsocket(p->c), .events = POLLIN};
+    if (pfd.fd < 0 || poll(&pfd, 1, 0) <= 0) return;
+    for (int i = 0; i < 4 && PQstatus(p->c) == CONNECTION_OK; i++)
+        if (!PQconsumeInput(p->c)) break;
+    while (PQstatus(p->c) == CONNECTION_OK && !PQisBusy(p->c)) {
+        PGresult *r = PQgetResult(p->c);
+        if (!r) break;
+        PQclear(r);
+    }
 }
 
 /* Makes sure the connection works, resetting it when it broke. */
 static int ensure_ok(ag_db *db)
 {
     pgc *p = db->conn;
+    if (PQstatus(p->c) == CONNECTION_OK && !db->in_tx) notice_goodbye(p);
     if (PQstatus(p->c) == CONNECTION_OK) return 0;
     PQreset(p->c);
     forget_statements(p);
@@ -75,9 +102,7 @@ static int ensure_ok(ag_db *db)
     return 0;
 }
 
-static void quiet_notice(void *arg, const char *message)
-{
-}
+static void quiet_notice(void *arg, const char *message) {}
 
 static int pg_connect(ag_store *s, ag_db *db)
 {
@@ -308,8 +333,8 @@ int ag__postgres_ensure_database(ag_store *s)
     c = PQconnectdbParams(keys, vals, 1);
     int rc = 0;
     if (PQstatus(c) != CONNECTION_OK) {
-        ag_error("cannot connect to PostgreSQL to create the database",
-                 AG_FS("url", s->url_safe), AG_FS("error", PQerrorMessage(c)));
+        ag_error("cannot connect to PostgreSQL to create the database", AG_FS("url", s->url_safe),
+                 AG_FS("error", PQerrorMessage(c)));
         rc = AG_EIO;
     } else {
         char *ident = PQescapeIdentifier(c, dbname, strlen(dbname));

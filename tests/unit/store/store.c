@@ -231,6 +231,39 @@ static void test_concurrent_writers_lose_nothing(void **state)
     assert_int_equal(v, 400);
 }
 
+/* Ends every other session of the test's database, as a crashed backend
+ * (the postmaster resets them all), pg_terminate_backend or a restart do. */
+static void *terminator(void *arg)
+{
+    int64_t *ended = arg;
+    *ended = -1;
+    (void)ag_db_query_int(db(),
+                          "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                          "WHERE datname = current_database() AND pid <> pg_backend_pid()",
+                          NULL, 0, ended);
+    return NULL;
+}
+
+static void test_session_ended_by_the_server(void **state)
+{
+    (void)state;
+    if (!is_pg()) skip(); /* SQLite has no server to end a session */
+    int64_t one = 0;
+    assert_int_equal(ag_db_query_int(db(), "SELECT 1", NULL, 0, &one), 0);
+    pthread_t t;
+    int64_t ended;
+    assert_int_equal(pthread_create(&t, NULL, terminator, &ended), 0);
+    pthread_join(t, NULL);
+    assert_true(ended >= 1); /* this thread's idle session among them */
+    usleep(200 * 1000);      /* the server's goodbye reaches the socket */
+    /* The next statement on the ended session works: the store notices the
+     * session is gone before sending, and opens a new one. */
+    ag_db *d = db();
+    int rc = ag_db_query_int(d, "SELECT 2", NULL, 0, &one);
+    if (rc != 0) fail_msg("after the session was ended: %s (%s)", ag_strerror(rc), ag_db_error(d));
+    assert_int_equal(one, 2);
+}
+
 static void write_file(const char *dir, const char *name, const char *text)
 {
     char path[512];
@@ -391,6 +424,7 @@ int main(void)
         cmocka_unit_test(test_returning_and_errors),
         cmocka_unit_test(test_transactions_commit_rollback_and_hooks),
         cmocka_unit_test(test_concurrent_writers_lose_nothing),
+        cmocka_unit_test(test_session_ended_by_the_server),
         cmocka_unit_test(test_migrations),
         cmocka_unit_test(test_ping_and_bad_urls),
         cmocka_unit_test(test_one_open_result_at_a_time),
