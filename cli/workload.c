@@ -53,6 +53,11 @@ typedef struct wl_vec {
     size_t n, cap, size;
 } wl_vec;
 
+typedef struct job {
+    struct workload *w;
+    int i;
+} job;
+
 struct workload {
     cli_config *cfg;
     wl_opts o;
@@ -63,6 +68,7 @@ struct workload {
     char products[WL_PRODUCTS][48];
     char room[48];
     pthread_t *threads;
+    job *jobs; /* one per thread, its argument: as long-lived as the threads */
     int nthreads;
     pthread_t watch_thread;
     bool watching;
@@ -364,11 +370,6 @@ int wl_setup(workload **out, cli_config *cfg, const wl_opts *o)
 
 /* ---- The workers --------------------------------------------------------------------------- */
 
-typedef struct job {
-    workload *w;
-    int i;
-} job;
-
 /* What a customer pays with: mostly a wallet or a good card; now and then an
  * empty wallet or the declined test card, so that some sagas compensate. */
 static json_t *payment_method(wl_person *p)
@@ -589,8 +590,8 @@ int wl_start(workload *w)
 {
     int n = w->o.shoppers + w->o.chatters + w->o.browsers;
     w->threads = ag_calloc((size_t)n + 1, sizeof(pthread_t));
-    job *jobs = ag_calloc((size_t)n + 1, sizeof(job));
-    /* the jobs live as long as the threads: freed with the workload */
+    w->jobs = ag_calloc((size_t)n + 1, sizeof(job));
+    job *jobs = w->jobs;
     int k = 0;
     if (w->o.chatters > 0) {
         if (pthread_create(&w->watch_thread, NULL, watcher, w) != 0) return AG_ENOMEM;
@@ -610,7 +611,6 @@ int wl_start(workload *w)
         if (pthread_create(&w->threads[k], NULL, browser, &jobs[k]) != 0) break;
     }
     w->nthreads = k;
-    w->threads[n] = (pthread_t)(uintptr_t)jobs; /* kept for wl_free */
     return k == n ? 0 : AG_ENOMEM;
 }
 
@@ -642,11 +642,8 @@ void wl_free(workload *w)
     if (!w) return;
     wl_stop(w);
     stop_watcher(w);
-    if (w->threads) {
-        int n = w->o.shoppers + w->o.chatters + w->o.browsers;
-        ag_free((void *)(uintptr_t)w->threads[n]);
-        ag_free(w->threads);
-    }
+    ag_free(w->threads);
+    ag_free(w->jobs);
     ag_free(w->orders.items);
     ag_free(w->messages.items);
     ag_free(w->pushes.items);
