@@ -103,14 +103,6 @@ static int url_port(const char *url)
     return port > 0 && port < 65536 ? (int)port : 0;
 }
 
-static const char *env_of(const cli_config *cfg, const char *name)
-{
-    size_t n = strlen(name);
-    for (char **e = cfg->c[0].env; e && *e; e++)
-        if (strncmp(*e, name, n) == 0 && (*e)[n] == '=') return *e + n + 1;
-    return NULL;
-}
-
 static int find_targets(const cli_config *cfg, target *t)
 {
     int n = 0;
@@ -121,7 +113,7 @@ static int find_targets(const cli_config *cfg, target *t)
         snprintf(t[n].name, sizeof t[n].name, "%s", cfg->c[i].name);
         n++;
     }
-    const char *db = env_of(cfg, "AGORA_DB"), *bus = env_of(cfg, "AGORA_BUS");
+    const char *db = cli_config_env(cfg, "AGORA_DB"), *bus = cli_config_env(cfg, "AGORA_BUS");
     if (db && strncmp(db, "postgres", 8) == 0 && url_port(db) > 0) {
         t[n] = (target){.kind = T_POSTGRES, .port = url_port(db), .store_or_bus = true};
         snprintf(t[n].name, sizeof t[n].name, "postgresql:%d", t[n].port);

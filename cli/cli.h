@@ -60,6 +60,9 @@ typedef struct cli_opts {
  * returns a negative AG_E* code on failure (nothing to release then). */
 int cli_config_load(const cli_opts *o, cli_config *cfg);
 void cli_config_release(cli_config *cfg);
+/* A variable of the environment the config gives its components (the
+ * first component's, which holds the config's "env"), or NULL. */
+const char *cli_config_env(const cli_config *cfg, const char *name);
 /* The component named `name`, or NULL. */
 cli_component *cli_config_find(cli_config *cfg, const char *name);
 /* "var/log/users.log" under the config's var directory, into `out`. */

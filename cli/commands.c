@@ -60,9 +60,7 @@ char *cli_table(const cli_config *cfg, const pid_t *pids)
     }
     cli_component *gw = cli_config_find((cli_config *)cfg, "gateway");
     if (gw) ag_buf_printf(&b, "  API: %s/api/v1\n", gw->url);
-    const char *email = NULL;
-    for (char **e = cfg->c[0].env; *e; e++)
-        if (strncmp(*e, "AGORA_ADMIN_EMAIL=", 18) == 0) email = *e + 18;
+    const char *email = cli_config_env(cfg, "AGORA_ADMIN_EMAIL");
     if (email) ag_buf_printf(&b, "  admin: %s (password in AGORA_ADMIN_PASSWORD)\n", email);
     if (b.len && b.data[b.len - 1] == '\n') b.data[--b.len] = '\0';
     return ag_buf_detach(&b, NULL);

@@ -528,3 +528,11 @@ int cli_check_executables(const cli_config *cfg)
     }
     return rc;
 }
+
+const char *cli_config_env(const cli_config *cfg, const char *name)
+{
+    size_t n = strlen(name);
+    for (char **e = cfg->n > 0 ? cfg->c[0].env : NULL; e && *e; e++)
+        if (strncmp(*e, name, n) == 0 && (*e)[n] == '=') return *e + n + 1;
+    return NULL;
+}

@@ -225,14 +225,6 @@ static int make_person(workload *w, wl_person *p, const char *role, int i)
 
 /* ---- Set-up -------------------------------------------------------------------------------- */
 
-static const char *config_env(cli_config *cfg, const char *name)
-{
-    size_t n = strlen(name);
-    for (char **e = cfg->c[0].env; e && *e; e++)
-        if (strncmp(*e, name, n) == 0 && (*e)[n] == '=') return *e + n + 1;
-    return NULL;
-}
-
 static int make_products(workload *w)
 {
     answer a;
@@ -324,9 +316,9 @@ int wl_setup(workload **out, cli_config *cfg, const wl_opts *o)
         fprintf(stderr, "agora: at most %d people in all\n", WL_MAX_PEOPLE - 1);
         return AG_EINVAL;
     }
-    const char *email = config_env(cfg, "AGORA_ADMIN_EMAIL");
+    const char *email = cli_config_env(cfg, "AGORA_ADMIN_EMAIL");
     const char *password = getenv("AGORA_ADMIN_PASSWORD");
-    if (!password) password = config_env(cfg, "AGORA_ADMIN_PASSWORD");
+    if (!password) password = cli_config_env(cfg, "AGORA_ADMIN_PASSWORD");
     if (!email || !password) {
         fprintf(stderr, "agora: AGORA_ADMIN_EMAIL and AGORA_ADMIN_PASSWORD are not in %s\n",
                 cfg->path);
