@@ -22,14 +22,26 @@ export async function refreshCartBadge() {
   }
 }
 
+// Answers can come back out of order (a page's own load and a live
+// notification each ask): only the newest question sets the badge.
+let notifAsked = 0;
+
+export function setNotifUnread(n) {
+  notifAsked++;
+  badge('notif-count', n);
+}
+
 export async function refreshNotifBadge() {
+  const mine = ++notifAsked;
   if (!session.user()) return badge('notif-count', 0);
+  let n = 0;
   try {
     const doc = await api('GET', '/api/v1/notifications?limit=1');
-    badge('notif-count', doc.unreadCount ?? doc.unread ?? 0);
+    n = doc.unreadCount ?? doc.unread ?? 0;
   } catch {
-    badge('notif-count', 0);
+    n = 0;
   }
+  if (mine === notifAsked) badge('notif-count', n);
 }
 
 export function setChatUnread(n) {

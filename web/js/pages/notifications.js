@@ -4,7 +4,7 @@ import { h, clear, heading, when, errorBox } from '../ui.js';
 import { api, post, qs } from '../api.js';
 import * as session from '../session.js';
 import { realtime } from '../realtime.js';
-import { refreshNotifBadge } from '../badges.js';
+import { setNotifUnread } from '../badges.js';
 import { needSignIn } from './account.js';
 
 export async function page(main, _p, query, ctx) {
@@ -39,7 +39,7 @@ export async function page(main, _p, query, ctx) {
     const unread = doc.unreadCount ?? doc.unread ?? 0;
     summary.textContent = unread ? `${unread} unread` : 'All read.';
     markAll.disabled = !unread;
-    refreshNotifBadge();
+    setNotifUnread(unread);
     if (!doc.data.length) {
       clear(box, h('p', { class: 'muted' }, unreadOnly ? 'Nothing unread.' : 'No notifications yet.'));
       return;
