@@ -1,6 +1,9 @@
 /*
- * events.c — what agora-cart consumes (docs/events.md). It publishes
- * nothing: DESIGN.md §6 names no cart events, and nobody needs one yet.
+ * events.c — what agora-cart consumes (docs/events.md). It publishes one
+ * type, from routes.c in the transaction of the write:
+ *   cart.item_added  subject userId  {userId, productId, quantity (added),
+ *                    lineQuantity (the line's after)}
+ *       on POST /v1/cart/items; agora-analytics counts carts from it.
  *
  * Consumed, each in the transaction that records the event in the inbox
  * (so a redelivery changes nothing more):

@@ -3,7 +3,7 @@
  * README.md.
  *
  * Wiring, top to bottom: configuration, the store and its migrations, the
- * bus and its two subscriptions (events.c), the token verifier with its
+ * bus with its two subscriptions and the one event it publishes (events.c), the token verifier with its
  * middleware (ag_service_use_auth: agora-users' JWKS, fetched over HTTP and
  * cached; nothing trusts a header for identity), the "catalog" circuit
  * breaker used to ask agora-catalog about products on the service's HTTP
@@ -74,6 +74,8 @@ static void cleanup(void)
 
 static ag_auth *s_auth;
 
+static const char *const k_publishes[] = {"cart.item_added", NULL};
+
 static const ag_service_def k_cart = {
     .name = "cart",
     .port = 7007,
@@ -82,6 +84,7 @@ static const ag_service_def k_cart = {
     .store = &g_cart.store,
     .bus = &g_cart.bus,
     .subscribe = cart_subscribe,
+    .publishes = k_publishes,
     .auth = &s_auth,
     .init = init,
     .routes = cart_routes,

@@ -118,7 +118,14 @@ static int line_tx(ag_db *db, void *ud)
         c->result = have;
         return AG_EINVAL;
     }
-    return cart_line_put(db, c->user, &c->p, c->result);
+    rc = cart_line_put(db, c->user, &c->p, c->result);
+    if (rc == 0 && c->add) /* what agora-analytics counts as a cart (docs/events.md) */
+        rc = ag_bus_publish(g_cart.bus, db, "cart.item_added", c->user,
+                            json_pack("{s:s, s:s, s:I, s:I}", "userId", c->user, "productId",
+                                      c->p.id, "quantity", (json_int_t)c->qty, "lineQuantity",
+                                      (json_int_t)c->result),
+                            NULL);
+    return rc;
 }
 
 static void answer_line_write(ag_http_req *req, ag_http_res *res, line_ctx *c, int rc)

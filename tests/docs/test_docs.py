@@ -37,7 +37,7 @@ sys.path.insert(0, os.path.join(ROOT, "tests", "integration", "lib"))
 sys.path.insert(0, HERE)
 import stack  # noqa: E402
 
-COMPONENTS = ["gateway", "registry", "hello", "users", "catalog", "inventory", "payments", "cart",
+COMPONENTS = ["gateway", "registry", "hello", "users", "catalog", "inventory", "payments", "cart", "analytics",
               "orders", "notifications", "rooms", "messages", "files", "traces"]
 # The gateway's proxy: every path it has no route of its own for (docs/api.md
 # says what it forwards where, and `GET /` and other paths: static files).

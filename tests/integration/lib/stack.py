@@ -35,7 +35,7 @@ from amqp_client import bus_client  # noqa: E402
 from service import ADMIN_EMAIL, ADMIN_PASSWORD, binary, free_port, require  # noqa: E402,F401
 CLIENT_SECRET = "orders-test-secret"
 SERVICES = ["users", "catalog", "inventory", "payments", "cart", "orders", "notifications",
-            "rooms", "messages", "files"]
+            "rooms", "messages", "files", "analytics"]
 SHOP = SERVICES[:7]  # what a checkout needs (the default)
 CHAT = ["users", "rooms", "messages", "files", "notifications"]
 
