@@ -5,7 +5,7 @@
 // (1280×800) and phone (390×844) width go to AGORA_E2E_SHOTS.
 //
 //   node main.mjs [scenario ...]     (default: all but outage, in order;
-//                                     run.py runs outage after stopping two services)
+//                                     run.py runs outage after stopping catalog, rooms, analytics)
 //
 // Exit status 0 only when every scenario passed; a browser that cannot
 // start is a failure with the reason, never a skip.
@@ -262,6 +262,63 @@ async function checkoutTrace(page) {
   log(`ops: checkout trace ${id}: ${rows.length} spans from ${[...new Set(rows.map((r) => r.service))].join(', ')}`);
 }
 
+// The ops console's Analytics section (agora-analytics' read model, fed by
+// the event stream): after the checkout scenario it counts a CONFIRMED
+// order, revenue in dollars at least that order's total, and its products
+// among the top ones; the rebuild button says from how many events it
+// rebuilt, and the numbers are still there after it.
+const amount = (text) => Number(String(text).replace(/[^0-9.]/g, ''));
+
+async function analyticsSection(page) {
+  // The read model follows the stream: the order's confirmation may still
+  // be on its way when the page first reads it (re-read every 3 s).
+  const confirmed = () => page.waitForFunction(() => {
+    if (document.querySelector('#analytics [role=alert]')) return true;
+    const td = document.querySelector('#analytics-orders tr[data-status="CONFIRMED"] td');
+    return td && Number(td.textContent.replace(/,/g, '')) >= 1;
+  }, null, { timeout: T(20000) });
+  await confirmed();
+  check(await page.locator('#analytics [role=alert]').count() === 0, 'analytics: ' + await page.locator('#analytics').innerText());
+  const statusCounts = await page.locator('#analytics-orders tbody tr').evaluateAll((trs) =>
+    Object.fromEntries(trs.map((tr) => [tr.dataset.status, Number(tr.querySelector('td').textContent.replace(/,/g, ''))])));
+  check(statusCounts.CONFIRMED >= 1, 'orders by status: ' + JSON.stringify(statusCounts));
+  const usd = await page.locator('#analytics-revenue tr[data-currency="USD"]').innerText();
+  check(/\$[\d,]+\.\d\d/.test(usd), 'the USD revenue line: ' + usd);
+  const [orders, revenue] = await page.locator('#analytics-revenue tr[data-currency="USD"] td').allInnerTexts();
+  check(Number(orders) >= 1 && amount(revenue) > 0, `the USD revenue line: ${orders} orders, ${revenue}`);
+  if (shared.confirmedTotal) {
+    check(amount(revenue) >= amount(shared.confirmedTotal), `USD revenue ${revenue} is less than the confirmed order's ${shared.confirmedTotal}`);
+    for (const [name, units] of [['Aurora Wireless Headphones', 1], ['Glide Wireless Mouse', 2]]) {
+      const tds = await page.locator(`#analytics-top tr[data-product="${name}"] td`).allInnerTexts();
+      check(tds.length && Number(tds[0]) >= units, `top products: ${name}: ${tds.join(' | ') || 'not listed'}`);
+    }
+  }
+  check(await page.locator('#analytics-revenue svg.spark').count() >= 1, 'no revenue-by-day chart');
+  const funnel = await page.locator('#analytics .funnel').innerText();
+  check(/put something in a cart/.test(funnel) && /placed an order/.test(funnel) && /% of carts/.test(funnel), 'the conversion funnel: ' + funnel);
+  check(/of [\d,]+ orders? confirmed/.test(await page.locator('#funnel-orders').innerText()), 'orders confirmed: ' + await page.locator('#funnel-orders').innerText());
+  const active = Number((await page.locator('#analytics-active-30 .stat-value').innerText()).replace(/,/g, ''));
+  check(active >= 1, 'active users in the last 30 days: ' + active);
+  const journal = await page.locator('#analytics-journal').innerText();
+  check(/journal holds [\d,]+ events?, the last at /.test(journal), 'the journal line: ' + journal);
+  // Rebuild: the same numbers, folded again from the journal.
+  await page.getByRole('button', { name: 'Rebuild read model' }).click();
+  const said = page.locator('#analytics-rebuild-status', { hasText: /^Rebuilt from [\d,]+ events? in [\d,]+ ms\.$/ });
+  await said.waitFor({ timeout: T(20000) })
+    .catch(async () => check(false, 'the rebuild: ' + await page.locator('#analytics-rebuild-status').innerText()));
+  const text = await said.innerText();
+  const events = Number(text.match(/from ([\d,]+)/)[1].replace(/,/g, ''));
+  check(events >= 5, 'rebuilt from too few events (a checkout alone makes more): ' + text);
+  await page.getByRole('button', { name: 'Rebuild read model' }).waitFor(); // enabled again
+  check(await page.getByRole('button', { name: 'Rebuild read model' }).isEnabled(), 'the rebuild button stays disabled');
+  await confirmed();
+  const after = Number((await page.locator('#analytics-orders tr[data-status="CONFIRMED"] td').innerText()).replace(/,/g, ''));
+  check(after >= statusCounts.CONFIRMED, `CONFIRMED after the rebuild: ${after}, before: ${statusCounts.CONFIRMED}`);
+  const shownEvents = Number((await page.locator('#analytics-events').innerText()).replace(/,/g, ''));
+  check(shownEvents >= events, `the journal shows ${shownEvents} events after a rebuild from ${events}`);
+  log(`ops: analytics: ${JSON.stringify(statusCounts)}, USD ${orders} orders ${revenue}; ${text}`);
+}
+
 // --- scenarios -----------------------------------------------------------------------------
 
 const shared = {};
@@ -355,6 +412,7 @@ const scenarios = {
     await page.getByText('Paid and confirmed').waitFor();
     await page.locator('.timeline', { hasText: 'OrderConfirmed' }).waitFor();
     shared.confirmedOrder = page.url().split('/').pop();
+    shared.confirmedTotal = await page.locator('main table tfoot td').innerText();
     // The order came from the cart: agora-cart empties it, the badge follows.
     await page.locator('#cart-count').waitFor({ state: 'hidden' });
     await shoot(page, 'order-confirmed');
@@ -500,6 +558,8 @@ const scenarios = {
     await saga.locator('.steps li', { hasText: 'charge' }).waitFor();
     const steps = await saga.locator('.steps li').allInnerTexts();
     check(steps.length >= 3, 'saga steps: ' + steps.join(' | '));
+    check(SERVICES.includes('analytics'), 'the ops console needs agora-analytics, not started');
+    await analyticsSection(page);
     // Dead letters: a row for every consuming service; this run makes none.
     for (const svc of ['cart', 'catalog', 'files', 'inventory', 'messages', 'notifications', 'orders', 'rooms']) {
       const row = page.locator(`#dlq tr[data-service="${svc}"]`).first();
@@ -659,7 +719,8 @@ const scenarios = {
     await c.context.close();
   },
   // Run by run.py after it stopped the services named in AGORA_E2E_DOWN
-  // (catalog and rooms): the pages still work and say what is wrong.
+  // (catalog, rooms and, when it runs, analytics): the pages still work and
+  // say what is wrong.
   async outage() {
     const down = (process.env.AGORA_E2E_DOWN || '').split(',').filter(Boolean);
     check(down.includes('catalog') && down.includes('rooms'), 'outage: run.py stops catalog and rooms first (AGORA_E2E_DOWN)');
@@ -682,6 +743,25 @@ const scenarios = {
     await page.locator('#notif-summary').waitFor();
     check(!page.errors.length, 'errors on the page: ' + page.errors.join('; '));
     await context.close();
+    // The ops console without agora-analytics: its section says so in
+    // words, the rest of the console is there.
+    if (down.includes('analytics')) {
+      const admin = await person();
+      await signIn(admin.page, ADMIN.email, ADMIN.password);
+      await go(admin.page, '#/ops');
+      const said = admin.page.locator('#analytics [role=alert]', { hasText: 'Analytics could not be read from agora-analytics' });
+      await said.waitFor();
+      const words = await said.innerText();
+      check(/analytics/.test(words.replace('Analytics could not be read from agora-analytics', '')), 'the analytics error does not say what is down: ' + words);
+      await admin.page.locator('#components tr[data-component="gateway"]').waitFor();
+      const health = await admin.page.locator('#components tr[data-component="analytics"]').getAttribute('data-health');
+      check(health !== 'healthy', 'agora-analytics is stopped but shows healthy');
+      await admin.page.locator('#traffic tr, #traffic p').first().waitFor();
+      await shoot(admin.page, 'outage-ops');
+      check(!admin.page.errors.length, 'errors on the page: ' + admin.page.errors.join('; '));
+      log('outage: the ops console says “' + words.replace(/\s+/g, ' ') + '”');
+      await admin.context.close();
+    }
   },
 };
 

@@ -227,8 +227,8 @@ def main():
         r = subprocess.run(["node", os.path.join(HERE, "main.mjs")] + only, env=env, cwd=HERE)
         status = r.returncode
         if want_outage:
-            # Two services down: the pages must say so in words, not break.
-            down = [n for n in ("catalog", "rooms") if n in s.names]
+            # Services down: the pages must say so in words, not break.
+            down = [n for n in ("catalog", "rooms", "analytics") if n in s.names]
             for n in down:
                 s.kill(n)
             env["AGORA_E2E_DOWN"] = ",".join(down)

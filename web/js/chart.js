@@ -1,9 +1,11 @@
 // chart.js: a sparkline in SVG, small enough for a table cell. The numbers
 // it draws are also given in words (aria-label and a <title>), so the
-// chart is never the only way to read them.
+// chart is never the only way to read them: by default as live readings
+// ("now, peak … over the last N readings"); `text` replaces that sentence
+// for a series that is not one (the analytics' revenue per day).
 const NS = 'http://www.w3.org/2000/svg';
 
-export function sparkline(values, { width = 140, height = 32, label = '', unit = '', color = '#1f4e8c' } = {}) {
+export function sparkline(values, { width = 140, height = 32, label = '', unit = '', color = '#1f4e8c', text: said = '' } = {}) {
   const svg = document.createElementNS(NS, 'svg');
   svg.setAttribute('viewBox', `0 0 ${width} ${height}`);
   svg.setAttribute('width', width);
@@ -13,7 +15,7 @@ export function sparkline(values, { width = 140, height = 32, label = '', unit =
   const finite = values.filter((v) => Number.isFinite(v));
   const last = finite.length ? finite[finite.length - 1] : NaN;
   const max = Math.max(...finite, 0);
-  const text = `${label}: ${Number.isFinite(last) ? fmt(last) + unit : 'no data'} now, peak ${fmt(max)}${unit} over the last ${values.length} readings`;
+  const text = said || `${label}: ${Number.isFinite(last) ? fmt(last) + unit : 'no data'} now, peak ${fmt(max)}${unit} over the last ${values.length} readings`;
   svg.setAttribute('aria-label', text);
   const title = document.createElementNS(NS, 'title');
   title.textContent = text;

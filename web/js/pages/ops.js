@@ -4,9 +4,11 @@
 // per gateway endpoint from /metrics (Prometheus text parsed here), with
 // rates and latencies computed between two readings and drawn as
 // sparklines; recent checkout sagas with their steps; each consuming
-// service's dead-lettered events; recent traces from agora-traces
-// (traces.js, which also draws a trace's waterfall). Refreshed every few
-// seconds, with a pause for anyone who wants the page to hold still.
+// service's dead-lettered events; the shop's and the chat's numbers from
+// agora-analytics, with a rebuild of its read model (analytics.js); recent
+// traces from agora-traces (traces.js, which also draws a trace's
+// waterfall). Refreshed every few seconds, with a pause for anyone who
+// wants the page to hold still.
 import { h, clear, heading, errorBox, when, shortId, statusBadge } from '../ui.js';
 import { api, get, qs } from '../api.js';
 import * as session from '../session.js';
@@ -14,6 +16,7 @@ import { parse, sumBy, quantile } from '../prom.js';
 import { sparkline, fmt } from '../chart.js';
 import { needSignIn } from './account.js';
 import { tracesSection } from './traces.js';
+import { analyticsSection } from './analytics.js';
 
 const EVERY_MS = 3000;
 const KEEP = 40;
@@ -33,6 +36,7 @@ export async function page(main) {
   const sagaBox = h('div', { id: 'sagas' });
   const dlqBox = h('div', { id: 'dlq' });
   const traces = tracesSection();
+  const analytics = analyticsSection();
   const updated = h('span', { class: 'muted small', id: 'ops-updated' });
   let paused = false;
   const pauseBtn = h('button', { type: 'button', class: 'small secondary', 'aria-pressed': 'false', onclick: () => {
@@ -45,6 +49,7 @@ export async function page(main) {
   clear(main, heading('Ops console'),
     h('p', { class: 'toolbar' }, updated, pauseBtn),
     h('section', { 'aria-labelledby': 'comp-title' }, h('h2', { id: 'comp-title' }, 'Components'), compSummary, compBox),
+    analytics.el,
     h('section', { 'aria-labelledby': 'routes-title' }, h('h2', { id: 'routes-title' }, 'Traffic by route'),
       h('p', { class: 'muted small' }, 'From the gateway\'s /metrics (agora_gateway_route_*: each request under the route prefix that matched it), between readings ', EVERY_MS / 1000,
         ' s apart. WebSocket routes count tunnels opened; their latency is not measured.'),
@@ -305,7 +310,8 @@ export async function page(main) {
     } catch (err) {
       clear(trafficBox, errorBox(err, 'The gateway\'s metrics could not be read'));
     }
-    await traces.refresh();
+    // Each says its own failure in its own section; neither waits for the other.
+    await Promise.all([traces.refresh(), analytics.refresh()]);
     updated.textContent = 'Updated ' + new Date().toLocaleTimeString('en-GB') + ' · every ' + EVERY_MS / 1000 + ' s ';
     if (alive && !paused) timer = setTimeout(tick, EVERY_MS);
   }
