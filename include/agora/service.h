@@ -28,6 +28,7 @@
 
 #include "agora/bus.h"
 #include "agora/discovery.h"
+#include "agora/grpc.h"
 #include "agora/http.h"
 #include "agora/store.h"
 
@@ -93,6 +94,13 @@ void ag_service_set_registration(ag_service *svc, bool enabled);
 /* A function called on the main thread when the service begins to stop,
  * before the server drains (answer long-held requests, say). */
 void ag_service_on_drain(ag_service *svc, void (*fn)(void *ud), void *ud);
+/* Serves `methods` (terminated by {NULL}, borrowed) over gRPC beside the
+ * HTTP server (agora/grpc.h): on AGORA_GRPC_PORT, or the HTTP port + 100;
+ * "off": not at all. `name` is the gRPC service name Health/Check knows
+ * ("agora.users.v1.UserService"). Call before ag_service_run. */
+void ag_service_use_grpc(ag_service *svc, const char *name, const ag_grpc_method *methods);
+/* The gRPC port, once running (0 before, or without gRPC). */
+int ag_service_grpc_port(const ag_service *svc);
 /* Asks a running service to stop, as SIGTERM would. Thread-safe. */
 void ag_service_stop(ag_service *svc);
 /* The port the server is bound to, once running (0 before). */
@@ -173,6 +181,10 @@ typedef struct ag_service_def {
     int (*init)(ag_service *svc);
     void (*routes)(ag_router *r);
     const char *openapi; /* the document's JSON text; NULL: generated from the routes */
+    /* gRPC methods (terminated by {NULL}) and the service name Health/Check
+     * knows: ag_service_use_grpc. NULL: no gRPC server. */
+    const ag_grpc_method *grpc;
+    const char *grpc_name;
     /* After the service is freed, whatever happened: free what `config`
      * and `init` made. */
     void (*cleanup)(void);

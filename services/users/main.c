@@ -181,6 +181,8 @@ static const ag_service_def k_users = {
     .init = init,
     .routes = users_routes,
     .openapi = users_openapi_json,
+    .grpc = users_grpc_methods,
+    .grpc_name = "agora.users.v1.UserService",
     .cleanup = cleanup,
 };
 

@@ -91,8 +91,8 @@ static void check_username(ag_validator *v, const char *username)
 typedef struct register_ctx {
     user_row u;
     const char *hash;
-    char refresh_hash[65];
-    int conflict; /* 1 email, 2 username */
+    char refresh_hash[65]; /* "": no session */
+    int conflict;          /* 1 email, 2 username */
 } register_ctx;
 
 static int register_tx(ag_db *db, void *ud)
@@ -108,21 +108,18 @@ static int register_tx(ag_db *db, void *ud)
     if (rc == AG_EEXISTS) c->conflict = 2;
     if (rc < 0) return rc;
     rc = publish_user_event(db, "user.registered", &c->u);
-    if (rc < 0) return rc;
+    if (rc < 0 || !c->refresh_hash[0]) return rc;
     return refresh_keep(db, c->refresh_hash, c->u.id);
 }
 
-static void post_register(ag_http_req *req, ag_http_res *res, void *ud)
+int users_register(json_t *body, ag_validator *v, user_row *out, char *refresh, int *conflict)
 {
-    json_t *body;
-    if (ag_req_json(req, res, &body) < 0) return;
-    ag_validator v;
-    ag_v_init(&v);
-    const char *username = ag_v_str(&v, body, "username", AG_V_REQUIRED, 3, 50);
-    const char *email = ag_v_email(&v, body, "email", AG_V_REQUIRED);
-    const char *password = ag_v_str(&v, body, "password", AG_V_REQUIRED, 8, 128);
-    check_username(&v, username);
-    if (!ag_v_passed(&v, res, body)) return;
+    *conflict = 0;
+    const char *username = ag_v_str(v, body, "username", AG_V_REQUIRED, 3, 50);
+    const char *email = ag_v_email(v, body, "email", AG_V_REQUIRED);
+    const char *password = ag_v_str(v, body, "password", AG_V_REQUIRED, 8, 128);
+    check_username(v, username);
+    if (!ag_v_ok(v)) return AG_EINVAL;
     register_ctx c;
     memset(&c, 0, sizeof c);
     ag_id_new_str(c.u.id);
@@ -133,19 +130,38 @@ static void post_register(ag_http_req *req, ag_http_res *res, void *ud)
     ag_time_now(c.u.created_at, sizeof c.u.created_at);
     char hash[AG_PASSWORD_HASH_MAX];
     int rc = ag_password_hash(password, hash);
-    json_decref(body);
-    if (ag_res_rc(req, res, rc, NULL, "password hash failed")) return;
+    if (rc < 0) return rc;
     c.hash = hash;
-    char refresh[64];
-    new_refresh_token(refresh, c.refresh_hash);
+    if (refresh) new_refresh_token(refresh, c.refresh_hash);
     rc = ag_store_tx(g_users.store, register_tx, &c);
+    *conflict = c.conflict;
+    if (rc == 0) *out = c.u;
+    return rc;
+}
+
+static void post_register(ag_http_req *req, ag_http_res *res, void *ud)
+{
+    json_t *body;
+    if (ag_req_json(req, res, &body) < 0) return;
+    ag_validator v;
+    ag_v_init(&v);
+    user_row u;
+    char refresh[64];
+    int conflict;
+    int rc = users_register(body, &v, &u, refresh, &conflict);
+    if (rc == AG_EINVAL && !ag_v_ok(&v)) {
+        ag_v_passed(&v, res, body);
+        return;
+    }
+    json_decref(body);
+    ag_v_release(&v);
     if (rc == AG_EEXISTS) {
         ag_res_error(res, 409, "CONFLICT",
-                     c.conflict == 2 ? "username is taken" : "email is already registered", NULL);
+                     conflict == 2 ? "username is taken" : "email is already registered", NULL);
         return;
     }
     if (ag_res_rc(req, res, rc, NULL, "register failed")) return;
-    answer_session(req, res, 201, &c.u, refresh);
+    answer_session(req, res, 201, &u, refresh);
 }
 
 /* ---- Login, refresh, logout, verify ------------------------------------------------------- */

@@ -8,6 +8,7 @@
 #include "agora/agora.h"
 #include "agora/auth.h"
 #include "agora/bus.h"
+#include "agora/grpc.h"
 #include "agora/store.h"
 
 typedef struct users_ctx {
@@ -60,6 +61,16 @@ int publish_user_event(ag_db *db, const char *type, const user_row *u);
 
 /* routes.c */
 void users_routes(ag_router *r);
+/* Registers a customer from {username, email, password} (the rules of
+ * POST /v1/auth/register): 0 with *out filled; AG_EINVAL with the problems
+ * in `v` (initialised by the caller, released by it); AG_EEXISTS with
+ * *conflict 1 (email taken) or 2 (username taken); another AG_E* code.
+ * With `refresh` (64 bytes) non-NULL, a refresh token for the new session
+ * is made and kept. user.registered is published in the same transaction. */
+int users_register(json_t *body, ag_validator *v, user_row *out, char *refresh, int *conflict);
+
+/* grpc.c: agora.users.v1.UserService (user.proto) on port 7101. */
+extern const ag_grpc_method users_grpc_methods[];
 /* openapi.json (embedded by cmake/embed.cmake): the document served at /openapi.json. */
 extern const char users_openapi_json[];
 

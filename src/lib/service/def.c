@@ -65,11 +65,14 @@ static int describe(const ag_service_def *d, ag_service *svc)
     }
     for (const ag_peer_def *p = d->peers; p && p->name; p++)
         json_array_append_new(peers, json_string(p->name));
-    json_t *out = json_pack("{s:s, s:i, s:b, s:b, s:o, s:o, s:o, s:o, s:o}", "name", d->name,
+    json_t *grpc = json_array();
+    for (const ag_grpc_method *m = d->grpc; m && m->path; m++)
+        json_array_append_new(grpc, json_string(m->path));
+    json_t *out = json_pack("{s:s, s:i, s:b, s:b, s:o, s:o, s:o, s:o, s:o, s:o}", "name", d->name,
                             "port", d->port, "store", d->store != NULL, "bus", d->bus != NULL,
                             "routes", operations(json_object_get(routes_doc, "paths")), "openapi",
                             operations(json_object_get(doc, "paths")), "publishes", publishes,
-                            "consumes", consumes, "peers", peers);
+                            "consumes", consumes, "peers", peers, "grpc", grpc);
     json_decref(routes_doc);
     json_decref(own);
     char *text = json_dumps(out, JSON_COMPACT | JSON_PRESERVE_ORDER);
@@ -112,6 +115,7 @@ static int set_up(const ag_service_def *d, ag_service *svc)
     if (rc == 0 && d->init) rc = d->init(svc);
     if (rc == 0 && d->routes) d->routes(ag_service_router(svc));
     if (rc == 0 && d->openapi) ag_service_set_openapi(svc, d->openapi);
+    if (rc == 0 && d->grpc) ag_service_use_grpc(svc, d->grpc_name, d->grpc);
     return rc;
 }
 

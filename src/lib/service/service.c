@@ -19,6 +19,7 @@
 #include "agora/log.h"
 #include "agora/service.h"
 #include "agora/trace.h"
+#include "grpc/internal.h"
 
 typedef struct ready_check {
     char *name;
@@ -74,6 +75,10 @@ struct ag_service {
     ag_bus *bus;
     owned *owned; /* freed in reverse order after the pool stopped (ag__service_own) */
     int nowned;
+    const ag_grpc_method *grpc_methods; /* ag_service_use_grpc; NULL: no gRPC server */
+    const char *grpc_name;
+    ag_grpc_server *grpc;
+    int grpc_port;
 };
 
 static int read_config(ag_service *s, int default_port)
@@ -336,6 +341,51 @@ int ag__service_ready(ag_service *s, json_t *checks)
     return rc;
 }
 
+void ag_service_use_grpc(ag_service *s, const char *name, const ag_grpc_method *methods)
+{
+    s->grpc_name = name;
+    s->grpc_methods = methods;
+}
+
+int ag_service_grpc_port(const ag_service *s)
+{
+    return s->grpc_port;
+}
+
+static int grpc_ready(void *ud)
+{
+    json_t *checks = json_object();
+    int rc = ag__service_ready(ud, checks);
+    json_decref(checks);
+    return rc;
+}
+
+/* The gRPC server beside the HTTP one: on AGORA_GRPC_PORT, or the HTTP
+ * port + 100; "off": none. */
+static int start_grpc(ag_service *s)
+{
+    const char *raw = ag_config_raw("AGORA_GRPC_PORT");
+    if (raw && strcmp(raw, "off") == 0) return 0;
+    long long port = s->bound_port + 100;
+    if (raw && ag_config_int("AGORA_GRPC_PORT", port, 0, 65535, &port) < 0) return AG_ECONFIG;
+    ag__grpc_opts o = {
+        .host = s->host,
+        .port = (int)port,
+        .loops = s->loops,
+        .pool = s->pool,
+        .metrics = s->metrics,
+        .methods = s->grpc_methods,
+        .name = s->grpc_name,
+        .tls_cert = ag_config_raw("AGORA_TLS_CERT"),
+        .tls_key = ag_config_raw("AGORA_TLS_KEY"),
+        .ready = grpc_ready,
+        .ready_ud = s,
+    };
+    int rc = ag__grpc_server_start(&o, &s->grpc);
+    if (rc == 0) s->grpc_port = ag__grpc_server_port(s->grpc);
+    return rc;
+}
+
 static void on_signal(uv_signal_t *h, int signum)
 {
     ag_service *s = h->data;
@@ -417,6 +467,10 @@ int ag_service_run(ag_service *s)
     rc = ag_http_server_start(s->server);
     if (rc < 0) goto err_server;
     s->bound_port = ag_http_server_port(s->server);
+    if (s->grpc_methods) {
+        rc = start_grpc(s);
+        if (rc < 0) goto err_server;
+    }
     if (s->start_fn) s->start_fn(s->start_ud);
 
     /* Signals are watched on the main thread's own loop. SIGPIPE is ignored:
@@ -447,6 +501,10 @@ int ag_service_run(ag_service *s)
     for (int i = 0; i < s->ndrain_hooks; i++)
         s->drain_hooks[i].fn(s->drain_hooks[i].ud);
     int forced = ag_http_server_drain(s->server, s->drain_ms);
+    /* gRPC calls in flight come back and are answered; then its
+     * connections close. */
+    ag__grpc_server_stop(s->grpc);
+    s->grpc = NULL;
     /* Requests are done: stop consuming events and flush what they
      * published. */
     if (s->bus) ag_bus_stop(s->bus, s->drain_ms);
