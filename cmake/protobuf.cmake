@@ -3,9 +3,9 @@
 #
 #   ag_protobuf_c(agora ${PROJECT_SOURCE_DIR}/proto grpc/health/v1/health.proto)
 #
-# writes <build>/proto/grpc/health/v1/health.pb-c.{c,h} from
+# writes <current build dir>/proto/grpc/health/v1/health.pb-c.{c,h} from
 # <root>/grpc/health/v1/health.proto, adds the .c to the target and
-# <build>/proto to its include path (PUBLIC: "grpc/health/v1/health.pb-c.h"),
+# that proto/ to its include path (PUBLIC: "grpc/health/v1/health.pb-c.h"),
 # and links libprotobuf-c. The generated code is protoc-c's, not ours: it is
 # compiled without -Werror and without banned.h.
 find_program(AG_PROTOC_C protoc-c REQUIRED)
@@ -14,7 +14,7 @@ pkg_check_modules(PROTOBUF_C REQUIRED IMPORTED_TARGET libprotobuf-c)
 function(ag_protobuf_c target root rel)
   get_filename_component(dir ${rel} DIRECTORY)
   get_filename_component(stem ${rel} NAME_WE)
-  set(out_dir ${CMAKE_BINARY_DIR}/proto)
+  set(out_dir ${CMAKE_CURRENT_BINARY_DIR}/proto)
   set(c ${out_dir}/${dir}/${stem}.pb-c.c)
   set(h ${out_dir}/${dir}/${stem}.pb-c.h)
   add_custom_command(OUTPUT ${c} ${h}

@@ -44,6 +44,7 @@
 #ifndef AGORA_GRPC_H
 #define AGORA_GRPC_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -90,6 +91,18 @@ ag_deadline ag_grpc_deadline(const ag_grpc_call *c);
 /* The method's path. */
 const char *ag_grpc_path(const ag_grpc_call *c);
 
+/* The caller from the bearer token of the authorization metadata,
+ * verified with `auth` (the service's verifier, agora/peer.h): 1 with *out,
+ * 0 without a bearer, or -1 after answering UNAUTHENTICATED. */
+struct ag_auth;
+struct ag_claims;
+int ag_grpc_auth(ag_grpc_call *c, const struct ag_auth *auth, struct ag_claims *out);
+/* The caller when it has `role` (or is an admin): true with *out; false
+ * after answering UNAUTHENTICATED (no or a bad bearer) or
+ * PERMISSION_DENIED, as ag_auth_caller_role does over HTTP. */
+bool ag_grpc_require_role(ag_grpc_call *c, const struct ag_auth *auth, const char *role,
+                          struct ag_claims *out);
+
 /* Answers OK with `msg` (copied). */
 void ag_grpc_reply(ag_grpc_call *c, const void *msg, size_t len);
 /* Answers `status` (AG_GRPC_*, not OK) with a message for the caller. */
@@ -102,19 +115,33 @@ const char *ag_grpc_status_name(int status);
 
 /* ---- Client ------------------------------------------------------------------------ */
 
-/* A unary call over libcurl (HTTP/2 with prior knowledge; https:// with
- * ALPN), on `curl` (a CURL * the caller keeps per thread and reuses, so
- * the connection is kept; NULL: a handle of this thread's own). `base` is
- * "http://127.0.0.1:7104"; `path` the method's. `bearer` (may be NULL) goes
- * as authorization metadata, the thread's trace context as traceparent,
- * and the time left to `deadline` as grpc-timeout. On a gRPC answer,
- * *status gets its grpc-status (OK or not) and 0 is returned; `out` (an
- * ag_buf the caller owns) gets the response message, `message` (may be
- * NULL) the grpc-message. A call that got no gRPC answer (refused,
- * reset, timed out, not HTTP/2) returns AG_EUNAVAIL or AG_EDEADLINE. */
-struct ag_buf;
-int ag_grpc_client_call(void *curl, const char *base, const char *path, const char *bearer,
-                        const void *req, size_t req_len, ag_deadline deadline,
-                        struct ag_buf *out, int *status, char *message, size_t message_len);
+/* Unary calls over libcurl (Debian's is built with nghttp2): HTTP/2 with
+ * prior knowledge for http://, ALPN h2 for https://. A client keeps a few
+ * curl handles (one per thread calling at once), each with its open
+ * connection, so calls reuse connections. Thread-safe. Most services call
+ * through their peers instead (agora/peer.h: ag_peer_grpc). */
+typedef struct ag_grpc_client ag_grpc_client;
+
+int ag_grpc_client_new(ag_grpc_client **out);
+void ag_grpc_client_free(ag_grpc_client *c);
+
+typedef struct ag_grpc_answer {
+    int status;        /* grpc-status */
+    uint8_t *msg;      /* the response message (status OK); ag_free'd by clear */
+    size_t msg_len;
+    char message[256]; /* grpc-message, decoded; "" for none */
+} ag_grpc_answer;
+
+/* Calls `path` ("/agora.inventory.v1.InventoryService/Reserve") at `base`
+ * ("http://127.0.0.1:7104") with `req` (a serialised message). `auth` (may
+ * be NULL) is sent as the authorization metadata ("Bearer ..."), the
+ * thread's trace context as traceparent (a client span), and the time left
+ * to `deadline` as grpc-timeout. 0 with *rep filled when a gRPC answer came
+ * (any status: clear it); AG_EDEADLINE when the deadline passed first;
+ * AG_EUNAVAIL when no gRPC answer came (refused, reset, not HTTP/2, no
+ * grpc-status). */
+int ag_grpc_client_call(ag_grpc_client *c, const char *base, const char *path, const char *auth,
+                        const void *req, size_t len, ag_deadline deadline, ag_grpc_answer *rep);
+void ag_grpc_answer_clear(ag_grpc_answer *rep);
 
 #endif

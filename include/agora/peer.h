@@ -89,4 +89,18 @@ int ag_peer_call(ag_peer *p, const char *method, const char *path, json_t *body,
                  ag_deadline deadline, const char *request_id, ag_peer_reply *rep);
 void ag_peer_reply_clear(ag_peer_reply *rep);
 
+/* A unary gRPC call to the peer (agora/grpc.h), blocking like
+ * ag_peer_call, with the same breaker, identity (`auth` a full
+ * "Bearer ..." value; NULL: this service's token, renewed once on
+ * UNAUTHENTICATED) and deadline. Where: AGORA_<NAME>_GRPC_URL, or the
+ * picked instance's (or AGORA_<NAME>_URL's) host with its port + 100;
+ * "off" never calls. 0 with *rep (any grpc-status: clear it); AG_EDEADLINE
+ * past the deadline; AG_EUNAVAIL when the breaker is open, gRPC is off or
+ * no gRPC answer came: the caller then uses the peer's HTTP API, and no
+ * gRPC call is tried for 5 s after a missing answer. UNAVAILABLE,
+ * INTERNAL, UNKNOWN and DEADLINE_EXCEEDED answers count against the
+ * breaker. */
+int ag_peer_grpc(ag_peer *p, const char *path, const void *req, size_t len, const char *auth,
+                 ag_deadline deadline, ag_grpc_answer *rep);
+
 #endif

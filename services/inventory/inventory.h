@@ -10,6 +10,7 @@
 #include "agora/agora.h"
 #include "agora/auth.h"
 #include "agora/bus.h"
+#include "agora/grpc.h"
 #include "agora/store.h"
 
 #define INV_ID_MAX 64             /* product and order ids: letters, digits, - and _ */
@@ -93,5 +94,26 @@ void inventory_routes(ag_router *r);
 
 /* openapi.json, embedded by cmake/embed.cmake */
 extern const char inventory_openapi_json[];
+
+/* routes.c: what the HTTP API and the gRPC API (grpc.c) share. */
+typedef enum inv_reserve_outcome {
+    INV_RESERVE_OK,       /* reserved now, or before with the same items */
+    INV_RESERVE_SHORT,    /* some line short: nothing reserved (kept FAILED) */
+    INV_RESERVE_CONFLICT, /* the order id was used with other items */
+} inv_reserve_outcome;
+/* Reserves `items` (n, validated: ids, 1..INV_MAX_QUANTITY, no product
+ * twice; sorted here) for `order`, all or nothing, idempotent by order id:
+ * 0 with *outcome (and for SHORT, *shortages a new JSON array of
+ * {productId, requested, available}; NULL otherwise), or a negative AG_E*
+ * code. */
+int inv_reserve(const char *order, inv_item *items, size_t n, inv_reserve_outcome *outcome,
+                json_t **shortages);
+typedef enum finish_op { FINISH_COMMIT, FINISH_RELEASE, FINISH_RETURN } finish_op;
+/* Commits, releases or returns `order`'s reservation: 0 (done now or
+ * already), AG_ENOTFOUND, AG_ESTATE with why in `msg`, or another code. */
+int inv_finish(const char *order, finish_op op, char *msg, size_t msg_len);
+/* grpc.c: agora.inventory.v1.InventoryService on port 7104. */
+extern const ag_grpc_method inventory_grpc_methods[];
+extern ag_auth *g_inv_auth;
 
 #endif

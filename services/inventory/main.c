@@ -5,7 +5,8 @@
  * Wiring, top to bottom: configuration, the store and its migrations, the
  * bus and its subscriptions (events.c: product.created, product.deleted),
  * the token verifier with its middleware (ag_service_use_auth: agora-users'
- * JWKS, fetched over HTTP and cached) and the routes.
+ * JWKS, fetched over HTTP and cached), the routes, and the gRPC methods
+ * (grpc.c: agora.inventory.v1.InventoryService on port 7104).
  *
  * Environment: AGORA_DB, AGORA_BUS, PORT (7004) as for every service;
  * AGORA_JWKS_URL, AGORA_JWT_* as in agora/peer.h; AGORA_SCHEMA_DIR (the
@@ -28,7 +29,7 @@ static const char *const k_publishes[] = {
     NULL,
 };
 
-static ag_auth *s_auth;
+ag_auth *g_inv_auth;
 
 static const ag_service_def k_inventory = {
     .name = "inventory",
@@ -38,9 +39,11 @@ static const ag_service_def k_inventory = {
     .bus = &g_inv.bus,
     .subscribe = inventory_subscribe,
     .publishes = k_publishes,
-    .auth = &s_auth,
+    .auth = &g_inv_auth,
     .routes = inventory_routes,
     .openapi = inventory_openapi_json,
+    .grpc = inventory_grpc_methods,
+    .grpc_name = "agora.inventory.v1.InventoryService",
 };
 
 int main(void)

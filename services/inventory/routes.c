@@ -253,6 +253,28 @@ out:
     return rc;
 }
 
+int inv_reserve(const char *order, inv_item *items, size_t n, inv_reserve_outcome *outcome,
+                json_t **shortages)
+{
+    *shortages = NULL;
+    qsort(items, n, sizeof *items, item_cmp);
+    ag_buf key;
+    ag_buf_init(&key, 0);
+    for (size_t i = 0; i < n; i++)
+        ag_buf_printf(&key, "%s%s:%lld", i ? "," : "", items[i].product_id,
+                      (long long)items[i].quantity);
+    reserve_ctx c = {.order = order, .key = key.data ? key.data : "", .items = items, .n = n};
+    int rc = ag_store_tx(g_inv.store, reserve_tx, &c);
+    ag_buf_release(&key);
+    if (rc < 0) {
+        json_decref(c.shortages);
+        return rc;
+    }
+    *outcome = c.conflict ? INV_RESERVE_CONFLICT : c.status == 409 ? INV_RESERVE_SHORT : INV_RESERVE_OK;
+    *shortages = c.shortages;
+    return 0;
+}
+
 static void answer_reservation(ag_http_req *req, ag_http_res *res, const char *order, int status)
 {
     ag_db *db;
@@ -313,27 +335,22 @@ static void post_reservation(ag_http_req *req, ag_http_res *res, void *ud)
         return;
     }
     ag_v_release(&v);
-    ag_buf key;
-    ag_buf_init(&key, 0);
-    for (i = 0; i < n; i++)
-        ag_buf_printf(&key, "%s%s:%lld", i ? "," : "", items[i].product_id,
-                      (long long)items[i].quantity);
-    reserve_ctx c = {.order = order, .key = key.data ? key.data : "", .items = items, .n = n};
-    int rc = ag_store_tx(g_inv.store, reserve_tx, &c);
+    inv_reserve_outcome outcome;
+    json_t *shortages;
+    int rc = inv_reserve(order, items, n, &outcome, &shortages);
     if (rc < 0) {
         ag_res_internal(req, res, "reservation failed", rc);
-    } else if (c.conflict) {
+    } else if (outcome == INV_RESERVE_CONFLICT) {
         ag_res_error(res, 409, "IDEMPOTENCY_CONFLICT",
                      "this order id was already used for a reservation of other items", NULL);
-    } else if (c.status == 409) {
+    } else if (outcome == INV_RESERVE_SHORT) {
         ag_res_error(res, 409, "INSUFFICIENT_STOCK",
                      "not enough stock for every item; nothing was reserved",
-                     c.shortages ? json_incref(c.shortages) : NULL);
+                     shortages ? json_incref(shortages) : NULL);
     } else {
         answer_reservation(req, res, order, 201);
     }
-    json_decref(c.shortages);
-    ag_buf_release(&key);
+    json_decref(shortages);
     json_decref(body);
     ag_free(items);
 }
@@ -350,8 +367,6 @@ static void get_reservation(ag_http_req *req, ag_http_res *res, void *ud)
     if (!ag_res_rc(req, res, rc, "no such reservation", "reservation read failed"))
         answer_reservation(req, res, order, 200);
 }
-
-typedef enum finish_op { FINISH_COMMIT, FINISH_RELEASE, FINISH_RETURN } finish_op;
 
 static const struct {
     const char *from, *to, *verb;
@@ -393,24 +408,34 @@ static int finish_tx(ag_db *db, void *ud)
     return rc;
 }
 
+int inv_finish(const char *order, finish_op op, char *msg, size_t msg_len)
+{
+    finish_ctx c = {.order = order, .op = op};
+    int rc = ag_store_tx(g_inv.store, finish_tx, &c);
+    if (rc < 0) return rc;
+    if (strcmp(c.state, k_finish[op].from) != 0 && strcmp(c.state, k_finish[op].to) != 0) {
+        snprintf(msg, msg_len, "the reservation is %s; it cannot be %s", c.state,
+                 k_finish[op].verb);
+        return AG_ESTATE;
+    }
+    return 0;
+}
+
 static void finish(ag_http_req *req, ag_http_res *res, finish_op op)
 {
     if (!ag_auth_caller_role(req, res, "service")) return;
     const char *order = path_id(req, res, "orderId", "no such reservation");
     if (!order) return;
-    finish_ctx c = {.order = order, .op = op};
-    int rc = ag_store_tx(g_inv.store, finish_tx, &c);
+    char msg[128];
+    int rc = inv_finish(order, op, msg, sizeof msg);
     if (rc == AG_ENOTFOUND) {
         ag_res_error(res, 404, "NOT_FOUND", "no such reservation", NULL);
+    } else if (rc == AG_ESTATE) {
+        ag_res_error(res, 409, "INVALID_STATE", msg, NULL);
     } else if (rc < 0) {
         char what[64];
         snprintf(what, sizeof what, "%s failed", k_finish[op].verb);
         ag_res_internal(req, res, what, rc);
-    } else if (strcmp(c.state, k_finish[op].from) != 0 && strcmp(c.state, k_finish[op].to) != 0) {
-        char msg[128];
-        snprintf(msg, sizeof msg, "the reservation is %s; it cannot be %s", c.state,
-                 k_finish[op].verb);
-        ag_res_error(res, 409, "INVALID_STATE", msg, NULL);
     } else {
         answer_reservation(req, res, order, 200);
     }

@@ -6,8 +6,13 @@
  *
  *   step       action                                  compensation
  *   reserve    POST inventory /v1/reservations         POST .../:id/release
+ *              (gRPC InventoryService/Reserve first)
  *   charge     POST payments /v1/payments              refund what was charged
  *   confirm    POST inventory .../:id/commit           (none: the last step)
+ *              (gRPC InventoryService/Commit first)
+ *
+ * The two hot inventory calls go over gRPC when inventory answers it, HTTP
+ * otherwise (inventory_grpc.c).
  *
  *   every step done  -> OrderConfirmed, order.confirmed
  *   compensated      -> OrderCancelled (the reason), order.cancelled
@@ -115,6 +120,10 @@ static int reserve(ag_saga_ctx *ctx, void *ud)
     ord_order o;
     int rc = load_live(ctx, &o);
     if (rc != 0) return rc;
+    if (inventory_grpc_reserve(ctx, &o, &rc)) { /* gRPC answered; else HTTP */
+        ord_order_clear(&o);
+        return rc;
+    }
     json_t *items = json_array();
     for (size_t i = 0; i < o.nitems; i++)
         json_array_append_new(items, json_pack("{s:s, s:I}", "productId", o.items[i].product_id,
@@ -270,6 +279,10 @@ static int confirm(ag_saga_ctx *ctx, void *ud)
     ord_order o;
     int rc = load_live(ctx, &o);
     if (rc != 0) return rc;
+    if (inventory_grpc_commit(ctx, o.id, &rc)) { /* gRPC answered; else HTTP */
+        ord_order_clear(&o);
+        return rc;
+    }
     char path[128];
     peer_reply rep;
     rc = saga_call(ctx, PEER_INVENTORY, "POST",

@@ -163,6 +163,11 @@ typedef ag_peer_reply peer_reply;
  * of a peer should not open it). */
 extern ag_peer *g_ord_peers[PEER_COUNT];
 
+/* inventory_grpc.c: the reserve and confirm steps' calls over gRPC. 1 with
+ * *outcome (the step's result) when gRPC answered; 0: make the HTTP call. */
+int inventory_grpc_reserve(ag_saga_ctx *ctx, const ord_order *o, int *outcome);
+int inventory_grpc_commit(ag_saga_ctx *ctx, const char *order, int *outcome);
+
 /* Calls `peer` (through the registry when there is one, else its URL)
  * behind its circuit breaker. `auth` is the Authorization header value
  * (NULL: the service token). Returns 0 when an answer arrived (any status),

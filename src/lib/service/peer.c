@@ -38,6 +38,7 @@ typedef struct svc_extra {
     char token[4200];
     uint64_t token_until_ms; /* wall clock; 0: none yet */
     ag_peer *users;          /* where tokens come from (made on first need) */
+    ag_grpc_client *grpc;    /* made on first ag_peer_grpc */
 } svc_extra;
 
 /* One per process: a process runs one service. */
@@ -49,6 +50,7 @@ static void extra_free(void *p)
     svc_extra *x = p;
     ag_jwks_client_free(x->jwks);
     ag_http_client_free(x->http);
+    ag_grpc_client_free(x->grpc);
     pthread_mutex_destroy(&x->tok_mu);
     sodium_memzero(x->token, sizeof x->token);
     pthread_mutex_lock(&g_extra_mu);
@@ -139,12 +141,19 @@ struct ag_peer {
     ag_breaker *breaker;
     /* agora_peer_call_duration_seconds{service,peer,outcome} */
     ag_series *m_ok, *m_error, *m_timeout, *m_open;
+    /* gRPC (ag_peer_grpc): AGORA_<NAME>_GRPC_URL, or NULL: the instance's
+     * host and port + 100; grpc_off for "off". After a call that got no
+     * gRPC answer, none is tried until grpc_down_until (wall ms). */
+    char *grpc_url;
+    bool grpc_off;
+    _Atomic uint64_t grpc_down_until;
 };
 
 static void peer_free(void *p)
 {
     ag_peer *peer = p;
     ag_breaker_free(peer->breaker);
+    ag_free(peer->grpc_url);
     ag_free(peer->url);
     ag_free(peer);
 }
@@ -193,6 +202,24 @@ int ag_service_peer_with(ag_service *svc, const char *name, const char *default_
     p->m_error = ag_metric_series(f, (const char *[]){sn, name, "error"});
     p->m_timeout = ag_metric_series(f, (const char *[]){sn, name, "timeout"});
     p->m_open = ag_metric_series(f, (const char *[]){sn, name, "open"});
+    snprintf(var, sizeof var, "AGORA_%s_GRPC_URL", name);
+    for (char *c = var; *c; c++)
+        *c = (char)toupper((unsigned char)*c);
+    const char *gurl = ag_config_raw(var);
+    if (gurl && strcmp(gurl, "off") == 0) {
+        p->grpc_off = true;
+    } else if (gurl && *gurl) {
+        if (strncmp(gurl, "http://", 7) != 0 && strncmp(gurl, "https://", 8) != 0) {
+            ag_error("invalid configuration", AG_FS("variable", var),
+                     AG_FS("reason", "expected an http:// or https:// URL, or off"),
+                     AG_FS("value", gurl));
+            ag_breaker_free(p->breaker);
+            ag_free(p->url);
+            ag_free(p);
+            return AG_ECONFIG;
+        }
+        p->grpc_url = ag_strdup(gurl);
+    }
     const char *reg = ag_config_raw("AGORA_REGISTRY");
     if (reg && *reg && strcmp(reg, "static") != 0) {
         p->disc = ag_service_discovery(svc);
@@ -357,5 +384,78 @@ int ag_peer_call(ag_peer *p, const char *method, const char *path, json_t *body,
                                                                  : p->m_error,
                       secs);
     if (rc < 0) ag_warn("call failed", AG_FS("peer", p->name), AG_FS("path", path), AG_FERR(rc));
+    return rc;
+}
+
+/* ---- gRPC --------------------------------------------------------------------------------- */
+
+/* The gRPC base of an HTTP base: the same scheme and host, the port + 100. */
+static int grpc_base_of(const char *http, char *out, size_t n)
+{
+    const char *host = strstr(http, "://");
+    if (!host) return AG_EINVAL;
+    host += 3;
+    const char *colon = strrchr(host, ':');
+    const char *slash = strchr(host, '/');
+    if (!colon || (slash && colon > slash)) return AG_EINVAL; /* no explicit port */
+    long port = strtol(colon + 1, NULL, 10);
+    if (port <= 0 || port + 100 > 65535) return AG_EINVAL;
+    snprintf(out, n, "%.*s:%ld", (int)(colon - http), http, port + 100);
+    return 0;
+}
+
+int ag_peer_grpc(ag_peer *p, const char *path, const void *req, size_t len, const char *auth,
+                 ag_deadline deadline, ag_grpc_answer *rep)
+{
+    memset(rep, 0, sizeof *rep);
+    if (p->grpc_off || ag_wall_ms() < p->grpc_down_until) return AG_EUNAVAIL;
+    svc_extra *x = p->x;
+    pthread_mutex_lock(&x->tok_mu);
+    if (!x->grpc) ag_grpc_client_new(&x->grpc);
+    ag_grpc_client *client = x->grpc;
+    pthread_mutex_unlock(&x->tok_mu);
+    uint64_t t0 = ag_now_ns();
+    ag_breaker_ticket t;
+    if (ag_breaker_acquire(p->breaker, &t) < 0) {
+        ag_series_observe(p->m_open, 0);
+        return AG_EUNAVAIL;
+    }
+    ag_instance inst;
+    bool picked = !p->grpc_url && p->disc && ag_discovery_pick(p->disc, p->name, &inst) == 0;
+    char http[192], base[200];
+    if (picked)
+        ag_instance_url(&inst, http, sizeof http);
+    else
+        snprintf(http, sizeof http, "%s", p->url);
+    int rc = 0;
+    if (p->grpc_url)
+        snprintf(base, sizeof base, "%s", p->grpc_url);
+    else
+        rc = grpc_base_of(http, base, sizeof base);
+    char token[4200];
+    bool own = !auth;
+    for (int attempt = 0; rc == 0 && attempt < 2; attempt++) {
+        if (own && (rc = service_token(x, token, sizeof token, attempt > 0)) < 0) break;
+        rc = ag_grpc_client_call(client, base, path, own ? token : auth, req, len, deadline, rep);
+        if (rc < 0 || rep->status != AG_GRPC_UNAUTHENTICATED || !own || attempt > 0) break;
+        ag_grpc_answer_clear(rep); /* our token expired or the keys rotated: renew once */
+    }
+    if (own) sodium_memzero(token, sizeof token);
+    /* Failing answers count against the breaker; no gRPC answer at all does
+     * not (the caller falls back to HTTP, whose call counts). */
+    bool failing = rc == 0 && (rep->status == AG_GRPC_UNAVAILABLE ||
+                               rep->status == AG_GRPC_INTERNAL ||
+                               rep->status == AG_GRPC_UNKNOWN ||
+                               rep->status == AG_GRPC_DEADLINE_EXCEEDED);
+    ag_breaker_release(p->breaker, &t, !failing && rc != AG_EDEADLINE);
+    if (picked) ag_discovery_release(p->disc, &inst, failing ? AG_CALL_FAILED : AG_CALL_OK);
+    if (rc == AG_EUNAVAIL || rc == AG_EINVAL) {
+        p->grpc_down_until = ag_wall_ms() + 5000;
+        ag_warn("no gRPC answer; HTTP for the next 5 s", AG_FS("peer", p->name),
+                AG_FS("url", base), AG_FS("path", path));
+        return AG_EUNAVAIL;
+    }
+    double secs = (double)(ag_now_ns() - t0) / 1e9;
+    ag_series_observe(rc == AG_EDEADLINE ? p->m_timeout : failing ? p->m_error : p->m_ok, secs);
     return rc;
 }
