@@ -3,14 +3,14 @@
 #   make check   install what is missing, build with warnings as errors,
 #                run every test, then the same tests under ASan + UBSan
 # Others: make build, make test, make asan, make bench (bench-http,
-# bench-gateway, bench-bus, bench-checkout, bench-chat), make soak (an hour of
+# bench-gateway, bench-bus, bench-checkout, bench-chat, bench-grpc), make soak (an hour of
 # mixed traffic, memory sampled: scripts/soak), make down, make format.
 JOBS ?= $(shell nproc)
 BUILD ?= build
 ASAN_BUILD ?= build-asan
 FUZZ_BUILD ?= build-fuzz
 
-.PHONY: all deps build test asan fuzz fuzz-smoke fuzz-build check docs up down soak bench bench-http bench-gateway bench-bus bench-checkout bench-chat format clean
+.PHONY: all deps build test asan fuzz fuzz-smoke fuzz-build check docs up down soak bench bench-http bench-gateway bench-bus bench-checkout bench-chat bench-grpc format clean
 
 all: build
 
@@ -59,7 +59,7 @@ down:
 soak: build
 	@BUILD=$(BUILD) scripts/soak
 
-bench: bench-http bench-gateway bench-bus bench-checkout bench-chat
+bench: bench-http bench-gateway bench-bus bench-checkout bench-chat bench-grpc
 
 bench-http: build
 	@scripts/install-deps bench
@@ -77,6 +77,9 @@ bench-checkout: build
 
 bench-chat: build
 	@AGORA_BUILD=$(abspath $(BUILD)) bench/chat/run
+
+bench-grpc: build
+	@AGORA_BUILD=$(abspath $(BUILD)) bench/grpc/run
 
 format:
 	@clang-format -i $$(git ls-files '*.c' '*.h')
