@@ -26,14 +26,7 @@
  * bearer, or -1 after answering UNAUTHENTICATED. */
 static int caller(ag_grpc_call *c, ag_claims *out)
 {
-    const char *token = ag_grpc_bearer(c);
-    if (!token) return 0;
-    char why[128];
-    if (ag_jwt_verify(g_users.keys, token, &g_users.auth.policy, out, why, sizeof why) < 0) {
-        ag_grpc_fail(c, AG_GRPC_UNAUTHENTICATED, "the bearer token is not valid: %s", why);
-        return -1;
-    }
-    return 1;
+    return ag_grpc_auth(c, &g_users.auth, out);
 }
 
 static bool privileged(const ag_claims *me)
