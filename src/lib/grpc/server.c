@@ -100,6 +100,10 @@ struct gconn {
     nghttp2_session *h2;
     SSL *ssl;
     bool closing, closed;
+    bool eof; /* the client shut its side, or the server stops: answer what is
+               * pending, then close */
+    bool finishing;
+    uv_shutdown_t shut;
     int tasks; /* calls on the pool that will come back */
     gstream *streams; /* nghttp2_session_del does not report their close */
     gconn *next, **prev;
@@ -256,6 +260,7 @@ static void tls_drain(gconn *c, ag_buf *out)
 }
 
 static void conn_close(gconn *c);
+static void conn_finish(gconn *c);
 
 /* Everything nghttp2 wants to send, written in one uv_write. */
 static void conn_flush(gconn *c)
@@ -445,6 +450,7 @@ static void call_done(void *arg)
             answer(c, st);
             conn_flush(c);
         }
+        if (c->eof && c->tasks == 0) conn_finish(c);
     }
     call_free(call);
     task_finished(s);
@@ -690,6 +696,21 @@ static void conn_close(gconn *c)
     uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
 }
 
+static void on_shutdown(uv_shutdown_t *req, int status)
+{
+    conn_close(req->data);
+}
+
+/* Closes after what was written has gone out (uv_close alone would cancel
+ * the writes still queued: the last answers, a GOAWAY). */
+static void conn_finish(gconn *c)
+{
+    if (c->closing || c->finishing) return;
+    c->finishing = true;
+    c->shut.data = c;
+    if (uv_shutdown(&c->shut, (uv_stream_t *)&c->tcp, on_shutdown) < 0) conn_close(c);
+}
+
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
 {
     static __thread char rbuf[65536];
@@ -708,6 +729,13 @@ static void feed(gconn *c, const uint8_t *data, size_t n)
 static void on_read(uv_stream_t *stream, ssize_t n, const uv_buf_t *buf)
 {
     gconn *c = stream->data;
+    if (n == UV_EOF) {
+        /* Half-closed: the calls already whole are still answered. */
+        c->eof = true;
+        uv_read_stop(stream);
+        if (c->tasks == 0) conn_finish(c);
+        return;
+    }
     if (n < 0) {
         conn_close(c);
         return;
@@ -873,11 +901,17 @@ static void stop_on_loop(void *arg)
 {
     ag_grpc_server *s = arg;
     uv_close((uv_handle_t *)&s->listener, on_listener_closed);
-    while (s->conns) {
-        gconn *c = s->conns;
-        nghttp2_session_terminate_session(c->h2, NGHTTP2_NO_ERROR);
-        conn_flush(c);
-        conn_close(c);
+    /* GOAWAY with the last stream taken: those calls are still answered
+     * (call_done finishes the connection after the last); no new ones. */
+    for (gconn *c = s->conns, *next; c; c = next) {
+        next = c->next;
+        if (c->h2)
+            nghttp2_submit_goaway(c->h2, NGHTTP2_FLAG_NONE,
+                                  nghttp2_session_get_last_proc_stream_id(c->h2),
+                                  NGHTTP2_NO_ERROR, NULL, 0);
+        c->eof = true;
+        if (!c->closing && c->h2) conn_flush(c);
+        if (c->tasks == 0) conn_finish(c);
     }
 }
 
