@@ -95,8 +95,9 @@ void ag_peer_reply_clear(ag_peer_reply *rep);
  * UNAUTHENTICATED) and deadline. Where: AGORA_<NAME>_GRPC_URL, or the
  * picked instance's (or AGORA_<NAME>_URL's) host with its port + 100;
  * "off" never calls. 0 with *rep (any grpc-status: clear it); AG_EDEADLINE
- * past the deadline; AG_EUNAVAIL when the breaker is open, gRPC is off or
- * no gRPC answer came: the caller then uses the peer's HTTP API, and no
+ * past the deadline; AG_EUNAVAIL when the breaker is open, gRPC is off,
+ * no gRPC answer came or the peer answered UNIMPLEMENTED (it does not serve
+ * the method): the caller then uses the peer's HTTP API, and no
  * gRPC call is tried for 5 s after a missing answer. UNAVAILABLE,
  * INTERNAL, UNKNOWN and DEADLINE_EXCEEDED answers count against the
  * breaker. */

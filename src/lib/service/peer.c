@@ -441,6 +441,12 @@ int ag_peer_grpc(ag_peer *p, const char *path, const void *req, size_t len, cons
         ag_grpc_answer_clear(rep); /* our token expired or the keys rotated: renew once */
     }
     if (own) sodium_memzero(token, sizeof token);
+    /* A peer that does not serve the method (an older version, another
+     * service on that port) is as good as no gRPC: HTTP then. */
+    if (rc == 0 && rep->status == AG_GRPC_UNIMPLEMENTED) {
+        ag_grpc_answer_clear(rep);
+        rc = AG_EUNAVAIL;
+    }
     /* Failing answers count against the breaker; no gRPC answer at all does
      * not (the caller falls back to HTTP, whose call counts). */
     bool failing = rc == 0 && (rep->status == AG_GRPC_UNAVAILABLE ||
