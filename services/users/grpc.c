@@ -194,7 +194,12 @@ static void list_users(ag_grpc_call *c, void *ud)
     Agora__Users__V1__User **ptrs = ag_calloc(count ? count : 1, sizeof *ptrs);
     for (size_t i = 0; i < count; i++) {
         row_of(json_array_get(arr, i), &rows[i]);
-        user_msg(&msgs[i], &rows[i], privileged(&me) || strcmp(me.sub, rows[i].id) == 0);
+        /* The listing's JSON is the public view: the email, for those who
+         * may see it, comes from the row itself. */
+        bool own = privileged(&me) || strcmp(me.sub, rows[i].id) == 0;
+        user_row full;
+        if (own && users_get(db, rows[i].id, &full, NULL, 0) == 0) rows[i] = full;
+        user_msg(&msgs[i], &rows[i], own);
         ptrs[i] = &msgs[i];
     }
     json_decref(arr);

@@ -407,6 +407,16 @@ static void run_call(void *arg)
     } else {
         call->m->fn(call, call->m->ud);
         if (!call->answered) ag_grpc_fail(call, AG_GRPC_INTERNAL, "the method gave no answer");
+        /* The caller gave up meanwhile: what it would be told, and what the
+         * metric and the span say, is that its deadline passed (the work
+         * done stays done, as for an HTTP request past its deadline). */
+        if (call->status == AG_GRPC_OK && ag_deadline_expired(call->deadline)) {
+            ag_free(call->out);
+            call->out = NULL;
+            call->out_len = 0;
+            call->status = AG_GRPC_DEADLINE_EXCEEDED;
+            snprintf(call->message, sizeof call->message, "answered after the deadline");
+        }
     }
     ag_span_attr_int(&span, "rpc.grpc.status_code", call->status);
     if (call->status != AG_GRPC_OK) ag_span_error(&span, ag_grpc_status_name(call->status));
