@@ -43,7 +43,7 @@ SANITIZER_MARKERS = (
 
 # Variables of the outer environment that would change the server under test.
 _SCRUB = ("PORT", "AGORA_HOST", "AGORA_LOOPS", "AGORA_WORKERS", "AGORA_QUEUE",
-          "AGORA_LOG", "AGORA_ACCESS_LOG", "AGORA_DRAIN_TIMEOUT", "AGORA_ENV")
+          "AGORA_LOG", "AGORA_ACCESS_LOG", "AGORA_DRAIN_TIMEOUT", "AGORA_ENV", "AGORA_GRPC_PORT")
 
 
 def scaled(seconds):
@@ -88,6 +88,9 @@ class Server:
         env["PORT"] = "0"
         env["AGORA_LOG"] = "info"  # the listening line is an info line
         env.update({k: str(v) for k, v in self.extra_env.items()})
+        # A service with gRPC methods would listen on its port + 100, which
+        # another test's server may hold: any free port unless asked.
+        env.setdefault("AGORA_GRPC_PORT", "0")
         self.proc = subprocess.Popen([self.binary or testd_path()], env=env, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         self._reader = threading.Thread(target=self._drain, daemon=True)

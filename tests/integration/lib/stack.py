@@ -3,7 +3,9 @@ service (checkout, chat, cli): agora-users, catalog, inventory, payments,
 cart, orders, notifications, rooms, messages and files (those whose binary
 the test run names in AGORA_<NAME>D; a test may ask for a subset) behind
 agora-gateway, on free ports,
-with a private temporary directory, on the store and bus the test run asks
+with a private temporary directory, each service's gRPC server (if it has
+one) on a free port of its own that its peers are told (AGORA_GRPC_PORT,
+AGORA_<NAME>_GRPC_URL), on the store and bus the test run asks
 for (AGORA_TEST_STACK_STORE=postgres, AGORA_TEST_STACK_BUS=rabbitmq; the
 servers themselves come from tests/harness/with-servers).
 
@@ -98,6 +100,7 @@ class Stack:
         self.dbs = {}
         self.servers = {}
         self.ports = {}
+        self.grpc_ports = {}  # every service's AGORA_GRPC_PORT (those without gRPC ignore it)
         self.gateway = None
         self.expect_dead_letters = False  # a suite that sends bad events on purpose sets it
 
@@ -119,6 +122,10 @@ class Stack:
         }
         for other, port in self.ports.items():
             env["AGORA_%s_URL" % other.upper()] = "http://127.0.0.1:%d" % port
+        for other, port in self.grpc_ports.items():
+            env["AGORA_%s_GRPC_URL" % other.upper()] = "http://127.0.0.1:%d" % port
+        if name in self.grpc_ports:
+            env["AGORA_GRPC_PORT"] = str(self.grpc_ports[name])
         if name == "users":
             env.update({"AGORA_ADMIN_EMAIL": ADMIN_EMAIL, "AGORA_ADMIN_PASSWORD": ADMIN_PASSWORD,
                         "AGORA_SERVICE_CLIENTS": "orders:" + CLIENT_SECRET})
@@ -141,6 +148,8 @@ class Stack:
         # Ports first, so that every service knows every other's URL.
         for name in self.names + ["gateway"]:
             self.ports[name] = free_port()
+        for name in self.names:
+            self.grpc_ports[name] = free_port()
         for name in self.names:
             self.start_one(name)
         with open(os.path.join(ROOT, "config", "gateway.json")) as f:
