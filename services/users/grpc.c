@@ -181,8 +181,7 @@ static void list_users(ag_grpc_call *c, void *ud)
     int64_t total = 0;
     json_t *arr = json_array();
     int rc = ag_store_db(g_users.store, &db);
-    if (rc == 0) rc = users_count(db, &total);
-    if (rc == 0) rc = users_list(db, page, limit, arr);
+    if (rc == 0) rc = users_page(db, page, limit, arr, &total);
     if (rc < 0) {
         json_decref(arr);
         ag_grpc_fail(c, ag_grpc_status_of(rc), "list users failed");

@@ -502,8 +502,7 @@ static void list_users(ag_http_req *req, ag_http_res *res, void *ud)
     int64_t total = 0;
     json_t *arr = json_array();
     int rc = ag_store_db(g_users.store, &db);
-    if (rc == 0) rc = users_count(db, &total);
-    if (rc == 0) rc = users_list(db, page, limit, arr);
+    if (rc == 0) rc = users_page(db, page, limit, arr, &total);
     ag_res_page_rc(req, res, rc, arr, page, limit, total, "list failed");
 }
 

@@ -112,6 +112,12 @@ int users_count(ag_db *db, int64_t *n)
     return ag_db_query_int(db, "SELECT COUNT(*) FROM users", NULL, 0, n);
 }
 
+int users_page(ag_db *db, int64_t page, int64_t limit, json_t *arr, int64_t *total)
+{
+    int rc = users_count(db, total);
+    return rc < 0 ? rc : users_list(db, page, limit, arr);
+}
+
 int users_list(ag_db *db, int64_t page, int64_t limit, json_t *arr)
 {
     ag_val p[] = {AG_VINT(limit), AG_VINT((page - 1) * limit)};

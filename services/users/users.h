@@ -44,6 +44,8 @@ int users_delete(ag_db *db, const char *id);
 int users_count(ag_db *db, int64_t *n);
 /* Fills `arr` with page `page` (1-based) of `limit` users as JSON. */
 int users_list(ag_db *db, int64_t page, int64_t limit, json_t *arr);
+/* users_count into *total, then users_list: one page of a listing. */
+int users_page(ag_db *db, int64_t page, int64_t limit, json_t *arr, int64_t *total);
 int refresh_store(ag_db *db, const char *token_hash, const char *user_id, int64_t expires_ms);
 /* Marks the token revoked; *user_id gets its owner. AG_ENOTFOUND when it
  * does not exist, is revoked or expired. */

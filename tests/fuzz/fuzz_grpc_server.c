@@ -66,56 +66,6 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     return 0;
 }
 
-/* One connection: the input written, the write side shut, all read. */
-static size_t exchange(const uint8_t *data, size_t size, uint8_t *got, size_t cap)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (fd < 0) abort();
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)g_port)};
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    struct timeval tv = {.tv_sec = 5};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-    int tries = 0;
-    while (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
-        int e = errno;
-        close(fd);
-        if (++tries == 200 || (e != EINTR && e != EADDRNOTAVAIL && e != ECONNREFUSED &&
-                               e != EAGAIN && e != ETIMEDOUT && e != EINPROGRESS)) {
-            fprintf(stderr, "fuzz: cannot connect to the server (%s) after %d tries\n", strerror(e),
-                    tries);
-            abort();
-        }
-        usleep(10000);
-        fd = socket(AF_INET, SOCK_STREAM, 0);
-        if (fd < 0) abort();
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-    }
-    for (size_t off = 0; off < size;) {
-        ssize_t n = send(fd, data + off, size - off, MSG_NOSIGNAL);
-        if (n < 0 && errno == EINTR) continue; /* libFuzzer's alarm */
-        if (n <= 0) break;                     /* the server closed early: it may */
-        off += (size_t)n;
-    }
-    shutdown(fd, SHUT_WR);
-    size_t len = 0;
-    for (;;) {
-        uint8_t buf[4096];
-        ssize_t n = recv(fd, buf, sizeof buf, 0);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) {
-            FUZZ_CHECK(n == 0 || errno != EAGAIN); /* the server must close, not hang */
-            break;
-        }
-        size_t take = (size_t)n < cap - len ? (size_t)n : cap - len;
-        memcpy(got + len, buf, take);
-        len += take;
-    }
-    close(fd);
-    return len;
-}
-
 /* A frame's header: 3 bytes length, type, flags, stream id. */
 static bool has_frame(const uint8_t *b, size_t len, uint8_t type, uint32_t stream)
 {
@@ -167,14 +117,14 @@ static size_t health_request(uint8_t *out)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static uint8_t got[1 << 16];
-    size_t len = exchange(data, size, got, sizeof got);
+    size_t len = fuzz_exchange(g_port, data, size, got, sizeof got);
     /* The server speaks first: its SETTINGS, whatever the client sent. */
     if (len >= 9) FUZZ_CHECK(got[3] == 4);
     static unsigned count;
     if (count++ % 16) return 0;
     uint8_t probe[512];
     size_t plen = health_request(probe);
-    len = exchange(probe, plen, got, sizeof got);
+    len = fuzz_exchange(g_port, probe, plen, got, sizeof got);
     if (!has_frame(got, len, 1, 1))
         fprintf(stderr, "fuzz: the health probe after an input got %zu bytes, no HEADERS\n", len);
     FUZZ_CHECK(has_frame(got, len, 1, 1));

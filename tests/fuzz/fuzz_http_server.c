@@ -171,58 +171,11 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     return 0;
 }
 
-/* One connection: the input written, the write side shut, all read. */
+/* One connection (fuzz_exchange), NUL-terminated. */
 static size_t exchange(const uint8_t *data, size_t size, char *got, size_t cap)
 {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (fd < 0) abort();
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)g_port)};
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    struct timeval tv = {.tv_sec = 5};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-    /* libFuzzer's timeout alarm may interrupt the connect (EINTR), and at
-     * thousands of connections a second the kernel may be out of ephemeral
-     * ports or backlog for a moment: a new try then, else say why. */
-    int tries = 0;
-    while (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
-        int e = errno;
-        close(fd);
-        if (++tries == 200 || (e != EINTR && e != EADDRNOTAVAIL && e != ECONNREFUSED &&
-                               e != EAGAIN && e != ETIMEDOUT && e != EINPROGRESS)) {
-            fprintf(stderr, "fuzz: cannot connect to the server (%s) after %d tries\n", strerror(e),
-                    tries);
-            abort();
-        }
-        usleep(10000);
-        fd = socket(AF_INET, SOCK_STREAM, 0);
-        if (fd < 0) abort();
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-    }
-    if (tries) fprintf(stderr, "fuzz: connected after %d tries\n", tries);
-    for (size_t off = 0; off < size;) {
-        ssize_t n = send(fd, data + off, size - off, MSG_NOSIGNAL);
-        if (n < 0 && errno == EINTR) continue; /* libFuzzer's alarm */
-        if (n <= 0) break;                     /* the server closed early: it may */
-        off += (size_t)n;
-    }
-    shutdown(fd, SHUT_WR);
-    size_t len = 0;
-    for (;;) {
-        char buf[4096];
-        ssize_t n = recv(fd, buf, sizeof buf, 0);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) {
-            FUZZ_CHECK(n == 0 || errno != EAGAIN); /* the server must close, not hang */
-            break;
-        }
-        size_t take = (size_t)n < cap - 1 - len ? (size_t)n : cap - 1 - len;
-        memcpy(got + len, buf, take);
-        len += take;
-    }
+    size_t len = fuzz_exchange(g_port, data, size, got, cap - 1);
     got[len] = '\0';
-    close(fd);
     return len;
 }
 

@@ -35,6 +35,7 @@
 #include "agora/agora.h"
 #include "agora/grpc.h"
 #include "agora/trace.h"
+#include "grpc/internal.h"
 
 #define MAX_IDLE 64
 #define MAX_RESPONSE (4u << 20)
@@ -353,14 +354,9 @@ int ag_grpc_client_call(ag_grpc_client *cl, const char *base, const char *path, 
     char tp[AG_TRACEPARENT_LEN + 1];
     if (span.ctx.valid) ag_traceparent_format(&span.ctx, tp);
 
-    uint8_t *framed = ag_malloc(len + 5);
-    framed[0] = 0;
-    framed[1] = (uint8_t)(len >> 24);
-    framed[2] = (uint8_t)(len >> 16);
-    framed[3] = (uint8_t)(len >> 8);
-    framed[4] = (uint8_t)len;
-    if (len) memcpy(framed + 5, req, len);
-    exchange x = {.req = framed, .req_len = len + 5, .grpc_status = -1};
+    size_t framed_len;
+    uint8_t *framed = ag__grpc_frame(req, len, &framed_len);
+    exchange x = {.req = framed, .req_len = framed_len, .grpc_status = -1};
     ag_buf_init(&x.body, MAX_RESPONSE + 5);
 
     /* A kept connection may have been closed by the server meanwhile: one
@@ -388,20 +384,17 @@ int ag_grpc_client_call(ag_grpc_client *cl, const char *base, const char *path, 
     } else {
         rep->status = x.grpc_status;
         snprintf(rep->message, sizeof rep->message, "%s", x.message);
-        if (x.grpc_status == AG_GRPC_OK) {
-            const uint8_t *b = (const uint8_t *)x.body.data;
-            size_t n = x.body.len;
-            size_t mlen = n >= 5 ? ((size_t)b[1] << 24 | (size_t)b[2] << 16 |
-                                    (size_t)b[3] << 8 | b[4])
-                                 : 0;
-            if (n < 5 || b[0] != 0 || mlen != n - 5) {
-                rc = AG_EUNAVAIL; /* not one uncompressed message: not an answer we read */
-                memset(rep, 0, sizeof *rep);
-            } else {
-                rep->msg = ag_malloc(mlen ? mlen : 1);
-                if (mlen) memcpy(rep->msg, b + 5, mlen);
-                rep->msg_len = mlen;
-            }
+        const uint8_t *msg;
+        size_t mlen;
+        if (x.grpc_status != AG_GRPC_OK) {
+            /* no message with a failure */
+        } else if (ag__grpc_unframe((const uint8_t *)x.body.data, x.body.len, &msg, &mlen) != 0) {
+            rc = AG_EUNAVAIL; /* not one uncompressed message: not an answer we read */
+            memset(rep, 0, sizeof *rep);
+        } else {
+            rep->msg = ag_malloc(mlen ? mlen : 1);
+            if (mlen) memcpy(rep->msg, msg, mlen);
+            rep->msg_len = mlen;
         }
     }
     ag_buf_release(&x.body);

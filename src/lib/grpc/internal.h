@@ -26,6 +26,14 @@ typedef struct ag__grpc_opts {
     void *ready_ud;
 } ag__grpc_opts;
 
+/* gRPC's length-prefixed message (PROTOCOL-HTTP2.md): a flag byte (1:
+ * compressed), 4 bytes of big-endian length, the message. ag__grpc_frame
+ * makes one (the caller ag_frees it, *out_len bytes); ag__grpc_unframe
+ * reads one that fills `b` exactly: 0 with *msg and *len, 1 when it is
+ * compressed, -1 when it is not one whole message. */
+uint8_t *ag__grpc_frame(const void *msg, size_t len, size_t *out_len);
+int ag__grpc_unframe(const uint8_t *b, size_t n, const uint8_t **msg, size_t *len);
+
 /* Binds and starts serving; the caller owns the server. */
 int ag__grpc_server_start(const ag__grpc_opts *o, ag_grpc_server **out);
 int ag__grpc_server_port(const ag_grpc_server *s);

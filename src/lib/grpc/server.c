@@ -193,19 +193,36 @@ const char *ag_grpc_path(const ag_grpc_call *c)
     return c->path;
 }
 
+uint8_t *ag__grpc_frame(const void *msg, size_t len, size_t *out_len)
+{
+    uint8_t *b = ag_malloc(len + 5);
+    b[0] = 0;
+    b[1] = (uint8_t)(len >> 24);
+    b[2] = (uint8_t)(len >> 16);
+    b[3] = (uint8_t)(len >> 8);
+    b[4] = (uint8_t)len;
+    if (len) memcpy(b + 5, msg, len);
+    *out_len = len + 5;
+    return b;
+}
+
+int ag__grpc_unframe(const uint8_t *b, size_t n, const uint8_t **msg, size_t *len)
+{
+    if (n < 5) return -1;
+    size_t l = (size_t)b[1] << 24 | (size_t)b[2] << 16 | (size_t)b[3] << 8 | b[4];
+    if (b[0] != 0) return 1;
+    if (l != n - 5) return -1;
+    *msg = b + 5;
+    *len = l;
+    return 0;
+}
+
 void ag_grpc_reply(ag_grpc_call *c, const void *msg, size_t len)
 {
     if (c->answered) return;
     c->answered = true;
     c->status = AG_GRPC_OK;
-    c->out = ag_malloc(len + 5);
-    c->out[0] = 0;
-    c->out[1] = (uint8_t)(len >> 24);
-    c->out[2] = (uint8_t)(len >> 16);
-    c->out[3] = (uint8_t)(len >> 8);
-    c->out[4] = (uint8_t)len;
-    if (len) memcpy(c->out + 5, msg, len);
-    c->out_len = len + 5;
+    c->out = ag__grpc_frame(msg, len, &c->out_len);
 }
 
 void ag_grpc_fail(ag_grpc_call *c, int status, const char *fmt, ...)
@@ -523,19 +540,17 @@ static void dispatch(gconn *c, gstream *st)
         answer_now(c, st, AG_GRPC_RESOURCE_EXHAUSTED, "the request message is too large");
         return;
     }
-    const uint8_t *b = (const uint8_t *)st->body.data;
-    size_t n = st->body.len;
-    if (n < 5) {
-        answer_now(c, st, AG_GRPC_INTERNAL, "no request message");
-        return;
-    }
-    size_t len = (size_t)b[1] << 24 | (size_t)b[2] << 16 | (size_t)b[3] << 8 | b[4];
-    if (b[0] != 0) {
+    const uint8_t *msg;
+    size_t len;
+    int framing = ag__grpc_unframe((const uint8_t *)st->body.data, st->body.len, &msg, &len);
+    if (framing == 1) {
         answer_now(c, st, AG_GRPC_UNIMPLEMENTED, "compressed messages are not accepted");
         return;
     }
-    if (len != n - 5) {
-        answer_now(c, st, AG_GRPC_UNIMPLEMENTED, "one request message per call (unary)");
+    if (framing < 0) {
+        answer_now(c, st, st->body.len < 5 ? AG_GRPC_INTERNAL : AG_GRPC_UNIMPLEMENTED,
+                   st->body.len < 5 ? "no request message"
+                                    : "one request message per call (unary)");
         return;
     }
     ag_grpc_call *call = ag_calloc(1, sizeof *call);
@@ -547,7 +562,7 @@ static void dispatch(gconn *c, gstream *st)
     snprintf(call->path, sizeof call->path, "%s", st->path);
     if (len) {
         call->req = ag_malloc(len);
-        memcpy(call->req, b + 5, len);
+        memcpy(call->req, msg, len);
     }
     call->req_len = len;
     call->deadline = st->timeout[0] ? parse_timeout(st->timeout) : AG_DEADLINE_NONE;
