@@ -7,7 +7,7 @@
  * choice the issue names; it was not taken because it brings its own
  * threads, completion queues and polling engine beside the service's libuv
  * loops and worker pool, and its own TLS, metrics and tracing, where this
- * server is ~600 lines on the loops, pool, metrics, tracer and TLS setup
+ * server is one file on the loops, pool, metrics, tracer and TLS setup
  * every Agora server already has. What gRPC adds on top of HTTP/2 for
  * unary calls is small and is all here: the 5-byte message prefix, the
  * grpc-timeout header, and grpc-status/grpc-message in the trailers.
