@@ -69,7 +69,7 @@ static int one_grpc(worker *w, uint64_t seq, char *auth)
     int rc = ag_grpc_client_call(g_grpc, g_o.grpc_url,
                                  g_o.reserve ? "/agora.inventory.v1.InventoryService/Reserve"
                                              : "/agora.inventory.v1.InventoryService/Commit",
-                                 auth, buf, len, ag_deadline_in(5000), &a);
+                                 "inventory", auth, buf, len, ag_deadline_in(5000), &a);
     if (rc < 0) return rc;
     rc = a.status == AG_GRPC_OK ? 0 : AG_EPROTO;
     if (rc < 0) fprintf(stderr, "bench-grpc: %s %s\n", ag_grpc_status_name(a.status), a.message);

@@ -140,8 +140,9 @@ typedef struct ag_grpc_answer {
  * (any status: clear it); AG_EDEADLINE when the deadline passed first;
  * AG_EUNAVAIL when no gRPC answer came (refused, reset, not HTTP/2, no
  * grpc-status). */
-int ag_grpc_client_call(ag_grpc_client *c, const char *base, const char *path, const char *auth,
-                        const void *req, size_t len, ag_deadline deadline, ag_grpc_answer *rep);
+int ag_grpc_client_call(ag_grpc_client *c, const char *base, const char *path, const char *peer,
+                        const char *auth, const void *req, size_t len, ag_deadline deadline,
+                        ag_grpc_answer *rep);
 void ag_grpc_answer_clear(ag_grpc_answer *rep);
 
 #endif

@@ -341,8 +341,9 @@ static int exchange_on(cconn *c, const char *path, const char *auth, const char 
     }
 }
 
-int ag_grpc_client_call(ag_grpc_client *cl, const char *base, const char *path, const char *auth,
-                        const void *req, size_t len, ag_deadline deadline, ag_grpc_answer *rep)
+int ag_grpc_client_call(ag_grpc_client *cl, const char *base, const char *path, const char *peer,
+                        const char *auth, const void *req, size_t len, ag_deadline deadline,
+                        ag_grpc_answer *rep)
 {
     memset(rep, 0, sizeof *rep);
     if (ag_deadline_remaining(deadline) == 0) return AG_EDEADLINE;
@@ -351,6 +352,7 @@ int ag_grpc_client_call(ag_grpc_client *cl, const char *base, const char *path, 
     ag_span_begin(&span, path + 1, AG_SPAN_CLIENT, cur.valid ? &cur : NULL);
     ag_span_attr_str(&span, "rpc.system", "grpc");
     ag_span_attr_str(&span, "rpc.method", path);
+    if (peer) ag_span_attr_str(&span, "peer.service", peer);
     char tp[AG_TRACEPARENT_LEN + 1];
     if (span.ctx.valid) ag_traceparent_format(&span.ctx, tp);
 

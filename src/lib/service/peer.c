@@ -436,7 +436,8 @@ int ag_peer_grpc(ag_peer *p, const char *path, const void *req, size_t len, cons
     bool own = !auth;
     for (int attempt = 0; rc == 0 && attempt < 2; attempt++) {
         if (own && (rc = service_token(x, token, sizeof token, attempt > 0)) < 0) break;
-        rc = ag_grpc_client_call(client, base, path, own ? token : auth, req, len, deadline, rep);
+        rc = ag_grpc_client_call(client, base, path, p->name, own ? token : auth, req, len,
+                                 deadline, rep);
         if (rc < 0 || rep->status != AG_GRPC_UNAUTHENTICATED || !own || attempt > 0) break;
         ag_grpc_answer_clear(rep); /* our token expired or the keys rotated: renew once */
     }

@@ -152,12 +152,22 @@ def db_url(tmp, name):
         u._replace(path="/agora_%s_test_%s" % (name, uuid.uuid4().hex[:8])))
 
 
+_HANDED_OUT = set()
+
+
 def free_port():
     """A loopback port free right now, for a server that must keep its port
-    across restarts."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    across restarts; never one this process handed out before. (The kernel
+    may give a port just released to the next bind to port 0, and Agora's
+    servers bind with SO_REUSEPORT, so two servers told the same port would
+    both listen and share its connections.)"""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 # ---- Calls --------------------------------------------------------------------------

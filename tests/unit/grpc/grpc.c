@@ -119,7 +119,7 @@ static void test_echo_many_calls_on_kept_connections(void **state)
         char msg[32];
         int n = snprintf(msg, sizeof msg, "hello %d", i);
         ag_grpc_answer a;
-        assert_int_equal(ag_grpc_client_call(g_cli, g_base, "/t.T/Echo", "Bearer secret", msg,
+        assert_int_equal(ag_grpc_client_call(g_cli, g_base, "/t.T/Echo", "t", "Bearer secret", msg,
                                              (size_t)n, ag_deadline_in(2000), &a),
                          0);
         assert_int_equal(a.status, AG_GRPC_OK);
@@ -130,7 +130,7 @@ static void test_echo_many_calls_on_kept_connections(void **state)
     /* An empty message is a message. */
     ag_grpc_answer a;
     assert_int_equal(
-        ag_grpc_client_call(g_cli, g_base, "/t.T/Echo", NULL, "", 0, ag_deadline_in(2000), &a), 0);
+        ag_grpc_client_call(g_cli, g_base, "/t.T/Echo", "t", NULL, "", 0, ag_deadline_in(2000), &a), 0);
     assert_int_equal(a.status, AG_GRPC_OK);
     assert_int_equal(a.msg_len, 0);
     ag_grpc_answer_clear(&a);
@@ -141,7 +141,7 @@ static void *caller(void *arg)
     int *ok = arg;
     for (int i = 0; i < 50; i++) {
         ag_grpc_answer a;
-        if (ag_grpc_client_call(g_cli, g_base, "/t.T/Echo", NULL, "x", 1, ag_deadline_in(5000),
+        if (ag_grpc_client_call(g_cli, g_base, "/t.T/Echo", "t", NULL, "x", 1, ag_deadline_in(5000),
                                 &a) == 0 &&
             a.status == AG_GRPC_OK && a.msg_len == 1)
             (*ok)++;
@@ -165,31 +165,31 @@ static void test_concurrent_callers(void **state)
 static void test_failures_reach_the_caller(void **state)
 {
     ag_grpc_answer a;
-    assert_int_equal(ag_grpc_client_call(g_cli, g_base, "/t.T/Refuse", NULL, "", 0,
+    assert_int_equal(ag_grpc_client_call(g_cli, g_base, "/t.T/Refuse", "t", NULL, "", 0,
                                          ag_deadline_in(2000), &a),
                      0);
     assert_int_equal(a.status, AG_GRPC_NOT_FOUND);
     assert_string_equal(a.message, "no such thing: caf\xc3\xa9 100%");
     ag_grpc_answer_clear(&a);
-    assert_int_equal(ag_grpc_client_call(g_cli, g_base, "/t.T/Echo", "Bearer other", "", 0,
+    assert_int_equal(ag_grpc_client_call(g_cli, g_base, "/t.T/Echo", "t", "Bearer other", "", 0,
                                          ag_deadline_in(2000), &a),
                      0);
     assert_int_equal(a.status, AG_GRPC_UNAUTHENTICATED);
     ag_grpc_answer_clear(&a);
     assert_int_equal(
-        ag_grpc_client_call(g_cli, g_base, "/t.T/Nope", NULL, "", 0, ag_deadline_in(2000), &a), 0);
+        ag_grpc_client_call(g_cli, g_base, "/t.T/Nope", "t", NULL, "", 0, ag_deadline_in(2000), &a), 0);
     assert_int_equal(a.status, AG_GRPC_UNIMPLEMENTED);
     ag_grpc_answer_clear(&a);
     /* A handler that answers nothing is INTERNAL, never a hang. */
     assert_int_equal(
-        ag_grpc_client_call(g_cli, g_base, "/t.T/Silent", NULL, "", 0, ag_deadline_in(2000), &a),
+        ag_grpc_client_call(g_cli, g_base, "/t.T/Silent", "t", NULL, "", 0, ag_deadline_in(2000), &a),
         0);
     assert_int_equal(a.status, AG_GRPC_INTERNAL);
     ag_grpc_answer_clear(&a);
     /* Over AGORA_GRPC_MAX_MESSAGE. */
     size_t big = 70000;
     char *buf = ag_calloc(big, 1);
-    assert_int_equal(ag_grpc_client_call(g_cli, g_base, "/t.T/Echo", NULL, buf, big,
+    assert_int_equal(ag_grpc_client_call(g_cli, g_base, "/t.T/Echo", "t", NULL, buf, big,
                                          ag_deadline_in(2000), &a),
                      0);
     assert_int_equal(a.status, AG_GRPC_RESOURCE_EXHAUSTED);
@@ -203,17 +203,17 @@ static void test_deadlines(void **state)
     ag_grpc_answer a;
     uint64_t t0 = ag_now_ms();
     assert_int_equal(
-        ag_grpc_client_call(g_cli, g_base, "/t.T/Slow", NULL, "", 0, ag_deadline_in(100), &a),
+        ag_grpc_client_call(g_cli, g_base, "/t.T/Slow", "t", NULL, "", 0, ag_deadline_in(100), &a),
         AG_EDEADLINE);
     assert_true(ag_now_ms() - t0 < 290);
     /* ...and the next call works (the broken connection was not kept). */
     assert_int_equal(
-        ag_grpc_client_call(g_cli, g_base, "/t.T/Echo", NULL, "ok", 2, ag_deadline_in(2000), &a),
+        ag_grpc_client_call(g_cli, g_base, "/t.T/Echo", "t", NULL, "ok", 2, ag_deadline_in(2000), &a),
         0);
     assert_int_equal(a.status, AG_GRPC_OK);
     ag_grpc_answer_clear(&a);
     /* A deadline already past is not sent at all. */
-    assert_int_equal(ag_grpc_client_call(g_cli, g_base, "/t.T/Echo", NULL, "", 0,
+    assert_int_equal(ag_grpc_client_call(g_cli, g_base, "/t.T/Echo", "t", NULL, "", 0,
                                          ag_deadline_in(0), &a),
                      AG_EDEADLINE);
 }
@@ -223,7 +223,7 @@ static void test_health(void **state)
     /* HealthCheckRequest{} is empty; the answer is {status: 1 SERVING}. */
     ag_grpc_answer a;
     g_ready = 0;
-    assert_int_equal(ag_grpc_client_call(g_cli, g_base, "/grpc.health.v1.Health/Check", NULL, "",
+    assert_int_equal(ag_grpc_client_call(g_cli, g_base, "/grpc.health.v1.Health/Check", "t", NULL, "",
                                          0, ag_deadline_in(2000), &a),
                      0);
     assert_int_equal(a.status, AG_GRPC_OK);
@@ -231,19 +231,19 @@ static void test_health(void **state)
     assert_memory_equal(a.msg, "\x08\x01", 2);
     ag_grpc_answer_clear(&a);
     g_ready = AG_EUNAVAIL; /* {status: 2 NOT_SERVING} */
-    assert_int_equal(ag_grpc_client_call(g_cli, g_base, "/grpc.health.v1.Health/Check", NULL, "",
+    assert_int_equal(ag_grpc_client_call(g_cli, g_base, "/grpc.health.v1.Health/Check", "t", NULL, "",
                                          0, ag_deadline_in(2000), &a),
                      0);
     assert_memory_equal(a.msg, "\x08\x02", 2);
     ag_grpc_answer_clear(&a);
     g_ready = 0;
     /* service "t.T" is known, "other" is NOT_FOUND */
-    assert_int_equal(ag_grpc_client_call(g_cli, g_base, "/grpc.health.v1.Health/Check", NULL,
+    assert_int_equal(ag_grpc_client_call(g_cli, g_base, "/grpc.health.v1.Health/Check", "t", NULL,
                                          "\x0a\x03t.T", 5, ag_deadline_in(2000), &a),
                      0);
     assert_int_equal(a.status, AG_GRPC_OK);
     ag_grpc_answer_clear(&a);
-    assert_int_equal(ag_grpc_client_call(g_cli, g_base, "/grpc.health.v1.Health/Check", NULL,
+    assert_int_equal(ag_grpc_client_call(g_cli, g_base, "/grpc.health.v1.Health/Check", "t", NULL,
                                          "\x0a\x05other", 7, ag_deadline_in(2000), &a),
                      0);
     assert_int_equal(a.status, AG_GRPC_NOT_FOUND);
@@ -255,10 +255,10 @@ static void test_no_server_is_unavailable(void **state)
     ag_grpc_answer a;
     /* a port nobody listens on (the server's, + 1 is unlikely to be bound
      * by this process; a refused connection is what matters) */
-    assert_int_equal(ag_grpc_client_call(g_cli, "http://127.0.0.1:1", "/t.T/Echo", NULL, "", 0,
+    assert_int_equal(ag_grpc_client_call(g_cli, "http://127.0.0.1:1", "/t.T/Echo", "t", NULL, "", 0,
                                          ag_deadline_in(1000), &a),
                      AG_EUNAVAIL);
-    assert_int_equal(ag_grpc_client_call(g_cli, "https://127.0.0.1:1", "/t.T/Echo", NULL, "", 0,
+    assert_int_equal(ag_grpc_client_call(g_cli, "https://127.0.0.1:1", "/t.T/Echo", "t", NULL, "", 0,
                                          ag_deadline_in(1000), &a),
                      AG_EUNAVAIL);
 }
