@@ -62,6 +62,12 @@ def private_config(tmp):
         env["AGORA_DB"] = "%s/agora_{service}_%s" % (pg, uuid.uuid4().hex[:6])
     env["AGORA_FILES_DIR"] = "{var}/files"
     env["AGORA_MAIL_DIR"] = "{var}/mail"
+    # The gRPC servers on free ports too (not a guessed port + 100), and
+    # their callers told where.
+    for name in ("users", "inventory"):
+        port = service.free_port()
+        env["AGORA_%s_GRPC_PORT" % name.upper()] = str(port)
+        env["AGORA_%s_GRPC_URL" % name.upper()] = "http://127.0.0.1:%d" % port
     cfg["readyTimeout"] = "%ds" % (40 * SCALE)
     cfg["demo"] = None  # the workload makes its own products
     path = os.path.join(tmp, "agora.json")

@@ -155,7 +155,9 @@ def main():
     if os.environ.get("AGORA_GATEWAYD"):
         names.append("gateway")  # last, as in config/agora.json
         execs["gateway"] = os.environ["AGORA_GATEWAYD"]
-    ports = dict(zip(names, free_ports(len(names))))
+    got = free_ports(len(names) + 2)
+    ports = dict(zip(names, got))
+    grpc_ports = {"users": got[-2], "inventory": got[-1]}  # not a guessed port + 100
     comps = []
     for n in names:
         if n == "nats":
@@ -171,7 +173,11 @@ def main():
         else:
             comps.append({"name": n, "exec": execs[n], "port": ports[n]})
     cfg = {"readyTimeout": "%ds" % (30 * SCALE), "drainTimeout": "10s",
-           "env": {"AGORA_BUS": "nats://127.0.0.1:{nats.port}",
+           "env": {"AGORA_USERS_GRPC_PORT": str(grpc_ports["users"]),
+                   "AGORA_INVENTORY_GRPC_PORT": str(grpc_ports["inventory"]),
+                   "AGORA_USERS_GRPC_URL": "http://127.0.0.1:%d" % grpc_ports["users"],
+                   "AGORA_INVENTORY_GRPC_URL": "http://127.0.0.1:%d" % grpc_ports["inventory"],
+                   "AGORA_BUS": "nats://127.0.0.1:{nats.port}",
                    "AGORA_DB": "sqlite:{var}/{service}.db",
                    "AGORA_ADMIN_EMAIL": "admin@agora.local",
                    "AGORA_ADMIN_PASSWORD": "agora-admin-dev",
