@@ -403,6 +403,7 @@ static void count(ag_grpc_server *s, const char *path, int status, double second
 }
 
 static void call_done(void *arg);
+static void task_finished(ag_grpc_server *s);
 
 static void run_call(void *arg)
 {
@@ -442,8 +443,11 @@ static void run_call(void *arg)
     count(call->srv, call->m == &k_health ? k_health.path : call->m->path, call->status,
           (double)(ag_now_ns() - call->started_ns) / 1e9);
     if (ag_loop_post(call->srv->loop, call_done, call) < 0) {
-        /* The loop is gone: the server is past its stop, nothing to answer. */
+        /* The loop is gone: nothing to answer, but the stop must not wait
+         * for this call. */
+        ag_grpc_server *s = call->srv;
         call_free(call);
+        task_finished(s);
     }
 }
 
