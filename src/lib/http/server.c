@@ -693,8 +693,36 @@ static void arm_timer(ag_conn *c, tmode mode)
 
 /* ---- Responses -------------------------------------------------------------------- */
 
+/* A streamed body paused in its last on_body has had every byte, but its
+ * end (llhttp's message complete) is not parsed until the parser runs
+ * again: it takes no byte, only a run. Run it now, so that an answer that
+ * starts before the handler resumed the body (the gateway's upstream
+ * answered while the client was held) need not close the connection as if
+ * the body were unfinished. Nothing is delivered: a body still short of
+ * its length stays paused where it was. */
+static const char k_no_bytes[1] = "";
+
+static void body_settle(ag_conn *c)
+{
+    if (!c->body_stream || !c->body_reading || c->body_done || c->feeding || c->closing ||
+        c->pending.len > 0 ||
+        llhttp_get_errno(&c->parser) != HPE_PAUSED)
+        return;
+    bool held = c->body_held;
+    c->body_held = true; /* an on_body now would be a bug: keep it paused */
+    llhttp_resume(&c->parser);
+    feed(c, k_no_bytes, 0);
+    c->body_held = held && !c->body_done;
+    if (!c->body_done && llhttp_get_errno(&c->parser) != HPE_PAUSED) {
+        /* still short: leave the parser as the handler left it */
+        llhttp_pause(&c->parser);
+        c->paused = true;
+    }
+}
+
 static bool must_close(ag_conn *c)
 {
+    body_settle(c);
     /* A streamed body not read to its end: the rest is not parsed. */
     return !c->req.keep_alive || atomic_load(&srv_of(c)->draining) || c->close_after ||
            (c->body_stream && !c->body_done);
@@ -1106,7 +1134,12 @@ static void body_pump(ag_conn *c)
     arm_timer(c, T_BODY);
     if (c->dispatching || c->feeding) return; /* the parser's caller goes on */
     c->paused = false;
-    if (llhttp_get_errno(&c->parser) == HPE_PAUSED) llhttp_resume(&c->parser);
+    if (llhttp_get_errno(&c->parser) == HPE_PAUSED) {
+        llhttp_resume(&c->parser);
+        /* Paused in the last on_body: the end is parsed now, not when the
+         * client's next request arrives (body_settle). */
+        if (c->pending.len == 0) feed(c, k_no_bytes, 0);
+    }
     while (!c->paused && c->pending.len > 0 && !c->closing) {
         ag_buf tmp = c->pending;
         ag_buf_init(&c->pending, 0);
@@ -1585,7 +1618,7 @@ static void fail_parse(ag_conn *c, llhttp_errno_t err)
  * c->pending and the socket stops being read. */
 static void feed(ag_conn *c, const char *data, size_t len)
 {
-    if (len == 0) return;
+    if (len == 0 && data != k_no_bytes) return;
     c->feeding = true;
     llhttp_errno_t err = llhttp_execute(&c->parser, data, len);
     c->feeding = false;
