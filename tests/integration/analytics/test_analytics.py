@@ -234,8 +234,11 @@ class Analytics(unittest.TestCase):
         st.wait_until(room_seen, "the room's messages in the read model")
         r = {r["roomId"]: r for r in self.get("/api/v1/analytics/rooms")}[room["id"]]
         self.assertEqual((r["name"], r["senders"], r["deleted"]), (room["name"], 2, False))
-        active = self.get("/api/v1/analytics/users/active?days=1")
         everyone = {u["id"] for u in users} | cart_users
+        # The read model follows the events: wait for every user's.
+        st.wait_until(lambda: self.get("/api/v1/analytics/users/active?days=1")["activeUsers"]
+                      >= len(everyone), "every buyer and browser active in the read model")
+        active = self.get("/api/v1/analytics/users/active?days=1")
         # Every buyer and browser was active today; beyond them, only people
         # who registered (another test's) and the admin, who signed in.
         self.assertGreaterEqual(active["registered"], len(everyone))
